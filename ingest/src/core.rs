@@ -1,0 +1,357 @@
+//! The ingest core: one step's stream of frames in, durable acks out, whatever the transport.
+//!
+//! Per stream: OPEN (token checked, step opened) → ACCEPT with the durable hwm → DATA frames
+//! appended under the offset rule → END verified against length and checksum → END echoed back.
+//! An acker task runs beside the reader and acknowledges bytes once the live tier made them
+//! durable, so fsyncs are group-committed over many chunks while reading goes on.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tailrace_protocol::token::{Claims, TokenKey};
+use tailrace_protocol::{
+    Accept, Data, Decoder, End, ErrorFrame, ErrorKind, Frame, FrameError, Open,
+};
+use tailrace_storage::meta::now_ms;
+use tailrace_storage::{AppendOutcome, LiveError, LiveTier, MetaStore, StepEnd, StepKey};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::metrics::IngestMetrics;
+
+/// Limits that bound what one stream may cost.
+#[derive(Debug, Clone)]
+pub struct IngestLimits {
+    /// Largest frame payload accepted; a larger frame closes the stream with `too_large`.
+    /// Memory per stream is about one such frame plus the read buffer's slack.
+    pub max_frame: usize,
+    /// How long a new stream may take to send OPEN.
+    pub open_timeout: Duration,
+}
+
+impl Default for IngestLimits {
+    fn default() -> Self {
+        Self { max_frame: tailrace_protocol::DEFAULT_MAX_FRAME, open_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// Everything ingest needs: where bytes go, who may write, and counters.
+pub struct IngestCore {
+    pub live: Arc<dyn LiveTier>,
+    pub meta: Arc<dyn MetaStore>,
+    pub keys: TokenKey,
+    pub limits: IngestLimits,
+    pub metrics: IngestMetrics,
+}
+
+/// Outgoing encoded frames of one stream; bounded, so a peer that does not read its acks stalls
+/// only its own stream.
+pub type FrameSink = mpsc::Sender<Bytes>;
+
+/// How a stream ended, for logs.
+enum Outcome {
+    Verified,
+    Disconnected,
+    Refused(ErrorKind, String),
+}
+
+fn now_secs() -> u64 {
+    now_ms() / 1000
+}
+
+impl IngestCore {
+    /// Serves one step's stream until it is verified, refused or the peer goes away.
+    ///
+    /// Cancel-safe: dropping the future leaves the step consistent — bytes appended so far stay
+    /// (they are at or below the hwm the next OPEN reports) and the agent resends the rest.
+    pub async fn serve_stream<R: AsyncRead + Unpin>(self: &Arc<Self>, mut reader: R, out: FrameSink, peer: &str) {
+        let decoder = Decoder::new(self.limits.max_frame);
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let first = tokio::time::timeout(self.limits.open_timeout, read_frame(&mut reader, &mut buf, &decoder)).await;
+        let open = match first {
+            Ok(Ok(Some(Frame::Open(open)))) => open,
+            Ok(Ok(Some(other))) => {
+                return self.refuse(&out, ErrorKind::Protocol, format!("first frame must be OPEN, got {}", frame_name(&other)), None, peer).await;
+            }
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => return self.refuse_frame_error(&out, e, peer).await,
+            Err(_) => {
+                return self.refuse(&out, ErrorKind::Protocol, "no OPEN frame within the open timeout".into(), None, peer).await;
+            }
+        };
+        let key = StepKey::new(open.job.clone(), open.step.clone());
+        let claims = match self.authorize(&open).await {
+            Ok(c) => c,
+            Err(msg) => {
+                IngestMetrics::inc(&self.metrics.errors_unauthorized);
+                return self.refuse(&out, ErrorKind::Unauthorized, msg, None, peer).await;
+            }
+        };
+        drop(claims);
+        IngestMetrics::inc(&self.metrics.streams_opened);
+        self.metrics.streams_active.fetch_add(1, Relaxed);
+        let outcome = self.run_open_stream(&key, &open.name, reader, buf, &decoder, out.clone()).await;
+        self.metrics.streams_active.fetch_sub(1, Relaxed);
+        match outcome {
+            Ok(Outcome::Verified) => info!(step = %key, peer, "step verified"),
+            Ok(Outcome::Disconnected) => debug!(step = %key, peer, "stream closed by peer"),
+            Ok(Outcome::Refused(kind, msg)) => self.refuse(&out, kind, msg, None, peer).await,
+            Err(e) => {
+                IngestMetrics::inc(&self.metrics.errors_storage);
+                warn!(step = %key, peer, error = %e, "live tier failed; agent will retry");
+                self.refuse(&out, ErrorKind::Unavailable, format!("server could not store output: {e}; retry later"), None, peer).await;
+            }
+        }
+    }
+
+    async fn authorize(&self, open: &Open) -> Result<Claims, String> {
+        let claims = self.keys.verify(&open.token, now_secs()).map_err(|e| e.to_string())?;
+        if !claims.can_write_job(open.job.as_str()) {
+            return Err(format!("token does not allow writing job {}", open.job));
+        }
+        match self.meta.job(&open.job).await {
+            Ok(Some(_)) => Ok(claims),
+            Ok(None) => Err(format!("job {} does not exist", open.job)),
+            Err(e) => Err(format!("could not look up job {}: {e}", open.job)),
+        }
+    }
+
+    async fn run_open_stream<R: AsyncRead + Unpin>(
+        self: &Arc<Self>,
+        key: &StepKey,
+        name: &str,
+        mut reader: R,
+        mut buf: BytesMut,
+        decoder: &Decoder,
+        out: FrameSink,
+    ) -> Result<Outcome, LiveError> {
+        if let Err(e) = self.meta.open_step(&key.job, &key.step, name).await {
+            return Ok(Outcome::Refused(ErrorKind::Unavailable, format!("could not record step: {e}")));
+        }
+        let progress = self.live.open(key).await?;
+        let accept = Frame::Accept(Accept { hwm: progress.durable, ended: progress.end.is_some() });
+        if out.send(accept.to_bytes()).await.is_err() {
+            return Ok(Outcome::Disconnected);
+        }
+        let (written_tx, written_rx) = watch::channel(progress.durable);
+        let acker = tokio::spawn(ack_loop(self.clone(), key.clone(), written_rx, progress.durable, out.clone()));
+        let result = self.read_loop(key, &mut reader, &mut buf, decoder, &out, &written_tx).await;
+        drop(written_tx);
+        // The acker sends the last ack for what was written before it stops; a verified END
+        // comes after it, so the agent sees its final ack first.
+        let _ = acker.await;
+        match result {
+            Ok(Some(end)) => self.finish(key, end, &out).await,
+            Ok(None) => Ok(Outcome::Disconnected),
+            Err(outcome) => Ok(outcome),
+        }
+    }
+
+    /// Reads DATA until END (returned), EOF (`None`) or a refusal.
+    async fn read_loop<R: AsyncRead + Unpin>(
+        &self,
+        key: &StepKey,
+        reader: &mut R,
+        buf: &mut BytesMut,
+        decoder: &Decoder,
+        out: &FrameSink,
+        written: &watch::Sender<u64>,
+    ) -> Result<Option<End>, Outcome> {
+        let mut gap_reported = false;
+        loop {
+            let frame = match read_frame(reader, buf, decoder).await {
+                Ok(Some(f)) => f,
+                Ok(None) => return Ok(None),
+                Err(ReadError::Io(e)) => {
+                    debug!(step = %key, error = %e, "stream read failed");
+                    return Ok(None);
+                }
+                Err(ReadError::Frame(e)) => {
+                    IngestMetrics::inc(&self.metrics.errors_bad_frame);
+                    return Err(frame_error_outcome(e));
+                }
+            };
+            match frame {
+                Frame::Data(Data { offset, bytes, .. }) => {
+                    IngestMetrics::inc(&self.metrics.data_frames);
+                    let len = bytes.len() as u64;
+                    let before = *written.borrow();
+                    match self.live.append(key, offset, bytes).await {
+                        Ok(AppendOutcome::Written { hwm }) => {
+                            gap_reported = false;
+                            let new = hwm.saturating_sub(before.max(offset));
+                            self.metrics.bytes_written.fetch_add(new.min(len), Relaxed);
+                            self.metrics.bytes_resent.fetch_add(len - new.min(len), Relaxed);
+                            written.send_if_modified(|w| std::mem::replace(w, (*w).max(hwm)) < hwm);
+                        }
+                        Ok(AppendOutcome::Gap { hwm }) => {
+                            // Frames after a gap are gaps too until the agent rewinds: say it once.
+                            if !gap_reported {
+                                gap_reported = true;
+                                IngestMetrics::inc(&self.metrics.errors_gap);
+                                let msg = format!("chunk at offset {offset} leaves a gap: server holds {hwm} bytes; resend from {hwm}");
+                                let frame = Frame::Error(ErrorFrame { kind: ErrorKind::Gap, message: msg, hwm: Some(hwm) });
+                                if out.send(frame.to_bytes()).await.is_err() {
+                                    return Ok(None);
+                                }
+                            }
+                        }
+                        Ok(AppendOutcome::Ended { hwm }) => {
+                            return Err(Outcome::Refused(
+                                ErrorKind::Conflict,
+                                format!("step {key} already ended at {hwm} bytes; no more output is accepted"),
+                            ));
+                        }
+                        Err(e) => {
+                            IngestMetrics::inc(&self.metrics.errors_storage);
+                            return Err(Outcome::Refused(ErrorKind::Unavailable, format!("server could not store output: {e}; retry later")));
+                        }
+                    }
+                }
+                Frame::End(end) => return Ok(Some(end)),
+                other => {
+                    return Err(Outcome::Refused(ErrorKind::Protocol, format!("unexpected {} frame from agent", frame_name(&other))));
+                }
+            }
+        }
+    }
+
+    /// Verifies END against what is held, records the end, and echoes END to the agent.
+    async fn finish(&self, key: &StepKey, end: End, out: &FrameSink) -> Result<Outcome, LiveError> {
+        let (len, checksum) = self.live.checksum(key).await?;
+        if end.length != len || end.checksum != checksum {
+            IngestMetrics::inc(&self.metrics.errors_mismatch);
+            let msg = format!(
+                "END does not match: agent sent {} bytes with checksum {}, server holds {len} bytes with checksum {checksum}",
+                end.length, end.checksum
+            );
+            let frame = Frame::Error(ErrorFrame { kind: ErrorKind::Mismatch, message: msg, hwm: Some(len) });
+            let _ = out.send(frame.to_bytes()).await;
+            return Ok(Outcome::Disconnected);
+        }
+        self.live.sync(key).await?;
+        let step_end = StepEnd {
+            status: StepEnd::status_for(end.reason, end.exit_code),
+            reason: end.reason,
+            exit_code: end.exit_code,
+            length: len,
+            checksum,
+            duration_ms: end.duration_ms,
+            ended_at_ms: now_ms(),
+        };
+        let recorded = match self.live.finish(key, step_end).await {
+            Ok(r) => r,
+            Err(LiveError::Conflict { .. }) => {
+                return Ok(Outcome::Refused(ErrorKind::Conflict, format!("step {key} already ended with other content")));
+            }
+            Err(e) => return Err(e),
+        };
+        if let Err(e) = self.meta.finish_step(&key.job, &key.step, &recorded).await {
+            // The live tier holds the end durably; the agent's retry of END records it again.
+            return Ok(Outcome::Refused(ErrorKind::Unavailable, format!("could not record step end: {e}; retry")));
+        }
+        IngestMetrics::inc(&self.metrics.steps_verified);
+        let _ = out.send(Frame::End(end).to_bytes()).await;
+        Ok(Outcome::Verified)
+    }
+
+    async fn refuse_frame_error(&self, out: &FrameSink, e: ReadError, peer: &str) {
+        match e {
+            ReadError::Io(_) => {}
+            ReadError::Frame(fe) => {
+                IngestMetrics::inc(&self.metrics.errors_bad_frame);
+                if let Outcome::Refused(kind, msg) = frame_error_outcome(fe) {
+                    self.refuse(out, kind, msg, None, peer).await;
+                }
+            }
+        }
+    }
+
+    async fn refuse(&self, out: &FrameSink, kind: ErrorKind, message: String, hwm: Option<u64>, peer: &str) {
+        warn!(peer, ?kind, %message, "stream refused");
+        let _ = out.send(Frame::Error(ErrorFrame { kind, message, hwm }).to_bytes()).await;
+    }
+}
+
+/// Acknowledges durable bytes as the reader writes them; ends (after a last sync) when the
+/// reader drops its sender.
+async fn ack_loop(core: Arc<IngestCore>, key: StepKey, mut written: watch::Receiver<u64>, mut acked: u64, out: FrameSink) {
+    loop {
+        let closed = written.changed().await.is_err();
+        let target = *written.borrow_and_update();
+        if target > acked {
+            match core.live.sync(&key).await {
+                Ok(durable) if durable > acked => {
+                    acked = durable;
+                    IngestMetrics::inc(&core.metrics.acks_sent);
+                    if out.send(Frame::Ack { durable }.to_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    IngestMetrics::inc(&core.metrics.errors_storage);
+                    warn!(step = %key, error = %e, "sync failed; bytes stay unacknowledged");
+                    return;
+                }
+            }
+        }
+        if closed {
+            return;
+        }
+    }
+}
+
+enum ReadError {
+    Io(std::io::Error),
+    Frame(FrameError),
+}
+
+/// Reads until one frame is complete. `Ok(None)` is a clean end of stream between frames.
+async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    decoder: &Decoder,
+) -> Result<Option<Frame>, ReadError> {
+    loop {
+        if let Some(frame) = decoder.decode(buf).map_err(ReadError::Frame)? {
+            return Ok(Some(frame));
+        }
+        if buf.capacity() - buf.len() < 16 * 1024 {
+            buf.reserve(64 * 1024);
+        }
+        let n = reader.read_buf(buf).await.map_err(ReadError::Io)?;
+        if n == 0 {
+            return if buf.is_empty() {
+                Ok(None)
+            } else {
+                Err(ReadError::Io(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "stream ended inside a frame")))
+            };
+        }
+    }
+}
+
+fn frame_error_outcome(e: FrameError) -> Outcome {
+    let kind = match e {
+        FrameError::TooLarge { .. } => ErrorKind::TooLarge,
+        _ => ErrorKind::BadFrame,
+    };
+    Outcome::Refused(kind, e.to_string())
+}
+
+fn frame_name(f: &Frame) -> &'static str {
+    match f {
+        Frame::Open(_) => "OPEN",
+        Frame::Accept(_) => "ACCEPT",
+        Frame::Data(_) => "DATA",
+        Frame::Ack { .. } => "ACK",
+        Frame::End(_) => "END",
+        Frame::Error(_) => "ERROR",
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,152 @@
+//! In-process tests of the ingest core over an in-memory duplex pipe.
+
+use bytes::BytesMut;
+use tailrace_protocol::token::{Claims, Scope};
+use tailrace_protocol::{Decoder, EndReason, JobId, StepId, StreamHasher, StreamTag};
+use tailrace_storage::{Durability, NewJob, SqliteMeta, StagingTier};
+use tokio::io::{AsyncWriteExt, DuplexStream};
+
+use super::*;
+
+struct Harness {
+    core: Arc<IngestCore>,
+    job: JobId,
+    token: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let live = Arc::new(StagingTier::new(dir.path().join("live"), Durability::Fsync).unwrap());
+    let meta = Arc::new(SqliteMeta::in_memory().unwrap());
+    let job = meta.create_job(NewJob { project: "gh/a/b".into(), ..Default::default() }).await.unwrap();
+    let keys = TokenKey::from_bytes([1; 32]);
+    let token = keys.sign(&Claims { scope: Scope::Job { job: job.id.to_string(), project: "gh/a/b".into() }, exp: None });
+    let core = Arc::new(IngestCore {
+        live,
+        meta,
+        keys,
+        limits: IngestLimits { max_frame: 4096, ..Default::default() },
+        metrics: IngestMetrics::default(),
+    });
+    Harness { core, job: job.id, token, _dir: dir }
+}
+
+/// Starts a stream; returns the agent's end of the pipe and the server's outgoing frames.
+fn start(h: &Harness) -> (DuplexStream, mpsc::Receiver<Bytes>) {
+    let (agent, server) = tokio::io::duplex(64 * 1024);
+    let (tx, rx) = mpsc::channel(64);
+    let core = h.core.clone();
+    tokio::spawn(async move { core.serve_stream(server, tx, "test").await });
+    (agent, rx)
+}
+
+fn open(h: &Harness, step: &str, token: &str) -> Frame {
+    Frame::Open(Open { job: h.job.clone(), step: StepId::new(step).unwrap(), name: step.into(), token: token.into() })
+}
+
+fn data(offset: u64, bytes: &'static [u8]) -> Frame {
+    Frame::Data(Data { offset, timestamp_us: 0, stream: StreamTag::Stdout, bytes: Bytes::from_static(bytes) })
+}
+
+fn end(bytes: &[u8]) -> Frame {
+    let mut h = StreamHasher::new();
+    h.update(bytes);
+    Frame::End(End { exit_code: Some(0), reason: EndReason::Exited, duration_ms: 1, length: bytes.len() as u64, checksum: h.hex() })
+}
+
+async fn send(agent: &mut DuplexStream, frames: &[Frame]) {
+    for f in frames {
+        agent.write_all(&f.to_bytes()).await.unwrap();
+    }
+}
+
+/// Every frame the server sends until it closes the stream.
+async fn replies(mut rx: mpsc::Receiver<Bytes>) -> Vec<Frame> {
+    let mut buf = BytesMut::new();
+    while let Some(b) = rx.recv().await {
+        buf.extend_from_slice(&b);
+    }
+    let mut out = Vec::new();
+    while let Some(f) = Decoder::default().decode(&mut buf).unwrap() {
+        out.push(f);
+    }
+    out
+}
+
+fn error_kinds(frames: &[Frame]) -> Vec<ErrorKind> {
+    frames.iter().filter_map(|f| if let Frame::Error(e) = f { Some(e.kind) } else { None }).collect()
+}
+
+#[tokio::test]
+async fn a_step_streams_resends_and_verifies() {
+    let h = harness().await;
+    let (mut agent, rx) = start(&h);
+    send(&mut agent, &[open(&h, "s", &h.token), data(0, b"hello "), data(3, b"lo world"), end(b"hello world")]).await;
+    let frames = replies(rx).await;
+    assert_eq!(frames.first(), Some(&Frame::Accept(Accept { hwm: 0, ended: false })));
+    assert_eq!(frames.iter().rev().find(|f| matches!(f, Frame::Ack { .. })), Some(&Frame::Ack { durable: 11 }));
+    assert!(matches!(frames.last(), Some(Frame::End(_))), "{frames:?}");
+    // Reopening an ended step says so, and a resent END is confirmed again.
+    let (mut agent, rx) = start(&h);
+    send(&mut agent, &[open(&h, "s", &h.token), end(b"hello world")]).await;
+    let frames = replies(rx).await;
+    assert_eq!(frames.first(), Some(&Frame::Accept(Accept { hwm: 11, ended: true })));
+    assert!(matches!(frames.last(), Some(Frame::End(_))));
+}
+
+#[tokio::test]
+async fn a_gap_is_reported_once_with_the_hwm() {
+    let h = harness().await;
+    let (mut agent, rx) = start(&h);
+    send(&mut agent, &[open(&h, "s", &h.token), data(0, b"abc"), data(10, b"x"), data(11, b"y"), data(3, b"d"), end(b"abcd")]).await;
+    let frames = replies(rx).await;
+    let gaps: Vec<_> = frames.iter().filter_map(|f| if let Frame::Error(e) = f { Some(e.clone()) } else { None }).collect();
+    assert_eq!(gaps.len(), 1, "{frames:?}");
+    assert_eq!(gaps[0].hwm, Some(3));
+    assert!(gaps[0].message.contains("resend from 3"));
+    assert!(matches!(frames.last(), Some(Frame::End(_))));
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_a_clear_error() {
+    let h = harness().await;
+    let other_job = h.core.meta.create_job(NewJob { project: "gh/a/b".into(), ..Default::default() }).await.unwrap();
+    let foreign = h.core.keys.sign(&Claims { scope: Scope::Job { job: other_job.id.to_string(), project: "gh/a/b".into() }, exp: None });
+    let expired = h.core.keys.sign(&Claims { scope: Scope::Job { job: h.job.to_string(), project: "gh/a/b".into() }, exp: Some(1) });
+    let forged = TokenKey::from_bytes([2; 32]).sign(&Claims { scope: Scope::Admin, exp: None });
+    let reader = h.core.keys.sign(&Claims { scope: Scope::Project { project: "gh/a/b".into() }, exp: None });
+
+    async fn check(h: &Harness, wire: Vec<u8>, expected: ErrorKind, message: &str) {
+        let (mut agent, rx) = start(h);
+        agent.write_all(&wire).await.unwrap();
+        agent.shutdown().await.unwrap();
+        let frames = replies(rx).await;
+        assert_eq!(error_kinds(&frames), vec![expected], "{frames:?}");
+        let Some(Frame::Error(e)) = frames.last() else { panic!("no error in {frames:?}") };
+        assert!(e.message.contains(message), "{:?} does not contain {message:?}", e.message);
+    }
+    let wire = |frames: &[Frame]| frames.iter().flat_map(|f| f.to_bytes().to_vec()).collect::<Vec<u8>>();
+
+    check(&h, wire(&[open(&h, "s", &foreign)]), ErrorKind::Unauthorized, "does not allow writing job").await;
+    check(&h, wire(&[open(&h, "s", &expired)]), ErrorKind::Unauthorized, "expired").await;
+    check(&h, wire(&[open(&h, "s", &forged)]), ErrorKind::Unauthorized, "signature is invalid").await;
+    check(&h, wire(&[open(&h, "s", &reader)]), ErrorKind::Unauthorized, "does not allow writing").await;
+    check(&h, wire(&[open(&h, "s", "garbage")]), ErrorKind::Unauthorized, "malformed").await;
+    check(&h, wire(&[data(0, b"x")]), ErrorKind::Protocol, "first frame must be OPEN").await;
+    check(&h, b"GET / HTTP/1.1\r\n\r\n".to_vec(), ErrorKind::BadFrame, "unknown frame kind").await;
+    let mut big = wire(&[open(&h, "big", &h.token)]);
+    big.extend_from_slice(&[3, 0, 1, 0, 0]);
+    check(&h, big, ErrorKind::TooLarge, "over the limit of 4096").await;
+    check(&h, wire(&[open(&h, "sum", &h.token), data(0, b"abc"), end(b"abd")]), ErrorKind::Mismatch, "does not match").await;
+    check(&h, wire(&[open(&h, "len", &h.token), data(0, b"abc"), end(b"abcd")]), ErrorKind::Mismatch, "server holds 3 bytes").await;
+
+    // None of that touched a healthy step on the same server.
+    let (mut agent, rx) = start(&h);
+    send(&mut agent, &[open(&h, "ok", &h.token), data(0, b"fine"), end(b"fine")]).await;
+    assert!(matches!(replies(rx).await.last(), Some(Frame::End(_))));
+    // The mismatched step is still running: its output is intact and it can end correctly.
+    let (mut agent, rx) = start(&h);
+    send(&mut agent, &[open(&h, "sum", &h.token), end(b"abc")]).await;
+    assert!(matches!(replies(rx).await.last(), Some(Frame::End(_))));
+}

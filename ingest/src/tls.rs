@@ -1,0 +1,122 @@
+//! TLS material for the QUIC listener: the operator's certificate, or a self-signed one created
+//! in the data directory on first start, published by its SHA-256 fingerprint so agents can pin it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
+
+/// A certificate chain and key ready for rustls.
+#[derive(Debug)]
+pub struct TlsMaterial {
+    pub certs: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    /// SHA-256 of the end-entity certificate (DER), lowercase hex.
+    pub fingerprint: String,
+}
+
+/// Why TLS set-up failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    #[error("could not read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("could not write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("{path} holds no usable PEM {what}")]
+    Pem { path: PathBuf, what: &'static str },
+    #[error("could not generate a self-signed certificate: {0}")]
+    Generate(String),
+    #[error("invalid TLS configuration: {0}")]
+    Config(String),
+}
+
+/// SHA-256 fingerprint of a DER certificate, lowercase hex.
+pub fn fingerprint(cert: &[u8]) -> String {
+    Sha256::digest(cert).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Loads `cert`/`key` PEM files if given; otherwise loads or creates the self-signed pair under
+/// `dir` (`cert.pem`, `key.pem` with mode 0600).
+pub fn load_or_create(cert: Option<&Path>, key: Option<&Path>, dir: &Path) -> Result<TlsMaterial, TlsError> {
+    let (cert_path, key_path) = match (cert, key) {
+        (Some(c), Some(k)) => (c.to_path_buf(), k.to_path_buf()),
+        (None, None) => {
+            let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+            if !c.exists() || !k.exists() {
+                generate(dir, &c, &k)?;
+            }
+            (c, k)
+        }
+        _ => return Err(TlsError::Config("set both tls_cert and tls_key, or neither".into())),
+    };
+    let read = |p: &Path| std::fs::read(p).map_err(|source| TlsError::Read { path: p.to_path_buf(), source });
+    let cert_pem = read(&cert_path)?;
+    let key_pem = read(&key_path)?;
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile_certs(&cert_pem);
+    let key = rustls_pemfile_key(&key_pem).ok_or(TlsError::Pem { path: key_path, what: "private key" })?;
+    let first = certs.first().ok_or(TlsError::Pem { path: cert_path, what: "certificate" })?;
+    let fingerprint = fingerprint(first);
+    Ok(TlsMaterial { certs, key, fingerprint })
+}
+
+fn generate(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::create_dir_all(dir).map_err(|source| TlsError::Write { path: dir.to_path_buf(), source })?;
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let ck = rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
+    let write = |path: &Path, bytes: &[u8], mode: u32| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(path)
+            .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()))
+            .map_err(|source| TlsError::Write { path: path.to_path_buf(), source })
+    };
+    write(key_path, ck.key_pair.serialize_pem().as_bytes(), 0o600)?;
+    write(cert_path, ck.cert.pem().as_bytes(), 0o644)
+}
+
+fn rustls_pemfile_certs(pem: &[u8]) -> Vec<CertificateDer<'static>> {
+    CertificateDer::pem_slice_iter(pem).filter_map(Result::ok).collect()
+}
+
+fn rustls_pemfile_key(pem: &[u8]) -> Option<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_slice(pem).ok()
+}
+
+/// A rustls server configuration for QUIC with the tailrace ALPN.
+pub fn server_config(material: &TlsMaterial) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(material.certs.clone(), material.key.clone_key())
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    cfg.alpn_protocols = vec![tailrace_protocol::ALPN.to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_material_is_created_once_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_or_create(None, None, dir.path()).unwrap();
+        let second = load_or_create(None, None, dir.path()).unwrap();
+        assert_eq!(first.fingerprint, second.fingerprint);
+        assert_eq!(first.fingerprint.len(), 64);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("key.pem")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        server_config(&first).unwrap();
+    }
+}

@@ -1,0 +1,15 @@
+//! Tailrace storage: the live tier (where a running step's bytes are held durably and followed by
+//! readers) and the metadata store (jobs and steps).
+//!
+//! Both are traits with one embedded backend each today — staging files on local disk and SQLite —
+//! shaped so that the scale-out backends (Redis Streams, MongoDB) fit them unchanged.
+
+pub mod live;
+pub mod meta;
+pub mod sqlite;
+pub mod staging;
+
+pub use live::{AppendOutcome, Durability, LiveError, LiveTier, Progress, StepEnd, StepKey, StepStatus};
+pub use meta::{Job, MetaError, MetaStore, NewJob, Step};
+pub use sqlite::SqliteMeta;
+pub use staging::StagingTier;

@@ -1,0 +1,162 @@
+//! The live-tier contract: atomic offset-checked append, durable sync, read from an offset, wait
+//! for new bytes, and the end-of-step record.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use tailrace_protocol::{EndReason, JobId, StepId};
+use tokio::sync::watch;
+
+/// Addresses one step's stream.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StepKey {
+    pub job: JobId,
+    pub step: StepId,
+}
+
+impl StepKey {
+    pub fn new(job: JobId, step: StepId) -> Self {
+        Self { job, step }
+    }
+}
+
+impl std::fmt::Display for StepKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.job, self.step)
+    }
+}
+
+/// When a written byte counts as durable (and may be acknowledged to the agent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// After `fsync` of the staging file (group-committed): survives a machine crash.
+    #[default]
+    Fsync,
+    /// After the write reaches the OS page cache: survives a process crash, not a power loss.
+    Os,
+}
+
+/// How a step ended, as verified by ingest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Running,
+    Success,
+    Failed,
+    Cancelled,
+    TimedOut,
+}
+
+impl StepStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Running => "running",
+            StepStatus::Success => "success",
+            StepStatus::Failed => "failed",
+            StepStatus::Cancelled => "cancelled",
+            StepStatus::TimedOut => "timed_out",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "running" => StepStatus::Running,
+            "success" => StepStatus::Success,
+            "failed" => StepStatus::Failed,
+            "cancelled" => StepStatus::Cancelled,
+            "timed_out" => StepStatus::TimedOut,
+            _ => return None,
+        })
+    }
+}
+
+/// The verified end of a step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepEnd {
+    pub status: StepStatus,
+    pub reason: EndReason,
+    pub exit_code: Option<i32>,
+    pub length: u64,
+    pub checksum: String,
+    pub duration_ms: u64,
+    /// Milliseconds since the Unix epoch.
+    pub ended_at_ms: u64,
+}
+
+impl StepEnd {
+    /// The status a step gets from how it ended.
+    pub fn status_for(reason: EndReason, exit_code: Option<i32>) -> StepStatus {
+        match (reason, exit_code) {
+            (EndReason::Exited, Some(0)) => StepStatus::Success,
+            (EndReason::Cancelled, _) => StepStatus::Cancelled,
+            (EndReason::TimedOut, _) => StepStatus::TimedOut,
+            _ => StepStatus::Failed,
+        }
+    }
+}
+
+/// What readers follow: the durable length and, once verified, the end.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub durable: u64,
+    pub end: Option<Arc<StepEnd>>,
+}
+
+/// The result of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Bytes are written (not yet durable); the step now holds `hwm` bytes.
+    Written { hwm: u64 },
+    /// The chunk started above the hwm; nothing was written.
+    Gap { hwm: u64 },
+    /// The step already ended; nothing was written.
+    Ended { hwm: u64 },
+}
+
+/// Why the live tier failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LiveError {
+    #[error("step {0} not found")]
+    NotFound(String),
+    #[error("live tier I/O error on {what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("step {key} ended with different content: held {held_len} bytes ({held_checksum}), END says {len} bytes ({checksum})")]
+    Conflict { key: String, held_len: u64, held_checksum: String, len: u64, checksum: String },
+}
+
+/// Where running steps' bytes live until they are archived.
+///
+/// Every method is cancel-safe: dropping a future leaves the step consistent (an append either
+/// wrote its bytes under the step's lock or did nothing).
+pub trait LiveTier: Send + Sync + 'static {
+    /// Opens (or recovers) a step and returns its current progress.
+    fn open<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<Progress, LiveError>>;
+
+    /// Appends `bytes` at `offset` under the offset rule, atomically per step.
+    fn append<'a>(&'a self, key: &'a StepKey, offset: u64, bytes: Bytes)
+    -> BoxFuture<'a, Result<AppendOutcome, LiveError>>;
+
+    /// Makes every byte written so far durable and returns the durable length (group commit:
+    /// concurrent callers share one sync).
+    fn sync<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<u64, LiveError>>;
+
+    /// Reads up to `max` durable bytes from `offset`; empty at or past the durable length.
+    fn read<'a>(&'a self, key: &'a StepKey, offset: u64, max: usize) -> BoxFuture<'a, Result<Bytes, LiveError>>;
+
+    /// A receiver of the step's progress, for readers that wait for new bytes or the end.
+    fn subscribe<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<watch::Receiver<Progress>, LiveError>>;
+
+    /// The length and xxh3 checksum of every byte written.
+    fn checksum<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<(u64, String), LiveError>>;
+
+    /// Records the verified end durably and wakes every reader. Ending an ended step with the
+    /// same length and checksum succeeds; with different ones it is a `Conflict`.
+    fn finish<'a>(&'a self, key: &'a StepKey, end: StepEnd) -> BoxFuture<'a, Result<Arc<StepEnd>, LiveError>>;
+}

@@ -1,0 +1,178 @@
+//! The metadata-store contract: jobs and steps (later issues add segment manifests, artifacts and
+//! test runs). One narrow trait, one conformance suite, one backend per deployment shape.
+
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use tailrace_protocol::{JobId, StepId};
+
+use crate::live::{StepEnd, StepStatus};
+
+/// What a new job is created with.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewJob {
+    /// Project slug, e.g. `gh/acme/app`.
+    pub project: String,
+    #[serde(default)]
+    pub branch: Option<String>,
+    #[serde(default)]
+    pub commit: Option<String>,
+    #[serde(default)]
+    pub workflow: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// A job: one unit of CI work whose steps stream output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: JobId,
+    pub project: String,
+    /// Counts up from 1 per project, like CircleCI job numbers.
+    pub number: u64,
+    pub branch: Option<String>,
+    pub commit: Option<String>,
+    pub workflow: Option<String>,
+    pub name: Option<String>,
+    pub created_at_ms: u64,
+}
+
+/// A step of a job, as listed by the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    pub job: JobId,
+    pub step: StepId,
+    pub name: String,
+    pub status: StepStatus,
+    pub started_at_ms: u64,
+    #[serde(flatten)]
+    pub end: Option<StepEndFields>,
+}
+
+/// The end-of-step fields of a [`Step`], present once it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepEndFields {
+    pub exit_code: Option<i32>,
+    pub reason: tailrace_protocol::EndReason,
+    pub length: u64,
+    pub checksum: String,
+    pub duration_ms: u64,
+    pub ended_at_ms: u64,
+}
+
+impl From<&StepEnd> for StepEndFields {
+    fn from(e: &StepEnd) -> Self {
+        Self {
+            exit_code: e.exit_code,
+            reason: e.reason,
+            length: e.length,
+            checksum: e.checksum.clone(),
+            duration_ms: e.duration_ms,
+            ended_at_ms: e.ended_at_ms,
+        }
+    }
+}
+
+/// Why the metadata store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetaError {
+    #[error("job {0} not found")]
+    JobNotFound(String),
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("metadata store error: {0}")]
+    Backend(String),
+}
+
+/// Jobs and steps. Every method is cancel-safe: each is one atomic operation in the backend.
+pub trait MetaStore: Send + Sync + 'static {
+    /// Creates a job with the next number of its project.
+    fn create_job(&self, new: NewJob) -> BoxFuture<'_, Result<Job, MetaError>>;
+    fn job<'a>(&'a self, id: &'a JobId) -> BoxFuture<'a, Result<Option<Job>, MetaError>>;
+    /// Records a step as running unless it exists; returns it either way.
+    fn open_step<'a>(&'a self, job: &'a JobId, step: &'a StepId, name: &'a str)
+    -> BoxFuture<'a, Result<Step, MetaError>>;
+    /// Records the verified end of a step (idempotent).
+    fn finish_step<'a>(&'a self, job: &'a JobId, step: &'a StepId, end: &'a StepEnd)
+    -> BoxFuture<'a, Result<(), MetaError>>;
+    fn step<'a>(&'a self, job: &'a JobId, step: &'a StepId) -> BoxFuture<'a, Result<Option<Step>, MetaError>>;
+    /// The job's steps in the order they were opened.
+    fn steps<'a>(&'a self, job: &'a JobId) -> BoxFuture<'a, Result<Vec<Step>, MetaError>>;
+}
+
+/// Checks a project slug: `vcs/org/repo`-like, 1 to 200 of `[A-Za-z0-9._/-]`.
+pub fn validate_project(slug: &str) -> Result<(), MetaError> {
+    let ok = !slug.is_empty()
+        && slug.len() <= 200
+        && slug.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
+        && !slug.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..");
+    if ok {
+        Ok(())
+    } else {
+        Err(MetaError::Invalid {
+            field: "project",
+            reason: "expected a slug like gh/org/repo: letters, digits, '-', '_', '.', separated by '/'".into(),
+        })
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The conformance suite every [`MetaStore`] backend must pass.
+#[doc(hidden)]
+pub mod conformance {
+    use super::*;
+    use tailrace_protocol::EndReason;
+
+    pub async fn run(store: &dyn MetaStore) {
+        let a1 = store.create_job(NewJob { project: "gh/acme/app".into(), ..Default::default() }).await.unwrap();
+        let a2 = store
+            .create_job(NewJob { project: "gh/acme/app".into(), branch: Some("main".into()), ..Default::default() })
+            .await
+            .unwrap();
+        let b1 = store.create_job(NewJob { project: "gh/acme/lib".into(), ..Default::default() }).await.unwrap();
+        assert_eq!((a1.number, a2.number, b1.number), (1, 2, 1), "numbers count up per project");
+        assert_ne!(a1.id, a2.id);
+        assert_eq!(store.job(&a2.id).await.unwrap().as_ref(), Some(&a2));
+        assert_eq!(a2.branch.as_deref(), Some("main"));
+        assert!(store.job(&JobId::new("missing").unwrap()).await.unwrap().is_none());
+        assert!(store.create_job(NewJob { project: "../x".into(), ..Default::default() }).await.is_err());
+
+        let s1 = StepId::new("checkout").unwrap();
+        let s2 = StepId::new("build").unwrap();
+        let opened = store.open_step(&a1.id, &s1, "Checkout code").await.unwrap();
+        assert_eq!(opened.status, StepStatus::Running);
+        assert_eq!(store.open_step(&a1.id, &s1, "renamed").await.unwrap().name, "Checkout code");
+        store.open_step(&a1.id, &s2, "Build").await.unwrap();
+        assert!(matches!(
+            store.open_step(&JobId::new("missing").unwrap(), &s1, "x").await,
+            Err(MetaError::JobNotFound(_))
+        ));
+        let end = StepEnd {
+            status: StepStatus::Failed,
+            reason: EndReason::Exited,
+            exit_code: Some(2),
+            length: 10,
+            checksum: "abc".into(),
+            duration_ms: 7,
+            ended_at_ms: 8,
+        };
+        store.finish_step(&a1.id, &s2, &end).await.unwrap();
+        store.finish_step(&a1.id, &s2, &end).await.unwrap();
+        let steps = store.steps(&a1.id).await.unwrap();
+        let names: Vec<_> = steps.iter().map(|s| s.step.as_str()).collect();
+        assert_eq!(names, ["checkout", "build"]);
+        assert_eq!(steps[1].status, StepStatus::Failed);
+        assert_eq!(steps[1].end, Some(StepEndFields::from(&end)));
+        assert_eq!(steps[0].end, None);
+        assert_eq!(store.step(&a1.id, &s2).await.unwrap().as_ref(), Some(&steps[1]));
+        assert!(store.steps(&a2.id).await.unwrap().is_empty());
+    }
+}

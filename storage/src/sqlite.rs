@@ -1,0 +1,260 @@
+//! The embedded metadata store: SQLite (bundled), WAL mode, schema versioned by `user_version`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use parking_lot::Mutex;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use tailrace_protocol::{JobId, StepId};
+
+use crate::live::{StepEnd, StepStatus};
+use crate::meta::{now_ms, validate_project, Job, MetaError, MetaStore, NewJob, Step, StepEndFields};
+
+/// Migrations, applied in order; `PRAGMA user_version` counts how many ran.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE jobs (
+    id TEXT PRIMARY KEY,
+    project TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    branch TEXT, commit_sha TEXT, workflow TEXT, name TEXT,
+    created_at_ms INTEGER NOT NULL,
+    UNIQUE (project, number)
+);
+CREATE TABLE steps (
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    step_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    started_at_ms INTEGER NOT NULL,
+    end_json TEXT,
+    PRIMARY KEY (job_id, step_id)
+);
+"#];
+
+/// SQLite behind a mutex; every call runs on the blocking pool.
+#[derive(Clone)]
+pub struct SqliteMeta {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn backend(e: impl std::fmt::Display) -> MetaError {
+    MetaError::Backend(e.to_string())
+}
+
+impl SqliteMeta {
+    /// Opens (or creates) the database at `path` and runs pending migrations.
+    pub fn open(path: &Path) -> Result<Self, MetaError> {
+        let conn = Connection::open(path).map_err(backend)?;
+        Self::init(conn)
+    }
+
+    /// An in-memory database, for tests.
+    pub fn in_memory() -> Result<Self, MetaError> {
+        Self::init(Connection::open_in_memory().map_err(backend)?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self, MetaError> {
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
+            .map_err(backend)?;
+        let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(backend)?;
+        if version > MIGRATIONS.len() {
+            return Err(MetaError::Backend(format!(
+                "database schema version {version} is newer than this binary knows ({}); upgrade tailrace",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            let tx = conn.transaction().map_err(backend)?;
+            tx.execute_batch(sql).map_err(backend)?;
+            tx.pragma_update(None, "user_version", i + 1).map_err(backend)?;
+            tx.commit().map_err(backend)?;
+        }
+        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, MetaError> + Send + 'static,
+    ) -> Result<T, MetaError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || f(&mut conn.lock())).await.map_err(backend)?
+    }
+}
+
+fn job_from_row(r: &Row<'_>) -> rusqlite::Result<(String, Job)> {
+    let id: String = r.get(0)?;
+    Ok((
+        id.clone(),
+        Job {
+            id: JobId::new(id).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+            project: r.get(1)?,
+            number: r.get(2)?,
+            branch: r.get(3)?,
+            commit: r.get(4)?,
+            workflow: r.get(5)?,
+            name: r.get(6)?,
+            created_at_ms: r.get(7)?,
+        },
+    ))
+}
+
+fn step_from_row(job: &JobId, r: &Row<'_>) -> rusqlite::Result<Step> {
+    let conv = |e: Box<dyn std::error::Error + Send + Sync>| rusqlite::Error::ToSqlConversionFailure(e);
+    let status: String = r.get(2)?;
+    let end_json: Option<String> = r.get(4)?;
+    let end = match end_json {
+        Some(j) => Some(serde_json::from_str::<StepEndFields>(&j).map_err(|e| conv(Box::new(e)))?),
+        None => None,
+    };
+    Ok(Step {
+        job: job.clone(),
+        step: StepId::new(r.get::<_, String>(0)?).map_err(|e| conv(Box::new(e)))?,
+        name: r.get(1)?,
+        status: StepStatus::parse(&status).unwrap_or(StepStatus::Running),
+        started_at_ms: r.get(3)?,
+        end,
+    })
+}
+
+const STEP_COLS: &str = "step_id, name, status, started_at_ms, end_json";
+
+fn new_job_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl MetaStore for SqliteMeta {
+    fn create_job(&self, new: NewJob) -> BoxFuture<'_, Result<Job, MetaError>> {
+        Box::pin(async move {
+            validate_project(&new.project)?;
+            self.call(move |c| {
+                let tx = c.transaction().map_err(backend)?;
+                let number: u64 = tx
+                    .query_row("SELECT COALESCE(MAX(number), 0) + 1 FROM jobs WHERE project = ?1", [&new.project], |r| {
+                        r.get(0)
+                    })
+                    .map_err(backend)?;
+                let id = new_job_id();
+                let created = now_ms();
+                tx.execute(
+                    "INSERT INTO jobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![id, new.project, number, new.branch, new.commit, new.workflow, new.name, created],
+                )
+                .map_err(backend)?;
+                tx.commit().map_err(backend)?;
+                Ok(Job {
+                    id: JobId::new(id).map_err(backend)?,
+                    project: new.project,
+                    number,
+                    branch: new.branch,
+                    commit: new.commit,
+                    workflow: new.workflow,
+                    name: new.name,
+                    created_at_ms: created,
+                })
+            })
+            .await
+        })
+    }
+
+    fn job<'a>(&'a self, id: &'a JobId) -> BoxFuture<'a, Result<Option<Job>, MetaError>> {
+        let id = id.to_string();
+        Box::pin(self.call(move |c| {
+            c.query_row("SELECT * FROM jobs WHERE id = ?1", [id], job_from_row)
+                .optional()
+                .map(|o| o.map(|(_, j)| j))
+                .map_err(backend)
+        }))
+    }
+
+    fn open_step<'a>(&'a self, job: &'a JobId, step: &'a StepId, name: &'a str) -> BoxFuture<'a, Result<Step, MetaError>> {
+        let (job, step, name) = (job.clone(), step.clone(), name.to_string());
+        Box::pin(self.call(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            let exists: Option<i64> =
+                tx.query_row("SELECT 1 FROM jobs WHERE id = ?1", [job.as_str()], |r| r.get(0)).optional().map_err(backend)?;
+            if exists.is_none() {
+                return Err(MetaError::JobNotFound(job.to_string()));
+            }
+            tx.execute(
+                "INSERT OR IGNORE INTO steps (job_id, step_id, seq, name, status, started_at_ms)
+                 VALUES (?1, ?2, (SELECT COUNT(*) FROM steps WHERE job_id = ?1), ?3, 'running', ?4)",
+                params![job.as_str(), step.as_str(), name, now_ms()],
+            )
+            .map_err(backend)?;
+            let s = tx
+                .query_row(
+                    &format!("SELECT {STEP_COLS} FROM steps WHERE job_id = ?1 AND step_id = ?2"),
+                    [job.as_str(), step.as_str()],
+                    |r| step_from_row(&job, r),
+                )
+                .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(s)
+        }))
+    }
+
+    fn finish_step<'a>(&'a self, job: &'a JobId, step: &'a StepId, end: &'a StepEnd) -> BoxFuture<'a, Result<(), MetaError>> {
+        let (job, step) = (job.clone(), step.clone());
+        let status = end.status.as_str();
+        let json = serde_json::to_string(&StepEndFields::from(end)).unwrap_or_default();
+        Box::pin(self.call(move |c| {
+            c.execute(
+                "UPDATE steps SET status = ?3, end_json = ?4 WHERE job_id = ?1 AND step_id = ?2",
+                params![job.as_str(), step.as_str(), status, json],
+            )
+            .map_err(backend)?;
+            Ok(())
+        }))
+    }
+
+    fn step<'a>(&'a self, job: &'a JobId, step: &'a StepId) -> BoxFuture<'a, Result<Option<Step>, MetaError>> {
+        let (job, step) = (job.clone(), step.clone());
+        Box::pin(self.call(move |c| {
+            c.query_row(
+                &format!("SELECT {STEP_COLS} FROM steps WHERE job_id = ?1 AND step_id = ?2"),
+                [job.as_str(), step.as_str()],
+                |r| step_from_row(&job, r),
+            )
+            .optional()
+            .map_err(backend)
+        }))
+    }
+
+    fn steps<'a>(&'a self, job: &'a JobId) -> BoxFuture<'a, Result<Vec<Step>, MetaError>> {
+        let job = job.clone();
+        Box::pin(self.call(move |c| {
+            let mut stmt = c
+                .prepare(&format!("SELECT {STEP_COLS} FROM steps WHERE job_id = ?1 ORDER BY seq"))
+                .map_err(backend)?;
+            let rows = stmt.query_map([job.as_str()], |r| step_from_row(&job, r)).map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        }))
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite_passes_the_conformance_suite() {
+        crate::meta::conformance::run(&SqliteMeta::in_memory().unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_keeps_data_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        let job = SqliteMeta::open(&path)
+            .unwrap()
+            .create_job(NewJob { project: "gh/a/b".into(), ..Default::default() })
+            .await
+            .unwrap();
+        let again = SqliteMeta::open(&path).unwrap();
+        assert_eq!(again.job(&job.id).await.unwrap(), Some(job));
+    }
+}

@@ -1,0 +1,314 @@
+//! The embedded live tier: one staging file per step on local disk, group-commit fsync, and a
+//! watch channel per step that wakes readers when the durable length grows or the step ends.
+//!
+//! Layout under the root: `<job>/<step>.log` holds the stream's bytes at their offsets;
+//! `<job>/<step>.end` holds the verified end (JSON, written atomically). After a crash the hwm
+//! is the log file's length: every byte in it was written at its own offset under the offset
+//! rule, so the file is always a prefix of the agent's stream.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Write as _};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::future::BoxFuture;
+use parking_lot::Mutex;
+use tailrace_protocol::{apply_offset_rule, OffsetDecision, StreamHasher};
+use tokio::sync::watch;
+
+use crate::live::{AppendOutcome, Durability, LiveError, LiveTier, Progress, StepEnd, StepKey};
+
+/// Staging files under one directory.
+pub struct StagingTier {
+    root: PathBuf,
+    durability: Durability,
+    steps: Mutex<HashMap<StepKey, Arc<Entry>>>,
+}
+
+struct Entry {
+    log_path: PathBuf,
+    end_path: PathBuf,
+    file: Arc<File>,
+    writer: Mutex<Writer>,
+    /// Serialises fsyncs; a caller that waited here finds its bytes already synced by the one
+    /// before it (group commit).
+    sync_lock: tokio::sync::Mutex<()>,
+    progress: watch::Sender<Progress>,
+}
+
+struct Writer {
+    written: u64,
+    /// Hash of `written` bytes; `None` after recovery until someone asks for the checksum.
+    hasher: Option<StreamHasher>,
+    ended: bool,
+}
+
+impl StagingTier {
+    /// A live tier rooted at `root` (created if missing).
+    pub fn new(root: impl Into<PathBuf>, durability: Durability) -> Result<Self, LiveError> {
+        let root = root.into();
+        std::fs::create_dir_all(&root).map_err(|e| io(&root, e))?;
+        Ok(Self { root, durability, steps: Mutex::new(HashMap::new()) })
+    }
+
+    /// Number of steps with state in memory (open or being read).
+    pub fn resident_steps(&self) -> usize {
+        self.steps.lock().len()
+    }
+
+    fn paths(&self, key: &StepKey) -> (PathBuf, PathBuf) {
+        // Ids are validated to `[A-Za-z0-9._-]`, not starting with '.', so they are safe here.
+        let dir = self.root.join(key.job.as_str());
+        (dir.join(format!("{}.log", key.step)), dir.join(format!("{}.end", key.step)))
+    }
+
+    /// The step's in-memory entry, loading it from disk if needed. With `create`, a missing step
+    /// is created; otherwise it is `NotFound`.
+    async fn entry(&self, key: &StepKey, create: bool) -> Result<Arc<Entry>, LiveError> {
+        if let Some(e) = self.steps.lock().get(key) {
+            return Ok(e.clone());
+        }
+        let (log_path, end_path) = self.paths(key);
+        let name = key.to_string();
+        let loaded = tokio::task::spawn_blocking(move || load(log_path, end_path, create, name))
+            .await
+            .map_err(|e| LiveError::Io { what: "load task".into(), source: std::io::Error::other(e) })??;
+        let mut steps = self.steps.lock();
+        // Another task may have loaded it meanwhile; keep the first so there is one writer state.
+        Ok(steps.entry(key.clone()).or_insert_with(|| Arc::new(loaded)).clone())
+    }
+}
+
+fn io(path: &Path, source: std::io::Error) -> LiveError {
+    LiveError::Io { what: path.display().to_string(), source }
+}
+
+fn load(log_path: PathBuf, end_path: PathBuf, create: bool, name: String) -> Result<Entry, LiveError> {
+    if create {
+        if let Some(dir) = log_path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        }
+    }
+    let file = OpenOptions::new().read(true).write(true).create(create).truncate(false).open(&log_path);
+    let file = match file {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Err(LiveError::NotFound(name)),
+        Err(e) => return Err(io(&log_path, e)),
+    };
+    let written = file.metadata().map_err(|e| io(&log_path, e))?.len();
+    // Whatever survived a process crash sits in the page cache; make it durable before we report
+    // it as held, so an ack can never be taken back.
+    file.sync_data().map_err(|e| io(&log_path, e))?;
+    let end = match std::fs::read(&end_path) {
+        Ok(b) => Some(Arc::new(serde_json::from_slice::<StepEnd>(&b).map_err(|e| {
+            io(&end_path, std::io::Error::new(ErrorKind::InvalidData, e))
+        })?)),
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(e) => return Err(io(&end_path, e)),
+    };
+    let hasher = (written == 0).then(StreamHasher::new);
+    let ended = end.is_some();
+    Ok(Entry {
+        log_path,
+        end_path,
+        file: Arc::new(file),
+        writer: Mutex::new(Writer { written, hasher, ended }),
+        sync_lock: tokio::sync::Mutex::new(()),
+        progress: watch::Sender::new(Progress { durable: written, end }),
+    })
+}
+
+fn join_err(e: tokio::task::JoinError) -> LiveError {
+    LiveError::Io { what: "blocking task".into(), source: std::io::Error::other(e) }
+}
+
+impl Entry {
+    fn publish_durable(&self, durable: u64) {
+        self.progress.send_if_modified(|p| {
+            let grew = durable > p.durable;
+            p.durable = p.durable.max(durable);
+            grew
+        });
+    }
+}
+
+impl LiveTier for StagingTier {
+    fn open<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<Progress, LiveError>> {
+        Box::pin(async move { Ok(self.entry(key, true).await?.progress.borrow().clone()) })
+    }
+
+    fn append<'a>(
+        &'a self,
+        key: &'a StepKey,
+        offset: u64,
+        bytes: Bytes,
+    ) -> BoxFuture<'a, Result<AppendOutcome, LiveError>> {
+        Box::pin(async move {
+            let e = self.entry(key, true).await?;
+            let hwm = {
+                let mut w = e.writer.lock();
+                if w.ended {
+                    return Ok(AppendOutcome::Ended { hwm: w.written });
+                }
+                let skip = match apply_offset_rule(w.written, offset, bytes.len()) {
+                    OffsetDecision::Gap => return Ok(AppendOutcome::Gap { hwm: w.written }),
+                    OffsetDecision::Duplicate => return Ok(AppendOutcome::Written { hwm: w.written }),
+                    OffsetDecision::Append { skip } => skip,
+                };
+                let new = &bytes[skip..];
+                // A positional write into the page cache; it does not wait for the disk. On
+                // error nothing is counted as written, and the next append rewrites the range.
+                e.file.write_all_at(new, w.written).map_err(|err| io(&e.log_path, err))?;
+                if let Some(h) = w.hasher.as_mut() {
+                    h.update(new);
+                }
+                w.written += new.len() as u64;
+                w.written
+            };
+            if self.durability == Durability::Os {
+                e.publish_durable(hwm);
+            }
+            Ok(AppendOutcome::Written { hwm })
+        })
+    }
+
+    fn sync<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<u64, LiveError>> {
+        Box::pin(async move {
+            let e = self.entry(key, true).await?;
+            if self.durability == Durability::Os {
+                let written = e.writer.lock().written;
+                e.publish_durable(written);
+                return Ok(written);
+            }
+            let _turn = e.sync_lock.lock().await;
+            let target = e.writer.lock().written;
+            let durable = e.progress.borrow().durable;
+            if durable >= target {
+                return Ok(durable);
+            }
+            let file = e.file.clone();
+            tokio::task::spawn_blocking(move || file.sync_data())
+                .await
+                .map_err(join_err)?
+                .map_err(|err| io(&e.log_path, err))?;
+            e.publish_durable(target);
+            Ok(target)
+        })
+    }
+
+    fn read<'a>(&'a self, key: &'a StepKey, offset: u64, max: usize) -> BoxFuture<'a, Result<Bytes, LiveError>> {
+        Box::pin(async move {
+            let e = self.entry(key, false).await?;
+            let durable = e.progress.borrow().durable;
+            if offset >= durable || max == 0 {
+                return Ok(Bytes::new());
+            }
+            let len = (durable - offset).min(max as u64) as usize;
+            let file = e.file.clone();
+            let path = e.log_path.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut buf = BytesMut::zeroed(len);
+                file.read_exact_at(&mut buf, offset).map_err(|err| io(&path, err))?;
+                Ok(buf.freeze())
+            })
+            .await
+            .map_err(join_err)?
+        })
+    }
+
+    fn subscribe<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<watch::Receiver<Progress>, LiveError>> {
+        Box::pin(async move { Ok(self.entry(key, false).await?.progress.subscribe()) })
+    }
+
+    fn checksum<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<(u64, String), LiveError>> {
+        Box::pin(async move {
+            let e = self.entry(key, true).await?;
+            {
+                let w = e.writer.lock();
+                if let Some(h) = w.hasher.as_ref().filter(|h| h.len() == w.written) {
+                    return Ok((w.written, h.hex()));
+                }
+            }
+            // Recovered step: hash the file once, then keep the hasher for later appends.
+            let written = e.writer.lock().written;
+            let file = e.file.clone();
+            let path = e.log_path.clone();
+            let hasher = tokio::task::spawn_blocking(move || -> Result<StreamHasher, LiveError> {
+                let mut h = StreamHasher::new();
+                let mut buf = vec![0u8; 1 << 20];
+                let mut pos = 0u64;
+                while pos < written {
+                    let n = ((written - pos) as usize).min(buf.len());
+                    file.read_exact_at(&mut buf[..n], pos).map_err(|err| io(&path, err))?;
+                    h.update(&buf[..n]);
+                    pos += n as u64;
+                }
+                Ok(h)
+            })
+            .await
+            .map_err(join_err)??;
+            let mut w = e.writer.lock();
+            let hex = hasher.hex();
+            if w.written == written {
+                w.hasher = Some(hasher);
+            }
+            Ok((written, hex))
+        })
+    }
+
+    fn finish<'a>(&'a self, key: &'a StepKey, end: StepEnd) -> BoxFuture<'a, Result<std::sync::Arc<StepEnd>, LiveError>> {
+        Box::pin(async move {
+            let e = self.entry(key, true).await?;
+            let _turn = e.sync_lock.lock().await;
+            if let Some(existing) = e.progress.borrow().end.clone() {
+                if existing.length == end.length && existing.checksum == end.checksum {
+                    return Ok(existing);
+                }
+                return Err(LiveError::Conflict {
+                    key: key.to_string(),
+                    held_len: existing.length,
+                    held_checksum: existing.checksum.clone(),
+                    len: end.length,
+                    checksum: end.checksum,
+                });
+            }
+            e.writer.lock().ended = true;
+            let file = e.file.clone();
+            let (end_path, log_path) = (e.end_path.clone(), e.log_path.clone());
+            let json = serde_json::to_vec(&end).unwrap_or_default();
+            tokio::task::spawn_blocking(move || -> Result<(), LiveError> {
+                file.sync_data().map_err(|err| io(&log_path, err))?;
+                write_atomically(&end_path, &json)
+            })
+            .await
+            .map_err(join_err)?
+            .inspect_err(|_| e.writer.lock().ended = false)?;
+            let end = Arc::new(end);
+            e.progress.send_modify(|p| {
+                p.durable = end.length;
+                p.end = Some(end.clone());
+            });
+            // Readers that subscribed keep the entry alive; new ones reload it from disk.
+            self.steps.lock().remove(key);
+            Ok(end)
+        })
+    }
+}
+
+/// Writes `bytes` to `path` via a synced temporary file and a rename, then syncs the directory.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), LiveError> {
+    let tmp = path.with_extension("end.tmp");
+    let mut f = File::create(&tmp).map_err(|e| io(&tmp, e))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io(path, e))?;
+    if let Some(dir) = path.parent() {
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io(dir, e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,78 @@
+//! Tests of the staging-file live tier: the offset rule on disk, recovery, ends and readers.
+
+use bytes::Bytes;
+use tailrace_protocol::{EndReason, JobId, StepId, StreamHasher};
+
+use super::*;
+use crate::live::StepStatus;
+
+fn key(step: &str) -> StepKey {
+    StepKey::new(JobId::new("job1").unwrap(), StepId::new(step).unwrap())
+}
+
+fn end_for(bytes: &[u8]) -> StepEnd {
+    let mut h = StreamHasher::new();
+    h.update(bytes);
+    StepEnd {
+        status: StepStatus::Success,
+        reason: EndReason::Exited,
+        exit_code: Some(0),
+        length: bytes.len() as u64,
+        checksum: h.hex(),
+        duration_ms: 1,
+        ended_at_ms: 1,
+    }
+}
+
+#[tokio::test]
+async fn appends_follow_the_offset_rule_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = key("s");
+    {
+        let tier = StagingTier::new(dir.path(), Durability::Fsync).unwrap();
+        assert_eq!(tier.open(&k).await.unwrap().durable, 0);
+        let w = |o: u64, b: &'static [u8]| tier.append(&k, o, Bytes::from_static(b));
+        assert_eq!(w(0, b"hello ").await.unwrap(), AppendOutcome::Written { hwm: 6 });
+        assert_eq!(w(3, b"lo world").await.unwrap(), AppendOutcome::Written { hwm: 11 });
+        assert_eq!(w(0, b"hel").await.unwrap(), AppendOutcome::Written { hwm: 11 });
+        assert_eq!(w(20, b"x").await.unwrap(), AppendOutcome::Gap { hwm: 11 });
+        // Nothing is readable before it is durable.
+        assert_eq!(tier.read(&k, 0, 100).await.unwrap(), Bytes::new());
+        assert_eq!(tier.sync(&k).await.unwrap(), 11);
+        assert_eq!(tier.read(&k, 0, 100).await.unwrap(), Bytes::from_static(b"hello world"));
+        assert_eq!(tier.read(&k, 6, 3).await.unwrap(), Bytes::from_static(b"wor"));
+    }
+    // A new process on the same directory recovers the hwm and the checksum.
+    let tier = StagingTier::new(dir.path(), Durability::Fsync).unwrap();
+    assert_eq!(tier.open(&k).await.unwrap().durable, 11);
+    assert_eq!(tier.checksum(&k).await.unwrap(), (11, end_for(b"hello world").checksum));
+    tier.append(&k, 11, Bytes::from_static(b"!")).await.unwrap();
+    assert_eq!(tier.checksum(&k).await.unwrap(), (12, end_for(b"hello world!").checksum));
+}
+
+#[tokio::test]
+async fn finish_is_idempotent_wakes_readers_and_refuses_conflicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = StagingTier::new(dir.path(), Durability::Os).unwrap();
+    let k = key("s");
+    tier.append(&k, 0, Bytes::from_static(b"abc")).await.unwrap();
+    let mut rx = tier.subscribe(&k).await.unwrap();
+    assert_eq!(rx.borrow_and_update().durable, 3);
+    let end = tier.finish(&k, end_for(b"abc")).await.unwrap();
+    rx.changed().await.unwrap();
+    assert_eq!(rx.borrow().end.as_deref(), Some(&*end));
+    assert_eq!(tier.finish(&k, end_for(b"abc")).await.unwrap(), end);
+    assert!(matches!(tier.finish(&k, end_for(b"abd")).await, Err(LiveError::Conflict { .. })));
+    assert_eq!(tier.append(&k, 3, Bytes::from_static(b"d")).await.unwrap(), AppendOutcome::Ended { hwm: 3 });
+    // After a restart the end is still there.
+    let tier = StagingTier::new(dir.path(), Durability::Os).unwrap();
+    assert_eq!(tier.open(&k).await.unwrap().end.as_deref(), Some(&*end));
+}
+
+#[tokio::test]
+async fn unknown_steps_are_not_found_for_readers() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = StagingTier::new(dir.path(), Durability::Fsync).unwrap();
+    assert!(matches!(tier.read(&key("nope"), 0, 1).await, Err(LiveError::NotFound(_))));
+    assert!(matches!(tier.subscribe(&key("nope")).await, Err(LiveError::NotFound(_))));
+}
