@@ -1,1 +1,58 @@
-//! placeholder
+//! Tailrace query: the HTTP API — jobs, steps, output by range, the websocket live tail — plus
+//! `/healthz`, `/readyz` and `/metrics`. The HTTP/2 ingest route is mounted on the same server.
+
+pub mod auth;
+pub mod error;
+pub mod jobs;
+pub mod ops;
+pub mod output;
+pub mod tail;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Serialize;
+use tailrace_ingest::IngestCore;
+
+pub use crate::ops::QueryMetrics;
+
+/// How agents reach the QUIC listener; published at `GET /api/v1/ingest/info`.
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestInfo {
+    /// `host:port` of the QUIC listener as bound; an agent replaces an unspecified host
+    /// (`0.0.0.0`, `[::]`) with the host of the server URL it was given.
+    pub quic_addr: Option<String>,
+    /// ALPN to offer.
+    pub alpn: String,
+    /// SHA-256 (hex) of the QUIC certificate, for agents to pin.
+    pub cert_sha256: Option<String>,
+    /// Path of the HTTP/2 ingest endpoint on this server.
+    pub http2_path: String,
+}
+
+/// Shared state of every handler.
+pub struct AppState {
+    pub core: Arc<IngestCore>,
+    pub info: IngestInfo,
+    pub metrics: QueryMetrics,
+    /// Lifetime of job tokens handed out by `POST /api/v1/jobs`.
+    pub job_token_ttl: Duration,
+}
+
+/// The whole HTTP API.
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/api/v1/ingest/info", get(ops::ingest_info))
+        .route("/api/v1/jobs", post(jobs::create_job))
+        .route("/api/v1/jobs/{job}", get(jobs::get_job))
+        .route("/api/v1/jobs/{job}/steps", get(jobs::list_steps))
+        .route("/api/v1/jobs/{job}/steps/{step}/output", get(output::get_output))
+        .route("/api/v1/jobs/{job}/steps/{step}/tail", get(tail::tail))
+        .with_state(state.clone());
+    api.merge(tailrace_ingest::http2::router(state.core.clone()))
+}

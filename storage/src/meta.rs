@@ -45,6 +45,8 @@ pub struct Step {
     pub name: String,
     pub status: StepStatus,
     pub started_at_ms: u64,
+    /// Bytes of output: the verified total once ended, the durable length while running.
+    pub length: Option<u64>,
     #[serde(flatten)]
     pub end: Option<StepEndFields>,
 }
@@ -54,7 +56,6 @@ pub struct Step {
 pub struct StepEndFields {
     pub exit_code: Option<i32>,
     pub reason: tailrace_protocol::EndReason,
-    pub length: u64,
     pub checksum: String,
     pub duration_ms: u64,
     pub ended_at_ms: u64,
@@ -65,7 +66,6 @@ impl From<&StepEnd> for StepEndFields {
         Self {
             exit_code: e.exit_code,
             reason: e.reason,
-            length: e.length,
             checksum: e.checksum.clone(),
             duration_ms: e.duration_ms,
             ended_at_ms: e.ended_at_ms,
@@ -172,6 +172,7 @@ pub mod conformance {
         assert_eq!(steps[1].status, StepStatus::Failed);
         assert_eq!(steps[1].end, Some(StepEndFields::from(&end)));
         assert_eq!(steps[0].end, None);
+        assert_eq!((steps[0].length, steps[1].length), (None, Some(10)));
         assert_eq!(store.step(&a1.id, &s2).await.unwrap().as_ref(), Some(&steps[1]));
         assert!(store.steps(&a2.id).await.unwrap().is_empty());
     }

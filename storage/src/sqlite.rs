@@ -29,6 +29,7 @@ CREATE TABLE steps (
     status TEXT NOT NULL,
     started_at_ms INTEGER NOT NULL,
     end_json TEXT,
+    length INTEGER,
     PRIMARY KEY (job_id, step_id)
 );
 "#];
@@ -114,11 +115,12 @@ fn step_from_row(job: &JobId, r: &Row<'_>) -> rusqlite::Result<Step> {
         name: r.get(1)?,
         status: StepStatus::parse(&status).unwrap_or(StepStatus::Running),
         started_at_ms: r.get(3)?,
+        length: r.get(5)?,
         end,
     })
 }
 
-const STEP_COLS: &str = "step_id, name, status, started_at_ms, end_json";
+const STEP_COLS: &str = "step_id, name, status, started_at_ms, end_json, length";
 
 fn new_job_id() -> String {
     let bytes: [u8; 16] = rand::random();
@@ -200,10 +202,11 @@ impl MetaStore for SqliteMeta {
         let (job, step) = (job.clone(), step.clone());
         let status = end.status.as_str();
         let json = serde_json::to_string(&StepEndFields::from(end)).unwrap_or_default();
+        let length = end.length;
         Box::pin(self.call(move |c| {
             c.execute(
-                "UPDATE steps SET status = ?3, end_json = ?4 WHERE job_id = ?1 AND step_id = ?2",
-                params![job.as_str(), step.as_str(), status, json],
+                "UPDATE steps SET status = ?3, end_json = ?4, length = ?5 WHERE job_id = ?1 AND step_id = ?2",
+                params![job.as_str(), step.as_str(), status, json, length],
             )
             .map_err(backend)?;
             Ok(())

@@ -76,6 +76,10 @@ impl StagingTier {
         let loaded = tokio::task::spawn_blocking(move || load(log_path, end_path, create, name))
             .await
             .map_err(|e| LiveError::Io { what: "load task".into(), source: std::io::Error::other(e) })??;
+        if !create && loaded.writer.lock().ended {
+            // A reader of an ended step: nothing will change, so do not keep it resident.
+            return Ok(Arc::new(loaded));
+        }
         let mut steps = self.steps.lock();
         // Another task may have loaded it meanwhile; keep the first so there is one writer state.
         Ok(steps.entry(key.clone()).or_insert_with(|| Arc::new(loaded)).clone())

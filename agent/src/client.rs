@@ -1,0 +1,126 @@
+//! A small HTTP/1.1 JSON client for the server's API (job creation, ingest discovery), and the
+//! parsing of `--server` URLs.
+
+use bytes::Bytes;
+pub use http::Method;
+use http::{Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpStream;
+
+/// Why a call to the server failed; messages say what to check.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("invalid server URL {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("could not connect to {addr}: {source} (is `tailrace serve` running there?)")]
+    Connect { addr: String, source: std::io::Error },
+    #[error("HTTP error talking to {addr}: {0}", addr = .1)]
+    Http(String, String),
+    #[error("server answered {status}: {message}")]
+    Status { status: StatusCode, message: String },
+    #[error("unexpected answer from server: {0}")]
+    Decode(String),
+}
+
+/// A parsed `http://host:port` server address.
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub host: String,
+    pub port: u16,
+    /// `host:port` for connecting and for the Host header.
+    pub authority: String,
+}
+
+impl Server {
+    pub fn parse(url: &str) -> Result<Self, ClientError> {
+        let bad = |reason: &str| ClientError::BadUrl { url: url.into(), reason: reason.into() };
+        let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some(other) => return Err(bad(&format!("scheme {other} is not supported; use http:// (put TLS in front with a proxy)"))),
+            None => return Err(bad("missing scheme; expected http://HOST:PORT")),
+        }
+        let host = uri.host().ok_or_else(|| bad("missing host"))?.trim_start_matches('[').trim_end_matches(']').to_string();
+        let port = uri.port_u16().unwrap_or(80);
+        let authority = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+        Ok(Self { host, port, authority })
+    }
+
+    /// Sends one request and decodes a JSON answer; non-2xx answers become `Status` errors
+    /// carrying the server's message.
+    pub async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> Result<T, ClientError> {
+        let (status, bytes) = self.request(method, path, token, body).await?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string());
+            return Err(ClientError::Status { status, message });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let http_err = |e: &dyn std::fmt::Display| ClientError::Http(e.to_string(), self.authority.clone());
+        let tcp = TcpStream::connect(&self.authority)
+            .await
+            .map_err(|source| ClientError::Connect { addr: self.authority.clone(), source })?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| http_err(&e))?;
+        tokio::spawn(conn);
+        let mut req = Request::builder().method(method).uri(path).header(http::header::HOST, &self.authority);
+        if let Some(t) = token {
+            req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let body = match body {
+            Some(v) => {
+                req = req.header(http::header::CONTENT_TYPE, "application/json");
+                Bytes::from(v.to_string())
+            }
+            None => Bytes::new(),
+        };
+        let req = req.body(Full::new(body)).map_err(|e| http_err(&e))?;
+        let resp = send.send_request(req).await.map_err(|e| http_err(&e))?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.map_err(|e| http_err(&e))?.to_bytes();
+        Ok((status, bytes))
+    }
+}
+
+/// The server's QUIC discovery document (`GET /api/v1/ingest/info`).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct IngestInfo {
+    pub quic_addr: Option<String>,
+    pub alpn: String,
+    pub cert_sha256: Option<String>,
+    pub http2_path: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_urls() {
+        let s = Server::parse("http://127.0.0.1:8080").unwrap();
+        assert_eq!((s.host.as_str(), s.port, s.authority.as_str()), ("127.0.0.1", 8080, "127.0.0.1:8080"));
+        let s = Server::parse("http://[::1]:9/").unwrap();
+        assert_eq!(s.authority, "[::1]:9");
+        assert!(Server::parse("https://x").unwrap_err().to_string().contains("not supported"));
+        assert!(Server::parse("localhost:80").is_err());
+    }
+}

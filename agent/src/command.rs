@@ -1,0 +1,217 @@
+//! Runs the step's command: stdout and stderr (or one pseudo-terminal) read in arrival order into
+//! the spool and echoed to the agent's own output; stopped cleanly on cancel or timeout.
+//!
+//! The command runs in its own process group (its own session under `--pty`) so that stopping it
+//! reaches everything it started: SIGTERM to the group, then SIGKILL after the grace period.
+//! Every byte it printed before it died is still read and spooled.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tailrace_protocol::{EndReason, StreamTag};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tracing::warn;
+
+use crate::now_us;
+use crate::spool::Spool;
+
+/// What to run and how.
+#[derive(Debug, Clone)]
+pub struct CommandSpec {
+    pub argv: Vec<String>,
+    /// Run under a pseudo-terminal so tools keep colours and progress bars.
+    pub pty: bool,
+    pub timeout: Option<Duration>,
+    /// Time between SIGTERM and SIGKILL when stopping the command.
+    pub kill_grace: Duration,
+    /// Copy output to the agent's own stdout/stderr too.
+    pub echo: bool,
+}
+
+/// How the command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandResult {
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub reason: EndReason,
+    pub duration: Duration,
+}
+
+/// How long to keep reading the pipes after the command exited, for output of processes it left
+/// running in the background that still hold them open.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(5);
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Runs the command to its end; `cancel` turning true stops it (reason `cancelled`).
+pub async fn run_command(spec: &CommandSpec, spool: Arc<Spool>, mut cancel: watch::Receiver<bool>) -> CommandResult {
+    let started = Instant::now();
+    let (tx, rx) = mpsc::channel::<(StreamTag, Bytes)>(8);
+    let child = if spec.pty { spawn_pty(&spec.argv, tx) } else { spawn_pipes(&spec.argv, tx) };
+    let pump = tokio::spawn(pump(rx, spool.clone(), spec.echo));
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = format!("tailrace: could not start {:?}: {e}\n", spec.argv.first().map(String::as_str).unwrap_or(""));
+            eprint!("{msg}");
+            let _ = pump.await;
+            let _ = spool.append(StreamTag::Stderr, now_us(), msg.as_bytes()).await;
+            return CommandResult { exit_code: Some(127), signal: None, reason: EndReason::FailedToStart, duration: started.elapsed() };
+        }
+    };
+    let pgid = child.id().map(|p| p as i32);
+    let mut reason = EndReason::Exited;
+    let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            _ = cancel.changed(), if reason == EndReason::Exited => {
+                if *cancel.borrow() {
+                    reason = EndReason::Cancelled;
+                    stop_group(pgid, spec.kill_grace);
+                }
+            }
+            _ = sleep_until(deadline), if reason == EndReason::Exited => {
+                reason = EndReason::TimedOut;
+                stop_group(pgid, spec.kill_grace);
+            }
+        }
+    };
+    let duration = started.elapsed();
+    if tokio::time::timeout(DRAIN_AFTER_EXIT, pump).await.is_err() {
+        warn!("output pipes still open {DRAIN_AFTER_EXIT:?} after the command exited (a background process?); stopped reading them");
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let (exit_code, signal) = match status {
+        Ok(s) => (s.code(), s.signal()),
+        Err(e) => {
+            warn!(error = %e, "could not wait for the command");
+            (None, None)
+        }
+    };
+    CommandResult { exit_code, signal, reason, duration }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// SIGTERM to the command's process group now, SIGKILL after `grace` unless it is gone.
+fn stop_group(pgid: Option<i32>, grace: Duration) {
+    let Some(pgid) = pgid else { return };
+    // SAFETY: kill(2) with a negative pid signals a process group; it has no memory effects.
+    unsafe { libc::kill(-pgid, libc::SIGTERM) };
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        // SAFETY: as above. If the group is gone this fails with ESRCH, which is fine.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    });
+}
+
+/// Moves chunks into the spool (in arrival order) and to the agent's own output.
+async fn pump(mut rx: mpsc::Receiver<(StreamTag, Bytes)>, spool: Arc<Spool>, echo: bool) {
+    let mut stdout = tokio::io::stdout();
+    let mut stderr = tokio::io::stderr();
+    while let Some((tag, bytes)) = rx.recv().await {
+        if let Err(e) = spool.append(tag, now_us(), &bytes).await {
+            // The spool is the only copy: without it nothing can be delivered. Say so loudly.
+            eprintln!("tailrace: could not write the output spool: {e}");
+            warn!(error = %e, "spool write failed; output is being lost");
+        }
+        if echo {
+            let out = if tag == StreamTag::Stderr { stderr.write_all(&bytes).await } else { stdout.write_all(&bytes).await };
+            if out.is_err() {
+                // The agent's own stdout went away (closed pipe): keep spooling regardless.
+            }
+        }
+    }
+    let _ = stdout.flush().await;
+    let _ = stderr.flush().await;
+}
+
+async fn read_into(mut r: impl AsyncRead + Unpin, tag: StreamTag, tx: mpsc::Sender<(StreamTag, Bytes)>) {
+    loop {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        match r.read_buf(&mut buf).await {
+            Ok(0) => return,
+            Ok(_) => {
+                if tx.send((tag, buf.freeze())).await.is_err() {
+                    return;
+                }
+            }
+            // EIO is how a pty master reports that the terminal side closed.
+            Err(_) => return,
+        }
+    }
+}
+
+fn spawn_pipes(argv: &[String], tx: mpsc::Sender<(StreamTag, Bytes)>) -> std::io::Result<tokio::process::Child> {
+    let (prog, args) = argv.split_first().ok_or_else(|| std::io::Error::other("no command given"))?;
+    let mut child = tokio::process::Command::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false)
+        .spawn()?;
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(read_into(out, StreamTag::Stdout, tx.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(read_into(err, StreamTag::Stderr, tx));
+    }
+    Ok(child)
+}
+
+fn spawn_pty(argv: &[String], tx: mpsc::Sender<(StreamTag, Bytes)>) -> std::io::Result<tokio::process::Child> {
+    let (prog, args) = argv.split_first().ok_or_else(|| std::io::Error::other("no command given"))?;
+    let (master, slave) = open_pty()?;
+    let mut cmd = tokio::process::Command::new(prog);
+    cmd.args(args)
+        .stdin(Stdio::from(slave.try_clone()?))
+        .stdout(Stdio::from(slave.try_clone()?))
+        .stderr(Stdio::from(slave))
+        .env("TERM", std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".into()));
+    // SAFETY: between fork and exec only async-signal-safe calls: setsid and ioctl.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    // The parent's copies of the slave were moved into the Command and are closed with it, so
+    // the master sees EIO once the command and its children close the terminal.
+    drop(cmd);
+    let file = tokio::fs::File::from_std(std::fs::File::from(master));
+    tokio::spawn(read_into(file, StreamTag::Pty, tx));
+    Ok(child)
+}
+
+fn open_pty() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut master = -1;
+    let mut slave = -1;
+    let mut size = libc::winsize { ws_row: 50, ws_col: 160, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: openpty writes two fds into the provided ints; name and termios may be null.
+    let rc = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), &mut size) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: openpty succeeded, so both are fresh fds owned by nobody else.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    // SAFETY: fcntl on an fd we own.
+    unsafe { libc::fcntl(master.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    Ok((master, slave))
+}

@@ -1,0 +1,136 @@
+//! `GET /api/v1/jobs/{job}/steps/{step}/output`: a step's bytes, whole or by `Range: bytes=a-b`,
+//! streamed from the live tier in chunks (never buffered whole).
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use tailrace_protocol::StepId;
+use tailrace_storage::StepKey;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::jobs::readable_job;
+use crate::AppState;
+
+/// Bytes read from the store per body chunk.
+const CHUNK: usize = 256 * 1024;
+
+/// A step the caller may read, and its key.
+pub async fn readable_step(state: &AppState, caller: &Caller, job: &str, step: &str) -> Result<StepKey, ApiError> {
+    let job = readable_job(state, &caller.0, job).await?;
+    let not_found = || ApiError::NotFound(format!("step {step} of job {} not found", job.id));
+    let step = StepId::new(step).map_err(|_| not_found())?;
+    state.core.meta.step(&job.id, &step).await?.ok_or_else(not_found)?;
+    Ok(StepKey::new(job.id, step))
+}
+
+/// Parses a single `bytes=` range against `len` bytes into `[start, end)`.
+pub fn parse_range(value: &str, len: u64) -> Result<(u64, u64), String> {
+    let spec = value.trim().strip_prefix("bytes=").ok_or("only `bytes=` ranges are supported")?;
+    if spec.contains(',') {
+        return Err("multiple ranges are not supported on output; ask for one range".into());
+    }
+    let (a, b) = spec.split_once('-').ok_or("malformed range: expected bytes=START-END")?;
+    let num = |s: &str| s.trim().parse::<u64>().map_err(|_| format!("malformed range bound {s:?}"));
+    let (start, end) = match (a.trim().is_empty(), b.trim().is_empty()) {
+        (true, false) => {
+            let n = num(b)?;
+            (len.saturating_sub(n), len)
+        }
+        (false, true) => (num(a)?, len),
+        (false, false) => {
+            let (s, e) = (num(a)?, num(b)?);
+            if e < s {
+                return Err("malformed range: end before start".into());
+            }
+            (s, e.saturating_add(1).min(len))
+        }
+        (true, true) => return Err("malformed range: expected bytes=START-END".into()),
+    };
+    if start >= len || start >= end {
+        return Err(format!("range starts at or after the end of the output ({len} bytes)"));
+    }
+    Ok((start, end))
+}
+
+pub async fn get_output(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((job, step)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = readable_step(&state, &caller, &job, &step).await?;
+    let rx = state.core.live.subscribe(&key).await?;
+    let (len, ended) = {
+        let p = rx.borrow();
+        (p.end.as_ref().map_or(p.durable, |e| e.length), p.end.is_some())
+    };
+    let range = match headers.get(header::RANGE) {
+        Some(v) => {
+            let v = v.to_str().map_err(|_| ApiError::BadRequest("Range header is not ASCII".into()))?;
+            Some(parse_range(v, len).map_err(|m| ApiError::RangeNotSatisfiable(m, len))?)
+        }
+        None => None,
+    };
+    let (start, end) = range.unwrap_or((0, len));
+    let mut resp = Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(header::CONTENT_LENGTH, end - start)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header("x-content-type-options", "nosniff")
+        .header("tailrace-step-status", if ended { "ended" } else { "running" });
+    if range.is_some() {
+        // While a step runs its final length is unknown: say `*` rather than a length that grows.
+        let total = if ended { len.to_string() } else { "*".into() };
+        resp = resp
+            .status(StatusCode::PARTIAL_CONTENT)
+            .header(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes {start}-{}/{total}", end - 1)).map_err(|e| ApiError::Internal(e.to_string()))?);
+    }
+    let stream = futures_util::stream::unfold((state, key, start), move |(state, key, pos)| async move {
+        if pos >= end {
+            return None;
+        }
+        let want = ((end - pos) as usize).min(CHUNK);
+        match state.core.live.read(&key, pos, want).await {
+            Ok(b) if !b.is_empty() => {
+                state.metrics.output_bytes.fetch_add(b.len() as u64, Relaxed);
+                let next = pos + b.len() as u64;
+                Some((Ok(b), (state, key, next)))
+            }
+            Ok(_) => Some((Err(std::io::Error::other("output shrank while being read")), (state, key, end))),
+            Err(e) => Some((Err(std::io::Error::other(e)), (state, key, end))),
+        }
+    });
+    resp.body(Body::from_stream(stream)).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges() {
+        fn check(v: &str, len: u64, expected: Result<(u64, u64), &str>) {
+            let got = parse_range(v, len);
+            match expected {
+                Ok(r) => assert_eq!(got, Ok(r), "{v}"),
+                Err(m) => assert!(got.as_ref().is_err_and(|e| e.contains(m)), "{v}: {got:?}"),
+            }
+        }
+        check("bytes=0-9", 100, Ok((0, 10)));
+        check("bytes=90-200", 100, Ok((90, 100)));
+        check("bytes=10-", 100, Ok((10, 100)));
+        check("bytes=-5", 100, Ok((95, 100)));
+        check("bytes=-500", 100, Ok((0, 100)));
+        check("bytes=100-", 100, Err("at or after the end"));
+        check("bytes=5-4", 100, Err("end before start"));
+        check("bytes=0-1,4-5", 100, Err("multiple ranges"));
+        check("items=0-1", 100, Err("only `bytes=`"));
+        check("bytes=x-1", 100, Err("malformed range bound"));
+        check("bytes=0-0", 0, Err("at or after the end"));
+    }
+}

@@ -1,0 +1,104 @@
+//! `GET /api/v1/jobs/{job}/steps/{step}/tail?offset=N`: a websocket that sends exactly the bytes
+//! from N on, then the end of the step.
+//!
+//! Messages, server → client: binary = 8-byte big-endian offset of the first byte, then the
+//! bytes; text = JSON `{"type":"end", …}` with the verified end, after which the server closes.
+//! A client that reconnects with `offset` = last offset + last length continues with no gap and
+//! no duplicate. Each tail reads at its own pace from the live tier, so a slow reader never
+//! slows ingest or other readers.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use bytes::{BufMut, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tailrace_storage::{Progress, StepKey};
+use tokio::sync::watch;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::output::readable_step;
+use crate::AppState;
+
+/// Output bytes per websocket message at most.
+const MESSAGE: usize = 256 * 1024;
+
+#[derive(Debug, Deserialize)]
+pub struct TailQuery {
+    /// First byte to send; 0 by default.
+    #[serde(default)]
+    pub offset: u64,
+}
+
+pub async fn tail(
+    ws: WebSocketUpgrade,
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((job, step)): Path<(String, String)>,
+    Query(q): Query<TailQuery>,
+) -> Result<Response, ApiError> {
+    let key = readable_step(&state, &caller, &job, &step).await?;
+    let rx = state.core.live.subscribe(&key).await?;
+    Ok(ws.max_message_size(64 * 1024).on_upgrade(move |socket| async move {
+        state.metrics.tails_opened.fetch_add(1, Relaxed);
+        state.metrics.tails_active.fetch_add(1, Relaxed);
+        if let Err(e) = run_tail(&state, &key, q.offset, rx, socket).await {
+            tracing::debug!(step = %key, error = %e, "tail ended");
+        }
+        state.metrics.tails_active.fetch_sub(1, Relaxed);
+    }))
+}
+
+async fn run_tail(
+    state: &AppState,
+    key: &StepKey,
+    mut offset: u64,
+    mut rx: watch::Receiver<Progress>,
+    socket: WebSocket,
+) -> Result<(), axum::Error> {
+    let (mut sink, mut incoming) = socket.split();
+    loop {
+        let progress = rx.borrow_and_update().clone();
+        let chunk = match state.core.live.read(key, offset, MESSAGE).await {
+            Ok(c) => c,
+            Err(e) => {
+                let close = CloseFrame { code: 1011, reason: format!("could not read output: {e}").into() };
+                return sink.send(Message::Close(Some(close))).await;
+            }
+        };
+        if !chunk.is_empty() {
+            let mut msg = BytesMut::with_capacity(8 + chunk.len());
+            msg.put_u64(offset);
+            msg.extend_from_slice(&chunk);
+            sink.send(Message::Binary(msg.freeze())).await?;
+            offset += chunk.len() as u64;
+            state.metrics.tail_bytes.fetch_add(chunk.len() as u64, Relaxed);
+            continue;
+        }
+        if let Some(end) = progress.end.as_ref().filter(|e| offset >= e.length) {
+            let mut json = serde_json::to_value(&**end).unwrap_or_default();
+            json["type"] = "end".into();
+            sink.send(Message::Text(json.to_string().into())).await?;
+            return sink.send(Message::Close(None)).await;
+        }
+        tokio::select! {
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    // The step's in-memory state was retired (it ended); follow it from disk.
+                    rx = match state.core.live.subscribe(key).await {
+                        Ok(rx) => rx,
+                        Err(_) => return Ok(()),
+                    };
+                }
+            }
+            msg = incoming.next() => match msg {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(()),
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! Command-line interface: every command, its flags, and what `--help` says about them.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tailrace_agent::client::Server;
+use tailrace_agent::command::CommandSpec;
+use tailrace_agent::run::EXIT_REFUSED;
+use tailrace_agent::transport::{TransportChoice, Trust};
+use tailrace_agent::{run_step, RunOptions};
+
+use crate::config::ServeConfig;
+use crate::units::{parse_duration, parse_size};
+
+/// Tailrace streams CI step output from runners to storage and to anyone watching it live.
+///
+/// Start a server with `tailrace serve`, create a job with `tailrace job create`, stream a
+/// command's output into it with `tailrace run`, and watch it with `tailrace tail`.
+#[derive(Debug, Parser)]
+#[command(name = "tailrace", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: ingest (QUIC and HTTP/2), the HTTP API, live tail and metrics, all in one
+    /// process with embedded storage under the data directory.
+    ///
+    /// On first start it creates `<data-dir>/admin-token` (mode 0600) — the token for
+    /// `tailrace job create` — and a self-signed QUIC certificate whose fingerprint agents pin
+    /// automatically. Settings come from --config, then TAILRACE_* variables, then flags.
+    Serve(ServeArgs),
+    /// Run a command as one step of a job and stream its output to the server.
+    ///
+    /// stdout and stderr are merged in arrival order (or one pseudo-terminal with --pty) and
+    /// echoed to this terminal too. Output is spooled on disk until the server acknowledges it,
+    /// so a slow or restarting server never loses a byte: the agent reconnects and resumes. On
+    /// SIGTERM/SIGINT or --timeout the command is stopped (SIGTERM, then SIGKILL after
+    /// --kill-grace) and everything it printed is still delivered. Exits with the command's exit
+    /// code (128+N if killed by signal N); 75 if the command succeeded but its output could not
+    /// be delivered; 2 if the server refused the step (bad token, unknown job).
+    Run(RunArgs),
+    /// Follow a step's output live, from any byte offset, writing the raw bytes to stdout.
+    /// Exits when the step ends; reconnects by itself without gaps or repeats.
+    Tail(TailArgs),
+    /// Jobs: the unit that steps belong to.
+    #[command(subcommand)]
+    Job(JobCommand),
+}
+
+/// Where the server is and the token to use.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// Server HTTP URL.
+    #[arg(long, env = "TAILRACE_SERVER", default_value = "http://127.0.0.1:8520")]
+    pub server: String,
+    /// Token: a job token for `run`, a project/admin token to read, the admin token to create jobs.
+    #[arg(long, env = "TAILRACE_TOKEN", hide_env_values = true)]
+    pub token: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Data directory (staging files, SQLite, TLS material, tokens). [default: ./tailrace-data]
+    #[arg(long, env = "TAILRACE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP address: API, websocket tail, HTTP/2 ingest, /metrics. [default: 127.0.0.1:8520]
+    #[arg(long)]
+    pub http_addr: Option<std::net::SocketAddr>,
+    /// QUIC (UDP) address for agents. [default: 127.0.0.1:8521]
+    #[arg(long)]
+    pub quic_addr: Option<std::net::SocketAddr>,
+    /// TOML config file; see README for the keys.
+    #[arg(long, env = "TAILRACE_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Job id (from `tailrace job create`).
+    #[arg(long, env = "TAILRACE_JOB")]
+    pub job: String,
+    /// Step id, unique within the job: letters, digits, '-', '_', '.'.
+    #[arg(long)]
+    pub step: String,
+    /// Display name of the step. [default: the command line]
+    #[arg(long, default_value = "")]
+    pub name: String,
+    /// Run the command under a pseudo-terminal, so tools keep colours and progress bars.
+    #[arg(long)]
+    pub pty: bool,
+    /// Stop the command after this long (e.g. 30m); the step ends as timed_out.
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Time between SIGTERM and SIGKILL when stopping the command.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub kill_grace: Duration,
+    /// Transport: auto (QUIC, falling back to HTTP/2 when UDP is blocked), quic or http2.
+    #[arg(long, default_value = "auto")]
+    pub transport: TransportChoice,
+    /// Trust the QUIC server certificate by this CA (PEM) instead of pinning the fingerprint
+    /// the server publishes.
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
+    /// Pin this SHA-256 certificate fingerprint (hex) instead of the one the server publishes.
+    #[arg(long, conflicts_with = "ca_cert")]
+    pub cert_sha256: Option<String>,
+    /// Directory for the spool file (unlinked, removed on exit). [default: system temp dir]
+    #[arg(long, env = "TAILRACE_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// Most output kept on disk unacknowledged by the server; when reached, the command blocks
+    /// on its next write until the server catches up (output is never dropped).
+    #[arg(long, value_parser = parse_size, default_value = "1GiB")]
+    pub spool_max: u64,
+    /// After the command ends, keep trying to deliver its output for this long.
+    #[arg(long, value_parser = parse_duration, default_value = "10m")]
+    pub delivery_timeout: Duration,
+    /// Do not echo the command's output to this terminal.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[arg(long)]
+    pub job: String,
+    #[arg(long)]
+    pub step: String,
+    /// Byte offset to start from.
+    #[arg(long, default_value_t = 0)]
+    pub from: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Create a job (needs the admin token) and print its id, number and a job-scoped token
+    /// that lets a runner write this job's output only.
+    Create(JobCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JobCreateArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Project slug, e.g. gh/acme/app. Job numbers count up per project.
+    #[arg(long)]
+    pub project: String,
+    #[arg(long)]
+    pub branch: Option<String>,
+    #[arg(long)]
+    pub commit: Option<String>,
+    #[arg(long)]
+    pub workflow: Option<String>,
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Print JSON `{"job_id":…,"job_number":…,"token":…}` instead of `export` lines for `eval`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn init_logs(default: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TAILRACE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Runs the command; returns the process exit code.
+pub async fn dispatch(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Serve(a) => {
+            let env: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("TAILRACE_")).collect();
+            let mut cfg = match ServeConfig::load(a.config.as_deref(), &env) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            if let Some(d) = a.data_dir {
+                cfg.data_dir = d;
+            }
+            if let Some(h) = a.http_addr {
+                cfg.http_addr = h;
+            }
+            if let Some(q) = a.quic_addr {
+                cfg.quic_addr = q;
+            }
+            init_logs("info", cfg.log_format == "json");
+            match crate::serve::serve(cfg).await {
+                Ok(()) => 0,
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Run(a) => {
+            init_logs("warn", false);
+            let trust = match (a.ca_cert, a.cert_sha256) {
+                (Some(ca), _) => Some(Trust::CaFile(ca)),
+                (None, Some(fp)) => Some(Trust::Fingerprint(fp)),
+                (None, None) => None,
+            };
+            let opts = RunOptions {
+                server: a.client.server,
+                token: a.client.token,
+                job: a.job,
+                step: a.step,
+                name: a.name,
+                command: CommandSpec { argv: a.command, pty: a.pty, timeout: a.timeout, kill_grace: a.kill_grace, echo: !a.quiet },
+                transport: a.transport,
+                trust,
+                spool_dir: a.spool_dir.unwrap_or_else(std::env::temp_dir),
+                spool_max: a.spool_max,
+                delivery_timeout: a.delivery_timeout,
+            };
+            match run_step(opts).await {
+                Ok(outcome) => outcome.exit_code,
+                Err(e) => {
+                    eprintln!("tailrace run: {e}");
+                    EXIT_REFUSED
+                }
+            }
+        }
+        Command::Tail(a) => {
+            init_logs("warn", false);
+            let server = match Server::parse(&a.client.server) {
+                Ok(s) => s,
+                Err(e) => return fail(&e.to_string()),
+            };
+            let mut out = tokio::io::stdout();
+            match tailrace_agent::tail::follow(&server, &a.client.token, &a.job, &a.step, a.from, &mut out).await {
+                Ok(end) => {
+                    let status = end.get("status").and_then(|s| s.as_str()).unwrap_or("?");
+                    let length = end.get("length").and_then(|s| s.as_u64()).unwrap_or(0);
+                    eprintln!("tailrace tail: step ended: {status}, {length} bytes");
+                    0
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Job(JobCommand::Create(a)) => {
+            init_logs("warn", false);
+            let server = match Server::parse(&a.client.server) {
+                Ok(s) => s,
+                Err(e) => return fail(&e.to_string()),
+            };
+            let body = serde_json::json!({
+                "project": a.project, "branch": a.branch, "commit": a.commit, "workflow": a.workflow, "name": a.name,
+            });
+            let created: serde_json::Value =
+                match server.json(http_method_post(), "/api/v1/jobs", Some(&a.client.token), Some(body)).await {
+                    Ok(v) => v,
+                    Err(e) => return fail(&e.to_string()),
+                };
+            if a.json {
+                println!("{created}");
+            } else {
+                let s = |k: &str| created.get(k).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)).unwrap_or_default();
+                println!("export TAILRACE_JOB={}\nexport TAILRACE_JOB_NUMBER={}\nexport TAILRACE_TOKEN={}", s("job_id"), s("job_number"), s("token"));
+            }
+            0
+        }
+    }
+}
+
+fn http_method_post() -> tailrace_agent::client::Method {
+    tailrace_agent::client::Method::POST
+}
+
+fn fail(msg: &str) -> i32 {
+    eprintln!("tailrace: {msg}");
+    1
+}

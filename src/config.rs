@@ -1,0 +1,109 @@
+//! Server configuration: a TOML file, then `TAILRACE_*` environment variables, then flags.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use tailrace_storage::Durability;
+
+/// Default HTTP listen address: API, websocket tail, HTTP/2 ingest, metrics.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8520";
+/// Default QUIC (UDP) listen address for agents.
+pub const DEFAULT_QUIC_ADDR: &str = "127.0.0.1:8521";
+
+/// Everything `tailrace serve` can be told. Unknown keys are an error, so typos are caught.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Where staging files, the SQLite database, TLS material and tokens live.
+    pub data_dir: PathBuf,
+    /// HTTP listen address (API, websocket tail, HTTP/2 ingest, `/metrics`).
+    pub http_addr: SocketAddr,
+    /// QUIC listen address (UDP); the HTTP API publishes it at `/api/v1/ingest/info`.
+    pub quic_addr: SocketAddr,
+    /// When bytes count as durable and are acknowledged: `fsync` (default) or `os`.
+    pub durability: Durability,
+    /// Largest ingest frame payload in bytes. Memory per ingest stream is about this much.
+    pub max_frame: usize,
+    /// Lifetime of job tokens, in seconds.
+    pub job_token_ttl_secs: u64,
+    /// PEM certificate chain for QUIC; with `tls_key`. Default: self-signed in `<data_dir>/tls`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for QUIC.
+    pub tls_key: Option<PathBuf>,
+    /// Log format: `text` or `json`.
+    pub log_format: String,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("tailrace-data"),
+            http_addr: DEFAULT_HTTP_ADDR.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8520))),
+            quic_addr: DEFAULT_QUIC_ADDR.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8521))),
+            durability: Durability::Fsync,
+            max_frame: tailrace_protocol::DEFAULT_MAX_FRAME,
+            job_token_ttl_secs: 24 * 3600,
+            tls_cert: None,
+            tls_key: None,
+            log_format: "text".into(),
+        }
+    }
+}
+
+impl ServeConfig {
+    /// Reads the file (if any) and applies environment overrides from `env`.
+    pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, String> {
+        let mut cfg = match file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| format!("could not read config {}: {e}", p.display()))?;
+                toml::from_str(&text).map_err(|e| format!("invalid config {}: {e}", p.display()))?
+            }
+            None => ServeConfig::default(),
+        };
+        let get = |k: &str| env.get(k).filter(|v| !v.is_empty());
+        if let Some(v) = get("TAILRACE_DATA_DIR") {
+            cfg.data_dir = v.into();
+        }
+        if let Some(v) = get("TAILRACE_HTTP_ADDR") {
+            cfg.http_addr = v.parse().map_err(|_| format!("TAILRACE_HTTP_ADDR={v:?} is not HOST:PORT"))?;
+        }
+        if let Some(v) = get("TAILRACE_QUIC_ADDR") {
+            cfg.quic_addr = v.parse().map_err(|_| format!("TAILRACE_QUIC_ADDR={v:?} is not HOST:PORT"))?;
+        }
+        if let Some(v) = get("TAILRACE_DURABILITY") {
+            cfg.durability = match v.as_str() {
+                "fsync" => Durability::Fsync,
+                "os" => Durability::Os,
+                _ => return Err(format!("TAILRACE_DURABILITY={v:?}: expected fsync or os")),
+            };
+        }
+        if let Some(v) = get("TAILRACE_LOG_FORMAT") {
+            cfg.log_format = v.clone();
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, "data_dir = \"/x\"\ndurability = \"os\"\n").unwrap();
+        let env: HashMap<String, String> = [("TAILRACE_HTTP_ADDR".to_string(), "0.0.0.0:1".to_string())].into();
+        let cfg = ServeConfig::load(Some(&file), &env).unwrap();
+        assert_eq!(cfg.data_dir, PathBuf::from("/x"));
+        assert_eq!(cfg.durability, Durability::Os);
+        assert_eq!(cfg.http_addr.port(), 1);
+        std::fs::write(&file, "data_dri = \"/x\"\n").unwrap();
+        let err = ServeConfig::load(Some(&file), &HashMap::new()).unwrap_err();
+        assert!(err.contains("unknown field"), "{err}");
+        let bad: HashMap<String, String> = [("TAILRACE_DURABILITY".to_string(), "maybe".to_string())].into();
+        assert!(ServeConfig::load(None, &bad).unwrap_err().contains("expected fsync or os"));
+    }
+}

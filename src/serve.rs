@@ -1,0 +1,127 @@
+//! `tailrace serve`: wires the live tier, metadata store, ingest listeners and HTTP API into one
+//! process on embedded defaults, and shuts down gracefully on SIGTERM/SIGINT.
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tailrace_ingest::quic::QuicLimits;
+use tailrace_ingest::{tls, IngestCore, IngestLimits, IngestMetrics};
+use tailrace_protocol::token::{Claims, Scope, TokenKey};
+use tailrace_query::{AppState, IngestInfo, QueryMetrics};
+use tailrace_storage::{SqliteMeta, StagingTier};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{info, warn};
+
+use crate::config::ServeConfig;
+
+pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
+    raise_fd_limit();
+    let data = &cfg.data_dir;
+    std::fs::create_dir_all(data).map_err(|e| format!("could not create data dir {}: {e}", data.display()))?;
+    let keys = TokenKey::from_bytes(load_or_create_key(&data.join("signing-key"))?);
+    let admin_path = data.join("admin-token");
+    if !admin_path.exists() {
+        let token = keys.sign(&Claims { scope: Scope::Admin, exp: None });
+        write_private(&admin_path, format!("{token}\n").as_bytes())?;
+    }
+    let live = StagingTier::new(data.join("live"), cfg.durability).map_err(|e| e.to_string())?;
+    let meta = SqliteMeta::open(&data.join("meta.db")).map_err(|e| e.to_string())?;
+    let core = Arc::new(IngestCore {
+        live: Arc::new(live),
+        meta: Arc::new(meta),
+        keys,
+        limits: IngestLimits { max_frame: cfg.max_frame, ..Default::default() },
+        metrics: IngestMetrics::default(),
+    });
+
+    let material = tls::load_or_create(cfg.tls_cert.as_deref(), cfg.tls_key.as_deref(), &data.join("tls"))
+        .map_err(|e| e.to_string())?;
+    let limits = QuicLimits::default();
+    let endpoint = tailrace_ingest::quic::bind(cfg.quic_addr, &material, &limits).map_err(|e| e.to_string())?;
+    let quic_addr = endpoint.local_addr().map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(cfg.http_addr)
+        .await
+        .map_err(|e| format!("could not listen on {}: {e} (is another tailrace running? use --http-addr)", cfg.http_addr))?;
+    let http_addr = listener.local_addr().map_err(|e| e.to_string())?;
+
+    let state = Arc::new(AppState {
+        core: core.clone(),
+        info: IngestInfo {
+            quic_addr: Some(quic_addr.to_string()),
+            alpn: String::from_utf8_lossy(tailrace_protocol::ALPN).into_owned(),
+            cert_sha256: Some(material.fingerprint.clone()),
+            http2_path: tailrace_ingest::http2::INGEST_PATH.into(),
+        },
+        metrics: QueryMetrics::default(),
+        job_token_ttl: Duration::from_secs(cfg.job_token_ttl_secs),
+    });
+    tokio::spawn(tailrace_ingest::quic::serve(endpoint.clone(), core, limits));
+    info!(
+        http = %http_addr,
+        quic = %quic_addr,
+        data_dir = %data.display(),
+        admin_token_file = %admin_path.display(),
+        cert_sha256 = %material.fingerprint,
+        durability = ?cfg.durability,
+        "tailrace serve ready"
+    );
+    let app = tailrace_query::router(state);
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+    });
+    let server = tokio::spawn(async move { server.await });
+    shutdown_signal().await;
+    info!("shutting down: no new connections; open streams get 10s to finish (agents resume elsewhere)");
+    let _ = stop_tx.send(true);
+    endpoint.close(0u32.into(), b"server shutting down");
+    if tokio::time::timeout(Duration::from_secs(10), server).await.is_err() {
+        warn!("streams still open after 10s; exiting anyway (every acknowledged byte is durable)");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()))
+        .map_err(|e| format!("could not write {}: {e}", path.display()))
+}
+
+fn load_or_create_key(path: &Path) -> Result<[u8; 32], String> {
+    match std::fs::read(path) {
+        Ok(b) => b.try_into().map_err(|_| format!("{} is not a 32-byte key; delete it to make a new one (old tokens stop working)", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key: [u8; 32] = rand::random();
+            write_private(path, &key)?;
+            Ok(key)
+        }
+        Err(e) => Err(format!("could not read {}: {e}", path.display())),
+    }
+}
+
+/// Each open step holds a staging file; lift the soft limit on open files to the hard limit.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit write/read the struct we pass; no other memory is touched.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
