@@ -121,6 +121,9 @@ pub struct RunArgs {
     /// After the command ends, keep trying to deliver its output for this long.
     #[arg(long, value_parser = parse_duration, default_value = "10m")]
     pub delivery_timeout: Duration,
+    /// Silence after which a QUIC connection counts as lost and the agent reconnects.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub idle_timeout: Duration,
     /// Do not echo the command's output to this terminal.
     #[arg(long, short)]
     pub quiet: bool,
@@ -223,6 +226,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
                 spool_dir: a.spool_dir.unwrap_or_else(std::env::temp_dir),
                 spool_max: a.spool_max,
                 delivery_timeout: a.delivery_timeout,
+                idle_timeout: a.idle_timeout,
             };
             match run_step(opts).await {
                 Ok(outcome) => outcome.exit_code,

@@ -22,6 +22,9 @@ pub struct ServeConfig {
     pub http_addr: SocketAddr,
     /// QUIC listen address (UDP); the HTTP API publishes it at `/api/v1/ingest/info`.
     pub quic_addr: SocketAddr,
+    /// QUIC address agents should dial, when it differs from `quic_addr` (NAT, load balancer,
+    /// proxy). Published at `/api/v1/ingest/info`.
+    pub quic_public_addr: Option<SocketAddr>,
     /// When bytes count as durable and are acknowledged: `fsync` (default) or `os`.
     pub durability: Durability,
     /// Largest ingest frame payload in bytes. Memory per ingest stream is about this much.
@@ -42,6 +45,7 @@ impl Default for ServeConfig {
             data_dir: PathBuf::from("tailrace-data"),
             http_addr: DEFAULT_HTTP_ADDR.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8520))),
             quic_addr: DEFAULT_QUIC_ADDR.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8521))),
+            quic_public_addr: None,
             durability: Durability::Fsync,
             max_frame: tailrace_protocol::DEFAULT_MAX_FRAME,
             job_token_ttl_secs: 24 * 3600,
@@ -71,6 +75,9 @@ impl ServeConfig {
         }
         if let Some(v) = get("TAILRACE_QUIC_ADDR") {
             cfg.quic_addr = v.parse().map_err(|_| format!("TAILRACE_QUIC_ADDR={v:?} is not HOST:PORT"))?;
+        }
+        if let Some(v) = get("TAILRACE_QUIC_PUBLIC_ADDR") {
+            cfg.quic_public_addr = Some(v.parse().map_err(|_| format!("TAILRACE_QUIC_PUBLIC_ADDR={v:?} is not HOST:PORT"))?);
         }
         if let Some(v) = get("TAILRACE_DURABILITY") {
             cfg.durability = match v.as_str() {

@@ -50,7 +50,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
     let state = Arc::new(AppState {
         core: core.clone(),
         info: IngestInfo {
-            quic_addr: Some(quic_addr.to_string()),
+            quic_addr: Some(cfg.quic_public_addr.unwrap_or(quic_addr).to_string()),
             alpn: String::from_utf8_lossy(tailrace_protocol::ALPN).into_owned(),
             cert_sha256: Some(material.fingerprint.clone()),
             http2_path: tailrace_ingest::http2::INGEST_PATH.into(),

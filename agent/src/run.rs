@@ -32,6 +32,8 @@ pub struct RunOptions {
     pub spool_max: u64,
     /// How long to keep trying to deliver after the command ended.
     pub delivery_timeout: Duration,
+    /// Silence after which a QUIC connection counts as lost.
+    pub idle_timeout: Duration,
 }
 
 /// How the run ended.
@@ -59,7 +61,7 @@ pub async fn run_step(opts: RunOptions) -> Result<RunOutcome, String> {
     );
     let name = if opts.name.is_empty() { opts.command.argv.join(" ") } else { opts.name.clone() };
     let open = Open { job, step, name, token: opts.token.clone() };
-    let connector = Connector::new(server, opts.transport, opts.trust.clone());
+    let connector = Connector::new(server, opts.transport, opts.trust.clone()).with_idle_timeout(opts.idle_timeout);
 
     let (end_tx, end_rx) = watch::channel(None);
     let (state_tx, mut state_rx) = watch::channel(DeliveryState::Connecting);

@@ -100,6 +100,7 @@ pub struct Connector {
     endpoint: Option<quinn::Endpoint>,
     quic_conn: Option<quinn::Connection>,
     connect_timeout: Duration,
+    idle_timeout: Duration,
 }
 
 impl Connector {
@@ -113,7 +114,15 @@ impl Connector {
             endpoint: None,
             quic_conn: None,
             connect_timeout: Duration::from_secs(3),
+            idle_timeout: Duration::from_secs(30),
         }
+    }
+
+    /// How long a QUIC connection may hear nothing from the server before it counts as lost
+    /// (and the agent reconnects). Keep-alives go out at a third of it.
+    pub fn with_idle_timeout(mut self, t: Duration) -> Self {
+        self.idle_timeout = t;
+        self
     }
 
     /// Opens a new step stream on the best transport that works now.
@@ -172,8 +181,8 @@ impl Connector {
         let crypto = QuicClientConfig::try_from(crypto).map_err(|e| e.to_string())?;
         let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
         let mut transport = quinn::TransportConfig::default();
-        transport.keep_alive_interval(Some(Duration::from_secs(5)));
-        if let Ok(t) = Duration::from_secs(30).try_into() {
+        transport.keep_alive_interval(Some(self.idle_timeout / 3));
+        if let Ok(t) = self.idle_timeout.try_into() {
             transport.max_idle_timeout(Some(t));
         }
         transport.send_window(16 * 1024 * 1024);

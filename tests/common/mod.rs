@@ -1,0 +1,380 @@
+//! Shared harness of the end-to-end tests: real `tailrace` processes on loopback ports, a TCP and
+//! a UDP proxy that can cut or black-hole connections, awkward test output, and small HTTP helpers.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tailrace");
+
+/// Fails the test (instead of hanging CI) when `cond` does not hold within `secs`.
+pub fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A loopback port free for both TCP and UDP right now.
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+        let port = tcp.local_addr().expect("addr").port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A real `tailrace serve` process.
+pub struct Server {
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub http: u16,
+    pub quic: u16,
+    pub env: Vec<(String, String)>,
+}
+
+impl Server {
+    pub fn start() -> Self {
+        Self::start_with(vec![])
+    }
+
+    pub fn start_with(env: Vec<(String, String)>) -> Self {
+        let mut s = Server { child: None, dir: tempfile::tempdir().expect("tempdir"), http: free_port(), quic: free_port(), env };
+        s.spawn();
+        s
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("serve.log")).expect("log");
+        let child = Command::new(BIN)
+            .args(["serve", "--http-addr", &format!("127.0.0.1:{}", self.http), "--quic-addr", &format!("127.0.0.1:{}", self.quic)])
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("TAILRACE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn serve");
+        self.child = Some(child);
+        let url = self.url();
+        wait_until("server /healthz", 30, || http_get(&url, "/healthz", None, None).map(|r| r.status == 200).unwrap_or(false));
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http)
+    }
+
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("admin-token")).expect("admin token").trim().to_string()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// `kill -9`, no goodbye.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    /// Creates a job; returns (job id, job token).
+    pub fn create_job(&self) -> (String, String) {
+        let out = Command::new(BIN)
+            .args(["job", "create", "--server", &self.url(), "--project", "gh/acme/app", "--json"])
+            .env("TAILRACE_TOKEN", self.admin_token())
+            .output()
+            .expect("job create");
+        assert!(out.status.success(), "job create failed: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        (v["job_id"].as_str().expect("id").to_string(), v["token"].as_str().expect("token").to_string())
+    }
+
+    /// A step as listed by the API.
+    pub fn step(&self, job: &str, step: &str) -> Option<serde_json::Value> {
+        let r = http_get(&self.url(), &format!("/api/v1/jobs/{job}/steps"), Some(&self.admin_token()), None).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+        v["items"].as_array()?.iter().find(|s| s["step"] == step).cloned()
+    }
+
+    /// Bytes the server holds durably for a step (0 if unknown yet).
+    pub fn step_len(&self, job: &str, step: &str) -> u64 {
+        self.step(job, step).and_then(|s| s["length"].as_u64()).unwrap_or(0)
+    }
+
+    /// The whole output of a step via the ranged-read endpoint.
+    pub fn output(&self, job: &str, step: &str, range: Option<&str>) -> HttpResponse {
+        http_get(&self.url(), &format!("/api/v1/jobs/{job}/steps/{step}/output"), Some(&self.admin_token()), range).expect("GET output")
+    }
+
+    /// Resident memory of the server process in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// `tailrace run` against `server` with `token`, quiet, with extra flags, running `cmd`.
+pub fn agent(server: &str, token: &str, job: &str, step: &str, flags: &[&str], cmd: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(["run", "--server", server, "--job", job, "--step", step])
+        .args(flags)
+        .arg("--")
+        .args(cmd)
+        .env("TAILRACE_TOKEN", token)
+        .env("TAILRACE_LOG", "info");
+    c
+}
+
+/// Waits for a child with a deadline, killing it on timeout.
+pub fn wait_output(mut child: Child, secs: u64) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!("process did not finish within {secs}s; stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Deterministic output that exercises every awkward case: ANSI colours, `\r` progress lines,
+/// CRLF, invalid UTF-8, NUL and binary noise, and one single line of 4 MiB.
+pub fn awkward_bytes(seed: u64, size: usize) -> Vec<u8> {
+    let mut rng = seed | 1;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut out = Vec::with_capacity(size + 4096);
+    let mut long_line_done = false;
+    while out.len() < size {
+        match next() % 8 {
+            0 => out.extend_from_slice(format!("\x1b[1;31merror[E{:04}]\x1b[0m: mismatched types at src/lib.rs:{}:{}\n", next() % 9999, next() % 999, next() % 99).as_bytes()),
+            1 => {
+                for pct in (0..=100).step_by(20) {
+                    out.extend_from_slice(format!("\rDownloading crates ... {pct:>3}% [{:<20}]", "#".repeat(pct / 5)).as_bytes());
+                }
+                out.extend_from_slice(b"\x1b[K\n");
+            }
+            2 => out.extend_from_slice(format!("test tests::case_{} ... ok\r\n", next() % 100_000).as_bytes()),
+            3 => {
+                let n = (next() % 64) as usize;
+                out.extend((0..n).map(|_| 0x80 | (next() as u8 & 0x7f)));
+                out.push(b'\n');
+            }
+            4 => {
+                let n = (next() % 256) as usize;
+                out.extend((0..n).map(|_| next() as u8));
+            }
+            5 if !long_line_done && out.len() > size / 3 => {
+                long_line_done = true;
+                out.extend((0..4 << 20).map(|i| b'a' + (i % 26) as u8));
+                out.push(b'\n');
+            }
+            _ => out.extend_from_slice(format!("\x1b[32m   Compiling\x1b[0m crate-{} v0.{}.{} (/work/crate)\n", next() % 500, next() % 20, next() % 10).as_bytes()),
+        }
+    }
+    out
+}
+
+/// Writes `data` into `n` part files under `dir`; returns their paths.
+pub fn write_parts(dir: &Path, data: &[u8], n: usize) -> Vec<PathBuf> {
+    let size = data.len().div_ceil(n);
+    data.chunks(size)
+        .enumerate()
+        .map(|(i, part)| {
+            let p = dir.join(format!("part{i}"));
+            std::fs::write(&p, part).expect("write part");
+            p
+        })
+        .collect()
+}
+
+/// A shell command that prints the parts with `pause` seconds of silence between them.
+pub fn cat_with_pauses(parts: &[PathBuf], pause: f32) -> String {
+    parts.iter().map(|p| format!("cat '{}'", p.display())).collect::<Vec<_>>().join(&format!("; sleep {pause}; "))
+}
+
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A minimal blocking HTTP/1.1 GET (connection: close), enough for tests.
+pub fn http_get(base: &str, path: &str, token: Option<&str>, range: Option<&str>) -> std::io::Result<HttpResponse> {
+    let authority = base.trim_start_matches("http://");
+    let mut s = TcpStream::connect(authority)?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    if let Some(r) = range {
+        req.push_str(&format!("Range: {r}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| std::io::Error::other("no header end"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body);
+    }
+    Ok(HttpResponse { status, headers, body })
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else { return out };
+        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
+        b = &b[eol + 2 + n + 2..];
+    }
+}
+
+/// A TCP proxy whose connections can be cut at will.
+pub struct TcpProxy {
+    pub port: u16,
+    cut: Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl TcpProxy {
+    pub fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let cut: Arc<std::sync::Mutex<Vec<TcpStream>>> = Arc::default();
+        let conns = cut.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(upstream) = TcpStream::connect(target) else { continue };
+                let _ = client.set_nodelay(true);
+                let _ = upstream.set_nodelay(true);
+                if let (Ok(c2), Ok(u2)) = (client.try_clone(), upstream.try_clone()) {
+                    conns.lock().expect("lock").extend([c2, u2]);
+                }
+                let (mut c_r, mut u_w) = (client.try_clone().expect("clone"), upstream.try_clone().expect("clone"));
+                let (mut u_r, mut c_w) = (upstream, client);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_r, &mut u_w);
+                    let _ = u_w.shutdown(std::net::Shutdown::Both);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut u_r, &mut c_w);
+                    let _ = c_w.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        TcpProxy { port, cut }
+    }
+
+    /// Cuts every connection through the proxy (both directions, both ends).
+    pub fn cut_all(&self) -> usize {
+        let mut conns = self.cut.lock().expect("lock");
+        let n = conns.len() / 2;
+        for c in conns.drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+        n
+    }
+}
+
+/// A UDP relay for QUIC that can black-hole every packet for a while.
+pub struct UdpProxy {
+    pub port: u16,
+    pub blackhole: Arc<AtomicBool>,
+}
+
+impl UdpProxy {
+    pub fn start(target: SocketAddr) -> Self {
+        let front = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port = front.local_addr().expect("addr").port();
+        let blackhole = Arc::new(AtomicBool::new(false));
+        let back = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        back.connect(target).expect("connect");
+        let client: Arc<std::sync::Mutex<Option<SocketAddr>>> = Arc::default();
+        {
+            let (front, back, client, hole) = (front.try_clone().expect("clone"), back.try_clone().expect("clone"), client.clone(), blackhole.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                while let Ok((n, from)) = front.recv_from(&mut buf) {
+                    *client.lock().expect("lock") = Some(from);
+                    if !hole.load(Ordering::SeqCst) {
+                        let _ = back.send(&buf[..n]);
+                    }
+                }
+            });
+        }
+        {
+            let hole = blackhole.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                while let Ok(n) = back.recv(&mut buf) {
+                    let to = *client.lock().expect("lock");
+                    if let (Some(to), false) = (to, hole.load(Ordering::SeqCst)) {
+                        let _ = front.send_to(&buf[..n], to);
+                    }
+                }
+            });
+        }
+        UdpProxy { port, blackhole }
+    }
+}
