@@ -50,6 +50,27 @@ pub enum Command {
     /// Jobs: the unit that steps belong to.
     #[command(subcommand)]
     Job(JobCommand),
+    /// Tokens for readers (dashboards, people, `tailrace tail`).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a token that may read every job of one project (needs the admin token). Prints it.
+    Create(TokenCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Project slug, e.g. gh/acme/app.
+    #[arg(long)]
+    pub project: String,
+    /// Lifetime, e.g. 12h or 30m.
+    #[arg(long, value_parser = parse_duration, default_value = "720h")]
+    pub ttl: Duration,
 }
 
 /// Where the server is and the token to use.
@@ -253,6 +274,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
                 Err(e) => fail(&e),
             }
         }
+        Command::Token(TokenCommand::Create(a)) => token_create(a).await,
         Command::Job(JobCommand::Create(a)) => {
             init_logs("warn", false);
             let server = match Server::parse(&a.client.server) {
@@ -275,6 +297,22 @@ pub async fn dispatch(cli: Cli) -> i32 {
             }
             0
         }
+    }
+}
+
+async fn token_create(a: TokenCreateArgs) -> i32 {
+    init_logs("warn", false);
+    let server = match Server::parse(&a.client.server) {
+        Ok(s) => s,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let body = serde_json::json!({ "project": a.project, "ttl_secs": a.ttl.as_secs() });
+    match server.json::<serde_json::Value>(http_method_post(), "/api/v1/tokens", Some(&a.client.token), Some(body)).await {
+        Ok(v) => {
+            println!("{}", v["token"].as_str().unwrap_or_default());
+            0
+        }
+        Err(e) => fail(&e.to_string()),
     }
 }
 

@@ -10,10 +10,11 @@ use std::time::Duration;
 use tailrace_ingest::quic::QuicLimits;
 use tailrace_ingest::{tls, IngestCore, IngestLimits, IngestMetrics};
 use tailrace_protocol::token::{Claims, Scope, TokenKey};
+use tailrace_query::server::HttpLimits;
 use tailrace_query::{AppState, IngestInfo, QueryMetrics};
 use tailrace_storage::{SqliteMeta, StagingTier};
 use tokio::signal::unix::{signal, SignalKind};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::config::ServeConfig;
 
@@ -69,18 +70,13 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
         "tailrace serve ready"
     );
     let app = tailrace_query::router(state);
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = stop_rx.wait_for(|s| *s).await;
-    });
-    let server = tokio::spawn(async move { server.await });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(tailrace_query::server::serve(listener, app, HttpLimits::default(), stop_rx));
     shutdown_signal().await;
     info!("shutting down: no new connections; open streams get 10s to finish (agents resume elsewhere)");
     let _ = stop_tx.send(true);
     endpoint.close(0u32.into(), b"server shutting down");
-    if tokio::time::timeout(Duration::from_secs(10), server).await.is_err() {
-        warn!("streams still open after 10s; exiting anyway (every acknowledged byte is durable)");
-    }
+    let _ = server.await;
     Ok(())
 }
 

@@ -106,3 +106,35 @@ async fn tails_need_a_token_that_can_read_the_job() {
     assert_eq!(r.status, 401);
     assert!(String::from_utf8_lossy(&r.body).contains("missing token"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn project_tokens_read_their_project_only() {
+    let server = Server::start();
+    let (job, token) = server.create_job();
+    let out = agent(&server.url(), &token, &job, "s", &["--quiet"], &["echo", "hi"]).output().unwrap();
+    assert!(out.status.success());
+    let issue = |project: &str| {
+        let out = std::process::Command::new(BIN)
+            .args(["token", "create", "--server", &server.url(), "--project", project])
+            .env("TAILRACE_TOKEN", server.admin_token())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let mine = issue("gh/acme/app");
+    let theirs = issue("gh/other/app");
+    let path = format!("/api/v1/jobs/{job}/steps/s/output");
+    assert_eq!(http_get(&server.url(), &path, Some(&mine), None).unwrap().body, b"hi\n");
+    assert_eq!(http_get(&server.url(), &path, Some(&theirs), None).unwrap().status, 404);
+    // A read token cannot create jobs or write output.
+    let out = std::process::Command::new(BIN)
+        .args(["job", "create", "--server", &server.url(), "--project", "gh/acme/app"])
+        .env("TAILRACE_TOKEN", &mine)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs the admin token"));
+    let out = agent(&server.url(), &mine, &job, "w", &["--quiet"], &["echo", "x"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not allow writing"));
+}

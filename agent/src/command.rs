@@ -58,7 +58,7 @@ pub async fn run_command(spec: &CommandSpec, spool: Arc<Spool>, mut cancel: watc
             let msg = format!("tailrace: could not start {:?}: {e}\n", spec.argv.first().map(String::as_str).unwrap_or(""));
             eprint!("{msg}");
             let _ = pump.await;
-            let _ = spool.append(StreamTag::Stderr, now_us(), msg.as_bytes()).await;
+            let _ = spool.append(StreamTag::Stderr, now_us(), Bytes::from(msg)).await;
             return CommandResult { exit_code: Some(127), signal: None, reason: EndReason::FailedToStart, duration: started.elapsed() };
         }
     };
@@ -119,7 +119,7 @@ async fn pump(mut rx: mpsc::Receiver<(StreamTag, Bytes)>, spool: Arc<Spool>, ech
     let mut stdout = tokio::io::stdout();
     let mut stderr = tokio::io::stderr();
     while let Some((tag, bytes)) = rx.recv().await {
-        if let Err(e) = spool.append(tag, now_us(), &bytes).await {
+        if let Err(e) = spool.append(tag, now_us(), bytes.clone()).await {
             // The spool is the only copy: without it nothing can be delivered. Say so loudly.
             eprintln!("tailrace: could not write the output spool: {e}");
             warn!(error = %e, "spool write failed; output is being lost");

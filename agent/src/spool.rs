@@ -7,6 +7,7 @@
 //! reading the command's pipes and the command blocks on its next write — the documented
 //! "block" choice: never drop output, never grow without bound.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -17,6 +18,9 @@ use tailrace_protocol::{StreamHasher, StreamTag};
 use tokio::sync::watch;
 
 const RECORD_HEADER: usize = 13;
+/// Most recent output kept in memory as well, so the sender usually takes a chunk from memory
+/// instead of reading it back from the file: the bound on the agent's payload memory.
+const HOT_MAX: usize = 4 * 1024 * 1024;
 
 /// A chunk of output read back from the spool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +53,9 @@ pub struct Spool {
 
 struct Inner {
     hasher: StreamHasher,
+    /// The newest chunks with their file positions, at most `HOT_MAX` bytes, oldest first.
+    hot: VecDeque<(u64, Chunk)>,
+    hot_bytes: usize,
     /// A record boundary known to be at or below the acked offset: (stream offset, file pos).
     checkpoint: (u64, u64),
 }
@@ -67,7 +74,7 @@ impl Spool {
         Ok(Self {
             file,
             max_unacked: max_unacked.max(1),
-            inner: Mutex::new(Inner { hasher: StreamHasher::new(), checkpoint: (0, 0) }),
+            inner: Mutex::new(Inner { hasher: StreamHasher::new(), hot: VecDeque::new(), hot_bytes: 0, checkpoint: (0, 0) }),
             written: watch::Sender::new(Written::default()),
             acked: watch::Sender::new(0),
         })
@@ -75,7 +82,7 @@ impl Spool {
 
     /// Appends output, waiting first while the unacknowledged bytes are at the bound.
     /// Cancel-safe: nothing is written until the wait is over.
-    pub async fn append(&self, stream: StreamTag, timestamp_us: u64, bytes: &[u8]) -> std::io::Result<()> {
+    pub async fn append(&self, stream: StreamTag, timestamp_us: u64, bytes: Bytes) -> std::io::Result<()> {
         if bytes.is_empty() {
             return Ok(());
         }
@@ -90,16 +97,27 @@ impl Spool {
             }
         }
         let w = *self.written.borrow();
-        let mut rec = Vec::with_capacity(RECORD_HEADER + bytes.len());
-        rec.push(stream.to_byte());
-        rec.extend_from_slice(&timestamp_us.to_be_bytes());
-        rec.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-        rec.extend_from_slice(bytes);
-        self.file.write_all_at(&rec, w.file_len)?;
-        self.inner.lock().hasher.update(bytes);
+        let mut header = [0u8; RECORD_HEADER];
+        header[0] = stream.to_byte();
+        header[1..9].copy_from_slice(&timestamp_us.to_be_bytes());
+        header[9..].copy_from_slice(&(bytes.len() as u32).to_be_bytes());
+        self.file.write_all_at(&header, w.file_len)?;
+        self.file.write_all_at(&bytes, w.file_len + RECORD_HEADER as u64)?;
+        let len = bytes.len();
+        {
+            let mut inner = self.inner.lock();
+            inner.hasher.update(&bytes);
+            inner.hot_bytes += len;
+            inner.hot.push_back((w.file_len, Chunk { offset: w.len, timestamp_us, stream, bytes }));
+            while inner.hot_bytes > HOT_MAX && inner.hot.len() > 1 {
+                if let Some((_, old)) = inner.hot.pop_front() {
+                    inner.hot_bytes -= old.bytes.len();
+                }
+            }
+        }
         self.written.send_modify(|s| {
-            s.len += bytes.len() as u64;
-            s.file_len += rec.len() as u64;
+            s.len += len as u64;
+            s.file_len += (RECORD_HEADER + len) as u64;
         });
         Ok(())
     }
@@ -161,6 +179,16 @@ impl Spool {
         if c.pos >= self.written.borrow().file_len {
             return Ok(None);
         }
+        if c.skip == 0 {
+            let inner = self.inner.lock();
+            let hot = &inner.hot;
+            if let Ok(i) = hot.binary_search_by_key(&c.pos, |(pos, _)| *pos) {
+                let chunk = hot[i].1.clone();
+                c.pos += (RECORD_HEADER + chunk.bytes.len()) as u64;
+                c.at += chunk.bytes.len() as u64;
+                return Ok(Some(chunk));
+            }
+        }
         let mut h = [0u8; RECORD_HEADER];
         self.file.read_exact_at(&mut h, c.pos)?;
         let stream = StreamTag::from_byte(h[0]).unwrap_or(StreamTag::Stdout);
@@ -199,8 +227,8 @@ mod tests {
     async fn chunks_come_back_from_any_offset() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::create(dir.path(), 1 << 20).unwrap();
-        spool.append(StreamTag::Stdout, 1, b"hello ").await.unwrap();
-        spool.append(StreamTag::Stderr, 2, b"world").await.unwrap();
+        spool.append(StreamTag::Stdout, 1, Bytes::from_static(b"hello ")).await.unwrap();
+        spool.append(StreamTag::Stderr, 2, Bytes::from_static(b"world")).await.unwrap();
         spool.close();
         let read_all = |from: u64| {
             let mut c = spool.cursor(from).unwrap();
@@ -222,12 +250,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn chunks_beyond_the_hot_window_come_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::create(dir.path(), u64::MAX).unwrap();
+        let piece = |i: u8| Bytes::from(vec![i; HOT_MAX / 3]);
+        for i in 0..8 {
+            spool.append(StreamTag::Stdout, u64::from(i), piece(i)).await.unwrap();
+        }
+        let mut c = spool.cursor(0).unwrap();
+        for i in 0..8 {
+            let ch = spool.next_chunk(&mut c).unwrap().unwrap();
+            assert_eq!((ch.offset, ch.timestamp_us, ch.bytes), ((HOT_MAX / 3 * i as usize) as u64, u64::from(i), piece(i)));
+        }
+        assert!(spool.next_chunk(&mut c).unwrap().is_none());
+        assert!(spool.inner.lock().hot_bytes <= HOT_MAX);
+    }
+
+    #[tokio::test]
     async fn append_waits_while_unacked_bytes_are_at_the_bound() {
         let dir = tempfile::tempdir().unwrap();
         let spool = std::sync::Arc::new(Spool::create(dir.path(), 4).unwrap());
-        spool.append(StreamTag::Stdout, 0, b"1234").await.unwrap();
+        spool.append(StreamTag::Stdout, 0, Bytes::from_static(b"1234")).await.unwrap();
         let s2 = spool.clone();
-        let blocked = tokio::spawn(async move { s2.append(StreamTag::Stdout, 0, b"5").await });
+        let blocked = tokio::spawn(async move { s2.append(StreamTag::Stdout, 0, Bytes::from_static(b"5")).await });
         tokio::task::yield_now().await;
         assert!(!blocked.is_finished());
         assert_eq!(spool.written().len, 4);

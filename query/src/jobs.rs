@@ -89,3 +89,38 @@ pub async fn list_steps(
     }
     Ok(Json(StepList { items }))
 }
+
+/// Body of `POST /api/v1/tokens`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewReadToken {
+    /// Project whose jobs the token may read.
+    pub project: String,
+    /// Lifetime in seconds; default 30 days.
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+}
+
+/// Answer of `POST /api/v1/tokens`.
+#[derive(Debug, Serialize)]
+pub struct CreatedToken {
+    pub project: String,
+    pub token: String,
+    pub token_expires_at: u64,
+}
+
+/// Issues a project-scoped read token (admin only).
+pub async fn create_read_token(
+    State(state): State<Arc<AppState>>,
+    Caller(claims): Caller,
+    Json(req): Json<NewReadToken>,
+) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+    if !claims.is_admin() {
+        return Err(ApiError::Forbidden("issuing read tokens needs the admin token".into()));
+    }
+    tailrace_storage::meta::validate_project(&req.project)?;
+    let exp = now_ms() / 1000 + req.ttl_secs.unwrap_or(30 * 24 * 3600);
+    let token = state.core.keys.sign(&Claims { scope: Scope::Project { project: req.project.clone() }, exp: Some(exp) });
+    tracing::info!(project = %req.project, "read token issued");
+    Ok((StatusCode::CREATED, Json(CreatedToken { project: req.project, token, token_expires_at: exp })))
+}

@@ -6,6 +6,7 @@ pub mod error;
 pub mod jobs;
 pub mod ops;
 pub mod output;
+pub mod server;
 pub mod tail;
 
 use std::sync::Arc;
@@ -49,6 +50,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/api/v1/ingest/info", get(ops::ingest_info))
         .route("/api/v1/jobs", post(jobs::create_job))
+        .route("/api/v1/tokens", post(jobs::create_read_token))
         .route("/api/v1/jobs/{job}", get(jobs::get_job))
         .route("/api/v1/jobs/{job}/steps", get(jobs::list_steps))
         .route("/api/v1/jobs/{job}/steps/{step}/output", get(output::get_output))
