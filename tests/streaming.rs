@@ -233,3 +233,38 @@ fn pty_mode_gives_the_command_a_terminal() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(server.output(&job, "p", None).body, b"tty\r\n");
 }
+
+/// The server is down when the step starts and stays down while the command prints more than
+/// the spool may hold: the command runs anyway, blocks at the spool bound, and once the server is
+/// back every byte arrives. Counters on `/metrics` account for the bytes.
+#[test]
+fn a_server_that_is_down_at_the_start_loses_nothing() {
+    let mut server = Server::start();
+    let (job, token) = server.create_job();
+    server.kill9();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = awkward_bytes(29, 3 << 20);
+    let file = tmp.path().join("out");
+    std::fs::write(&file, &data).unwrap();
+    let script = format!("echo started; cat '{}'", file.display());
+    let run = agent(&server.url(), &token, &job, "s", &["--quiet", "--spool-max", "256KiB"], &["sh", "-c", &script])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    server.restart();
+    let out = wait_output(run, 120);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("running the command and spooling"), "{stderr}");
+    let mut expected = b"started\n".to_vec();
+    expected.extend_from_slice(&data);
+    assert!(server.output(&job, "s", None).body == expected, "output differs");
+    let metrics = String::from_utf8(http_get(&server.url(), "/metrics", None, None).unwrap().body).unwrap();
+    let bytes_total = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tailrace_ingest_bytes_total "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert_eq!(bytes_total, Some(expected.len() as u64), "{metrics}");
+    assert!(metrics.contains("tailrace_ingest_steps_verified_total 1"), "{metrics}");
+}

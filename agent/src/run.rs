@@ -67,16 +67,17 @@ pub async fn run_step(opts: RunOptions) -> Result<RunOutcome, String> {
     let (state_tx, mut state_rx) = watch::channel(DeliveryState::Connecting);
     let sender = tokio::spawn(deliver(connector, spool.clone(), open, end_rx, opts.delivery_timeout, state_tx));
 
-    // Fail fast on a refusal (bad token, unknown job) before the command runs; if the server is
-    // merely unreachable, run anyway: the spool keeps the output until it is back.
-    let first = tokio::time::timeout(Duration::from_secs(5), state_rx.wait_for(|s| *s != DeliveryState::Connecting))
+    // Fail fast on a refusal (bad token, unknown job) before the command runs. If the first
+    // attempt merely fails (server down, network out), run at once: the spool keeps the output
+    // until the server is back, so the build is never held up by the output path.
+    let first = tokio::time::timeout(Duration::from_secs(10), state_rx.wait_for(|s| *s != DeliveryState::Connecting))
         .await
         .ok()
         .and_then(|r| r.ok().map(|s| s.clone()));
     match first {
         Some(DeliveryState::Failed(msg)) => return Err(format!("server refused the step: {msg}")),
-        Some(_) => {}
-        None => warn!("server not reachable yet; running the command and spooling its output"),
+        Some(DeliveryState::Accepted | DeliveryState::Verified) => {}
+        Some(_) | None => warn!("server not reachable yet; running the command and spooling its output"),
     }
 
     let (cancel_tx, cancel_rx) = watch::channel(false);

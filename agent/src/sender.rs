@@ -27,6 +27,8 @@ pub struct EndMeta {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeliveryState {
     Connecting,
+    /// The first attempt failed (server unreachable or unavailable); retrying with backoff.
+    Retrying,
     /// The server accepted the step at least once.
     Accepted,
     /// The server confirmed END: every byte is held and verified.
@@ -89,6 +91,13 @@ pub async fn deliver(
             }
             Err(e) => e,
         };
+        state.send_if_modified(|s| {
+            let first = *s == DeliveryState::Connecting;
+            if first {
+                *s = DeliveryState::Retrying;
+            }
+            first
+        });
         warn!(error = %err, retry_in = ?backoff, acked = spool.acked(), written = spool.written().len, "output stream interrupted; will resume");
         let jitter = Duration::from_millis(u64::from(rand::random::<u8>()) % 50);
         tokio::select! {
@@ -133,7 +142,7 @@ async fn run_stream(
     }
     spool.ack(accept.hwm);
     state.send_if_modified(|s| {
-        let first = *s == DeliveryState::Connecting;
+        let first = matches!(*s, DeliveryState::Connecting | DeliveryState::Retrying);
         if first {
             *s = DeliveryState::Accepted;
         }
