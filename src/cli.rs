@@ -135,7 +135,8 @@ pub struct RunArgs {
     /// Directory for the spool file (unlinked, removed on exit). [default: system temp dir]
     #[arg(long, env = "TAILRACE_SPOOL_DIR")]
     pub spool_dir: Option<PathBuf>,
-    /// Most output kept on disk unacknowledged by the server; when reached, the command blocks
+    /// Most output kept unacknowledged by the server (the first 8 MiB in memory, the rest spilled
+    /// to a file in --spool-dir); when reached, the command blocks
     /// on its next write until the server catches up (output is never dropped).
     #[arg(long, value_parser = parse_size, default_value = "1GiB")]
     pub spool_max: u64,

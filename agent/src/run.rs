@@ -56,7 +56,7 @@ pub async fn run_step(opts: RunOptions) -> Result<RunOutcome, String> {
     let server = Server::parse(&opts.server).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&opts.spool_dir).map_err(|e| format!("could not create spool dir {}: {e}", opts.spool_dir.display()))?;
     let spool = Arc::new(
-        Spool::create(&opts.spool_dir, opts.spool_max)
+        Spool::create(&opts.spool_dir, opts.spool_max, crate::spool::DEFAULT_MEM_MAX)
             .map_err(|e| format!("could not create spool in {}: {e}", opts.spool_dir.display()))?,
     );
     let name = if opts.name.is_empty() { opts.command.argv.join(" ") } else { opts.name.clone() };

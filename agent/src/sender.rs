@@ -172,7 +172,7 @@ async fn run_stream(
     });
     let _abort = AbortOnDrop(reader);
 
-    let mut cursor = spool.cursor(accept.hwm).map_err(|e| StreamError::Fatal(format!("spool read failed: {e}")))?;
+    let mut cursor = spool.cursor(accept.hwm);
     let mut written_rx = spool.subscribe();
     let mut end_sent = false;
     loop {

@@ -1,11 +1,15 @@
-//! The agent's spool: every byte the command printed, kept on disk until the server acknowledges
-//! it as durable, so no failure of the network or the server loses output.
+//! The agent's spool: every byte the command printed, kept until the server acknowledges it as
+//! durable, so no failure of the network or the server loses output.
 //!
-//! The file is a sequence of records `stream: u8, timestamp_us: u64, len: u32, bytes`, in the
-//! order the agent read them. Stream offsets are implied by the record lengths. The bound is on
-//! *unacknowledged* bytes (`max_unacked`): when it is reached, `append` waits, the agent stops
-//! reading the command's pipes and the command blocks on its next write — the documented
-//! "block" choice: never drop output, never grow without bound.
+//! Chunks live in memory while the unacknowledged backlog is small (`mem_max`, 8 MiB by
+//! default) — the normal case, where nothing touches the disk. When the server is slow or gone,
+//! the oldest unacknowledged chunks spill to an unlinked file as records
+//! `stream: u8, timestamp_us: u64, len: u32, bytes`; the spilled range is always contiguous,
+//! `[disk_start, disk_end)`, just below what memory holds, and the file is emptied once the
+//! server has acknowledged it. The overall bound is on *unacknowledged* bytes (`max_unacked`):
+//! when it is reached, `append` waits, the agent stops reading the command's pipes and the
+//! command blocks on its next write — the documented "block" choice: never drop output, never
+//! grow without bound.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -18,11 +22,10 @@ use tailrace_protocol::{StreamHasher, StreamTag};
 use tokio::sync::watch;
 
 const RECORD_HEADER: usize = 13;
-/// Most recent output kept in memory as well, so the sender usually takes a chunk from memory
-/// instead of reading it back from the file: the bound on the agent's payload memory.
-const HOT_MAX: usize = 4 * 1024 * 1024;
+/// Default bound on unacknowledged output held in memory before it spills to disk.
+pub const DEFAULT_MEM_MAX: usize = 8 * 1024 * 1024;
 
-/// A chunk of output read back from the spool.
+/// A chunk of output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunk {
     pub offset: u64,
@@ -31,13 +34,17 @@ pub struct Chunk {
     pub bytes: Bytes,
 }
 
+impl Chunk {
+    fn end(&self) -> u64 {
+        self.offset + self.bytes.len() as u64
+    }
+}
+
 /// What the writer side has done, for senders to follow.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Written {
     /// Stream bytes appended so far.
     pub len: u64,
-    /// File bytes used so far.
-    pub file_len: u64,
     /// No more appends will come.
     pub closed: bool,
 }
@@ -46,6 +53,7 @@ pub struct Written {
 pub struct Spool {
     file: File,
     max_unacked: u64,
+    mem_max: usize,
     inner: Mutex<Inner>,
     written: watch::Sender<Written>,
     acked: watch::Sender<u64>,
@@ -53,11 +61,15 @@ pub struct Spool {
 
 struct Inner {
     hasher: StreamHasher,
-    /// The newest chunks with their file positions, at most `HOT_MAX` bytes, oldest first.
-    hot: VecDeque<(u64, Chunk)>,
-    hot_bytes: usize,
-    /// A record boundary known to be at or below the acked offset: (stream offset, file pos).
-    checkpoint: (u64, u64),
+    /// Unspilled chunks, oldest first; the first may start below `acked` until it is dropped.
+    mem: VecDeque<Chunk>,
+    mem_bytes: usize,
+    /// Stream range held in the file, and the file's length.
+    disk_start: u64,
+    disk_end: u64,
+    file_len: u64,
+    /// Bumped whenever the file is emptied, so cursors drop their cached file positions.
+    generation: u64,
 }
 
 impl std::fmt::Debug for Spool {
@@ -66,22 +78,50 @@ impl std::fmt::Debug for Spool {
     }
 }
 
+/// A read position in the spool.
+#[derive(Debug, Clone, Copy)]
+pub struct Cursor {
+    offset: u64,
+    /// (generation, file position, stream offset) of a record start at or below `offset`.
+    disk_hint: Option<(u64, u64, u64)>,
+}
+
+impl Cursor {
+    /// Stream offset of the next byte this cursor yields.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+}
+
+fn invalid(msg: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, msg)
+}
+
 impl Spool {
-    /// A new spool in a fresh unlinked file under `dir`, holding at most `max_unacked` bytes the
-    /// server has not acknowledged.
-    pub fn create(dir: &Path, max_unacked: u64) -> std::io::Result<Self> {
+    /// A new spool whose file is a fresh unlinked file under `dir`. At most `max_unacked` bytes
+    /// the server has not acknowledged are held, at most `mem_max` of them in memory.
+    pub fn create(dir: &Path, max_unacked: u64, mem_max: usize) -> std::io::Result<Self> {
         let file = tempfile::tempfile_in(dir)?;
         Ok(Self {
             file,
             max_unacked: max_unacked.max(1),
-            inner: Mutex::new(Inner { hasher: StreamHasher::new(), hot: VecDeque::new(), hot_bytes: 0, checkpoint: (0, 0) }),
+            mem_max,
+            inner: Mutex::new(Inner {
+                hasher: StreamHasher::new(),
+                mem: VecDeque::new(),
+                mem_bytes: 0,
+                disk_start: 0,
+                disk_end: 0,
+                file_len: 0,
+                generation: 0,
+            }),
             written: watch::Sender::new(Written::default()),
             acked: watch::Sender::new(0),
         })
     }
 
     /// Appends output, waiting first while the unacknowledged bytes are at the bound.
-    /// Cancel-safe: nothing is written until the wait is over.
+    /// Cancel-safe: nothing is appended until the wait is over.
     pub async fn append(&self, stream: StreamTag, timestamp_us: u64, bytes: Bytes) -> std::io::Result<()> {
         if bytes.is_empty() {
             return Ok(());
@@ -96,29 +136,40 @@ impl Spool {
                 break;
             }
         }
-        let w = *self.written.borrow();
-        let mut header = [0u8; RECORD_HEADER];
-        header[0] = stream.to_byte();
-        header[1..9].copy_from_slice(&timestamp_us.to_be_bytes());
-        header[9..].copy_from_slice(&(bytes.len() as u32).to_be_bytes());
-        self.file.write_all_at(&header, w.file_len)?;
-        self.file.write_all_at(&bytes, w.file_len + RECORD_HEADER as u64)?;
         let len = bytes.len();
         {
             let mut inner = self.inner.lock();
+            let offset = self.written.borrow().len;
             inner.hasher.update(&bytes);
-            inner.hot_bytes += len;
-            inner.hot.push_back((w.file_len, Chunk { offset: w.len, timestamp_us, stream, bytes }));
-            while inner.hot_bytes > HOT_MAX && inner.hot.len() > 1 {
-                if let Some((_, old)) = inner.hot.pop_front() {
-                    inner.hot_bytes -= old.bytes.len();
-                }
-            }
+            inner.mem_bytes += len;
+            inner.mem.push_back(Chunk { offset, timestamp_us, stream, bytes });
+            self.spill(&mut inner)?;
         }
-        self.written.send_modify(|s| {
-            s.len += len as u64;
-            s.file_len += (RECORD_HEADER + len) as u64;
-        });
+        self.written.send_modify(|s| s.len += len as u64);
+        Ok(())
+    }
+
+    /// Moves the oldest unacknowledged chunks to the file while memory is over its bound.
+    fn spill(&self, inner: &mut Inner) -> std::io::Result<()> {
+        let acked = *self.acked.borrow();
+        while inner.mem_bytes > self.mem_max && inner.mem.len() > 1 {
+            let Some(chunk) = inner.mem.pop_front() else { break };
+            inner.mem_bytes -= chunk.bytes.len();
+            if chunk.end() <= acked {
+                continue;
+            }
+            if inner.file_len == 0 {
+                inner.disk_start = chunk.offset;
+            }
+            let mut header = [0u8; RECORD_HEADER];
+            header[0] = chunk.stream.to_byte();
+            header[1..9].copy_from_slice(&chunk.timestamp_us.to_be_bytes());
+            header[9..].copy_from_slice(&(chunk.bytes.len() as u32).to_be_bytes());
+            self.file.write_all_at(&header, inner.file_len)?;
+            self.file.write_all_at(&chunk.bytes, inner.file_len + RECORD_HEADER as u64)?;
+            inner.file_len += (RECORD_HEADER + chunk.bytes.len()) as u64;
+            inner.disk_end = chunk.end();
+        }
         Ok(())
     }
 
@@ -127,9 +178,25 @@ impl Spool {
         self.written.send_modify(|s| s.closed = true);
     }
 
-    /// Records that the server holds every byte below `durable`.
+    /// Records that the server holds every byte below `durable`, and frees what it covers.
     pub fn ack(&self, durable: u64) {
-        self.acked.send_if_modified(|a| std::mem::replace(a, (*a).max(durable)) < durable);
+        if !self.acked.send_if_modified(|a| std::mem::replace(a, (*a).max(durable)) < durable) {
+            return;
+        }
+        let mut inner = self.inner.lock();
+        while inner.mem.front().is_some_and(|c| c.end() <= durable) {
+            if let Some(c) = inner.mem.pop_front() {
+                inner.mem_bytes -= c.bytes.len();
+            }
+        }
+        if inner.file_len > 0 && durable >= inner.disk_end {
+            // Everything spilled is held by the server: start the file afresh.
+            if self.file.set_len(0).is_ok() {
+                inner.file_len = 0;
+                inner.disk_start = inner.disk_end;
+                inner.generation += 1;
+            }
+        }
     }
 
     pub fn acked(&self) -> u64 {
@@ -150,72 +217,55 @@ impl Spool {
         (inner.hasher.len(), inner.hasher.hex())
     }
 
-    /// A cursor positioned at stream `offset` (which must not be past the written length).
-    pub fn cursor(&self, offset: u64) -> std::io::Result<Cursor> {
-        let (mut at, mut pos) = self.inner.lock().checkpoint;
-        if at > offset {
-            (at, pos) = (0, 0);
-        }
-        let file_len = self.written.borrow().file_len;
-        // Walk record headers to the record holding `offset`.
-        while pos < file_len {
-            let mut h = [0u8; RECORD_HEADER];
-            self.file.read_exact_at(&mut h, pos)?;
-            let len = u32::from_be_bytes([h[9], h[10], h[11], h[12]]) as u64;
-            if at + len > offset {
-                break;
-            }
-            at += len;
-            pos += RECORD_HEADER as u64 + len;
-        }
-        if offset <= self.acked() {
-            self.inner.lock().checkpoint = (at, pos);
-        }
-        Ok(Cursor { pos, at, skip: offset - at })
+    /// A cursor at stream `offset`.
+    pub fn cursor(&self, offset: u64) -> Cursor {
+        Cursor { offset, disk_hint: None }
     }
 
-    /// Reads the chunk under the cursor and advances it; `None` when it is at the written end.
+    /// The chunk (or rest of a chunk) at the cursor, advancing it; `None` at the written end.
+    /// Fails if the bytes were already released as acknowledged (the server lost acked data).
     pub fn next_chunk(&self, c: &mut Cursor) -> std::io::Result<Option<Chunk>> {
-        if c.pos >= self.written.borrow().file_len {
+        let inner = self.inner.lock();
+        if c.offset >= self.written.borrow().len {
             return Ok(None);
         }
-        if c.skip == 0 {
-            let inner = self.inner.lock();
-            let hot = &inner.hot;
-            if let Ok(i) = hot.binary_search_by_key(&c.pos, |(pos, _)| *pos) {
-                let chunk = hot[i].1.clone();
-                c.pos += (RECORD_HEADER + chunk.bytes.len()) as u64;
-                c.at += chunk.bytes.len() as u64;
-                return Ok(Some(chunk));
+        let chunk = if c.offset >= inner.disk_end || inner.file_len == 0 {
+            let i = inner.mem.partition_point(|ch| ch.end() <= c.offset);
+            let ch = inner.mem.get(i).filter(|ch| ch.offset <= c.offset).ok_or_else(|| {
+                invalid(format!("spool no longer holds offset {}: the server acknowledged it before", c.offset))
+            })?;
+            let skip = (c.offset - ch.offset) as usize;
+            Chunk { offset: c.offset, timestamp_us: ch.timestamp_us, stream: ch.stream, bytes: ch.bytes.slice(skip..) }
+        } else {
+            if c.offset < inner.disk_start {
+                return Err(invalid(format!("spool no longer holds offset {}: the server acknowledged it before", c.offset)));
             }
-        }
-        let mut h = [0u8; RECORD_HEADER];
-        self.file.read_exact_at(&mut h, c.pos)?;
-        let stream = StreamTag::from_byte(h[0]).unwrap_or(StreamTag::Stdout);
-        let timestamp_us = u64::from_be_bytes([h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8]]);
-        let len = u32::from_be_bytes([h[9], h[10], h[11], h[12]]) as u64;
-        let mut buf = BytesMut::zeroed((len - c.skip) as usize);
-        self.file.read_exact_at(&mut buf, c.pos + RECORD_HEADER as u64 + c.skip)?;
-        let chunk = Chunk { offset: c.at + c.skip, timestamp_us, stream, bytes: buf.freeze() };
-        c.pos += RECORD_HEADER as u64 + len;
-        c.at += len;
-        c.skip = 0;
+            let (mut pos, mut at) = match c.disk_hint {
+                Some((g, pos, at)) if g == inner.generation && at <= c.offset => (pos, at),
+                _ => (0, inner.disk_start),
+            };
+            loop {
+                let mut h = [0u8; RECORD_HEADER];
+                self.file.read_exact_at(&mut h, pos)?;
+                let len = u64::from(u32::from_be_bytes([h[9], h[10], h[11], h[12]]));
+                if at + len > c.offset {
+                    let skip = c.offset - at;
+                    let mut buf = BytesMut::zeroed((len - skip) as usize);
+                    self.file.read_exact_at(&mut buf, pos + RECORD_HEADER as u64 + skip)?;
+                    c.disk_hint = Some((inner.generation, pos + RECORD_HEADER as u64 + len, at + len));
+                    break Chunk {
+                        offset: c.offset,
+                        timestamp_us: u64::from_be_bytes([h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8]]),
+                        stream: StreamTag::from_byte(h[0]).unwrap_or(StreamTag::Stdout),
+                        bytes: buf.freeze(),
+                    };
+                }
+                at += len;
+                pos += RECORD_HEADER as u64 + len;
+            }
+        };
+        c.offset = chunk.end();
         Ok(Some(chunk))
-    }
-}
-
-/// A read position in the spool.
-#[derive(Debug, Clone, Copy)]
-pub struct Cursor {
-    pos: u64,
-    at: u64,
-    skip: u64,
-}
-
-impl Cursor {
-    /// Stream offset of the next byte this cursor yields.
-    pub fn offset(&self) -> u64 {
-        self.at + self.skip
     }
 }
 
@@ -223,53 +273,65 @@ impl Cursor {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn chunks_come_back_from_any_offset() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::create(dir.path(), 1 << 20).unwrap();
-        spool.append(StreamTag::Stdout, 1, Bytes::from_static(b"hello ")).await.unwrap();
-        spool.append(StreamTag::Stderr, 2, Bytes::from_static(b"world")).await.unwrap();
-        spool.close();
-        let read_all = |from: u64| {
-            let mut c = spool.cursor(from).unwrap();
-            let mut out = Vec::new();
-            while let Some(ch) = spool.next_chunk(&mut c).unwrap() {
-                out.push((ch.offset, ch.stream, String::from_utf8(ch.bytes.to_vec()).unwrap()));
-            }
-            out
-        };
-        assert_eq!(read_all(0), vec![(0, StreamTag::Stdout, "hello ".into()), (6, StreamTag::Stderr, "world".into())]);
-        assert_eq!(read_all(3), vec![(3, StreamTag::Stdout, "lo ".into()), (6, StreamTag::Stderr, "world".into())]);
-        spool.ack(8);
-        assert_eq!(read_all(8), vec![(8, StreamTag::Stderr, "rld".into())]);
-        assert_eq!(read_all(11), vec![]);
-        assert_eq!(read_all(1), vec![(1, StreamTag::Stdout, "ello ".into()), (6, StreamTag::Stderr, "world".into())]);
-        let mut h = StreamHasher::new();
-        h.update(b"hello world");
-        assert_eq!(spool.checksum(), (11, h.hex()));
+    fn read_all(spool: &Spool, from: u64) -> Vec<(u64, StreamTag, String)> {
+        let mut c = spool.cursor(from);
+        let mut out = Vec::new();
+        while let Some(ch) = spool.next_chunk(&mut c).unwrap() {
+            out.push((ch.offset, ch.stream, String::from_utf8(ch.bytes.to_vec()).unwrap()));
+        }
+        out
     }
 
     #[tokio::test]
-    async fn chunks_beyond_the_hot_window_come_from_the_file() {
+    async fn chunks_come_back_from_any_offset_in_memory_and_on_disk() {
+        for mem_max in [1 << 20, 0] {
+            let dir = tempfile::tempdir().unwrap();
+            let spool = Spool::create(dir.path(), 1 << 20, mem_max).unwrap();
+            spool.append(StreamTag::Stdout, 1, Bytes::from_static(b"hello ")).await.unwrap();
+            spool.append(StreamTag::Stderr, 2, Bytes::from_static(b"world")).await.unwrap();
+            spool.append(StreamTag::Stdout, 3, Bytes::from_static(b"!")).await.unwrap();
+            spool.close();
+            let all = vec![(0, StreamTag::Stdout, "hello ".into()), (6, StreamTag::Stderr, "world".into()), (11, StreamTag::Stdout, "!".into())];
+            assert_eq!(read_all(&spool, 0), all, "mem_max {mem_max}");
+            assert_eq!(read_all(&spool, 3)[0], (3, StreamTag::Stdout, "lo ".into()));
+            assert_eq!(read_all(&spool, 8)[0], (8, StreamTag::Stderr, "rld".into()));
+            assert_eq!(read_all(&spool, 12), vec![]);
+            spool.ack(6);
+            assert_eq!(read_all(&spool, 6), all[1..].to_vec());
+            if mem_max > 0 {
+                assert!(spool.next_chunk(&mut spool.cursor(2)).is_err(), "acknowledged bytes in memory are released");
+            }
+            let mut h = StreamHasher::new();
+            h.update(b"hello world!");
+            assert_eq!(spool.checksum(), (12, h.hex()));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_file_is_emptied_once_everything_spilled_is_acknowledged() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::create(dir.path(), u64::MAX).unwrap();
-        let piece = |i: u8| Bytes::from(vec![i; HOT_MAX / 3]);
-        for i in 0..8 {
-            spool.append(StreamTag::Stdout, u64::from(i), piece(i)).await.unwrap();
+        let spool = Spool::create(dir.path(), u64::MAX, 8).unwrap();
+        for i in 0..10u8 {
+            spool.append(StreamTag::Stdout, 0, Bytes::from(vec![b'a' + i; 4])).await.unwrap();
         }
-        let mut c = spool.cursor(0).unwrap();
-        for i in 0..8 {
-            let ch = spool.next_chunk(&mut c).unwrap().unwrap();
-            assert_eq!((ch.offset, ch.timestamp_us, ch.bytes), ((HOT_MAX / 3 * i as usize) as u64, u64::from(i), piece(i)));
-        }
-        assert!(spool.next_chunk(&mut c).unwrap().is_none());
-        assert!(spool.inner.lock().hot_bytes <= HOT_MAX);
+        let spilled = spool.inner.lock().file_len;
+        assert!(spilled > 0);
+        let mut c = spool.cursor(0);
+        spool.next_chunk(&mut c).unwrap();
+        spool.ack(36);
+        assert_eq!(spool.inner.lock().file_len, 0);
+        // The cursor's cached file position is stale now; reads continue from memory.
+        let ch = spool.next_chunk(&mut spool.cursor(36)).unwrap().unwrap();
+        assert_eq!(ch.bytes, Bytes::from_static(b"jjjj"));
+        spool.append(StreamTag::Stdout, 0, Bytes::from_static(b"kkkkllllmmmm")).await.unwrap();
+        let text: String = read_all(&spool, 36).into_iter().map(|(_, _, s)| s).collect();
+        assert_eq!(text, "jjjjkkkkllllmmmm");
     }
 
     #[tokio::test]
     async fn append_waits_while_unacked_bytes_are_at_the_bound() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = std::sync::Arc::new(Spool::create(dir.path(), 4).unwrap());
+        let spool = std::sync::Arc::new(Spool::create(dir.path(), 4, DEFAULT_MEM_MAX).unwrap());
         spool.append(StreamTag::Stdout, 0, Bytes::from_static(b"1234")).await.unwrap();
         let s2 = spool.clone();
         let blocked = tokio::spawn(async move { s2.append(StreamTag::Stdout, 0, Bytes::from_static(b"5")).await });
