@@ -268,3 +268,49 @@ fn a_server_that_is_down_at_the_start_loses_nothing() {
     assert_eq!(bytes_total, Some(expected.len() as u64), "{metrics}");
     assert!(metrics.contains("tailrace_ingest_steps_verified_total 1"), "{metrics}");
 }
+
+/// The agent can trust the QUIC certificate through a CA file instead of the published
+/// fingerprint; a wrong pin is never accepted and the agent says why.
+#[test]
+fn quic_trust_by_ca_file_and_by_pin() {
+    let server = Server::start();
+    let (job, token) = server.create_job();
+    let ca = server.data_dir().join("tls/cert.pem");
+    let out = agent(&server.url(), &token, &job, "ca", &["--quiet", "--transport", "quic", "--ca-cert", ca.to_str().unwrap()], &["echo", "trusted"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(server.output(&job, "ca", None).body, b"trusted\n");
+    let wrong = "ab".repeat(32);
+    let out = agent(&server.url(), &token, &job, "pin", &["--quiet", "--transport", "quic", "--cert-sha256", &wrong, "--delivery-timeout", "1s"], &["echo", "x"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{stderr}");
+    assert!(stderr.contains(&format!("is not the pinned {wrong}")), "{stderr}");
+    assert!(server.step(&job, "pin").is_none(), "nothing reached the server");
+}
+
+/// SIGTERM to the server while a step streams: it shuts down cleanly, and after a restart the
+/// agent finishes the step with every byte.
+#[test]
+fn a_graceful_server_restart_loses_nothing() {
+    let mut server = Server::start();
+    let (job, token) = server.create_job();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = awkward_bytes(31, 16 << 20);
+    let parts = write_parts(tmp.path(), &data, 4);
+    let script = cat_with_pauses(&parts, 1.0);
+    let run = agent(&server.url(), &token, &job, "s", &["--quiet"], &["sh", "-c", &script]).stderr(Stdio::piped()).spawn().unwrap();
+    wait_until("first bytes", 60, || server.step_len(&job, "s") > 0);
+    let mut child = server.child.take().unwrap();
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "server did not shut down cleanly: {status:?}\n{}", server.log());
+    assert!(server.log().contains("shutting down"));
+    server.restart();
+    let out = wait_output(run, 120);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(server.output(&job, "s", None).body == data);
+}

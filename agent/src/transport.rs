@@ -143,6 +143,11 @@ impl Connector {
         if want_quic {
             match self.open_quic().await {
                 Ok(s) => return Ok(s),
+                Err(e) if self.choice == TransportChoice::Quic => {
+                    // The server may have moved or rotated its certificate: ask again next time.
+                    self.info = None;
+                    return Err(e);
+                }
                 Err(e) if self.choice == TransportChoice::Auto => {
                     warn!(error = %e, "QUIC unavailable; falling back to HTTP/2 for this run");
                     self.quic_failed = true;
