@@ -37,6 +37,14 @@ pub struct ServeConfig {
     pub tls_key: Option<PathBuf>,
     /// Log format: `text` or `json`.
     pub log_format: String,
+    /// Archive ended steps to the object store (and release them from the live tier).
+    pub archive: bool,
+    /// Local folder of the embedded object store. Default: `<data_dir>/objects`.
+    pub archive_dir: Option<PathBuf>,
+    /// zstd level of archived segments.
+    pub archive_level: i32,
+    /// Stream bytes per segment object, in MiB.
+    pub archive_segment_mib: u64,
 }
 
 impl Default for ServeConfig {
@@ -52,6 +60,10 @@ impl Default for ServeConfig {
             tls_cert: None,
             tls_key: None,
             log_format: "text".into(),
+            archive: true,
+            archive_dir: None,
+            archive_level: 3,
+            archive_segment_mib: 256,
         }
     }
 }

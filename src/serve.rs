@@ -12,7 +12,7 @@ use tailrace_ingest::{tls, IngestCore, IngestLimits, IngestMetrics};
 use tailrace_protocol::token::{Claims, Scope, TokenKey};
 use tailrace_query::server::HttpLimits;
 use tailrace_query::{AppState, IngestInfo, QueryMetrics};
-use tailrace_storage::{SqliteMeta, StagingTier};
+use tailrace_storage::{Archive, ArchiveConfig, LiveTier, MetaStore, SqliteMeta, StagingTier};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::info;
 
@@ -28,14 +28,33 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
         let token = keys.sign(&Claims { scope: Scope::Admin, exp: None });
         write_private(&admin_path, format!("{token}\n").as_bytes())?;
     }
-    let live = StagingTier::new(data.join("live"), cfg.durability).map_err(|e| e.to_string())?;
-    let meta = SqliteMeta::open(&data.join("meta.db")).map_err(|e| e.to_string())?;
+    let live: Arc<dyn LiveTier> = Arc::new(StagingTier::new(data.join("live"), cfg.durability).map_err(|e| e.to_string())?);
+    let meta: Arc<dyn MetaStore> = Arc::new(SqliteMeta::open(&data.join("meta.db")).map_err(|e| e.to_string())?);
+    let (archive, archive_queue) = if cfg.archive {
+        let dir = cfg.archive_dir.clone().unwrap_or_else(|| data.join("objects"));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("could not create archive dir {}: {e}", dir.display()))?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+            .map_err(|e| format!("could not open archive dir {}: {e}", dir.display()))?;
+        let archive_cfg = ArchiveConfig {
+            level: cfg.archive_level,
+            segment_bytes: cfg.archive_segment_mib.max(1) * 1024 * 1024,
+            ..Default::default()
+        };
+        let archive = Arc::new(Archive::new(Arc::new(store), live.clone(), meta.clone(), archive_cfg));
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(archive.clone().run(rx));
+        info!(dir = %dir.display(), level = cfg.archive_level, "archiving ended steps to the local object store");
+        (Some(archive), Some(tx))
+    } else {
+        (None, None)
+    };
     let core = Arc::new(IngestCore {
-        live: Arc::new(live),
-        meta: Arc::new(meta),
+        live,
+        meta,
         keys,
         limits: IngestLimits { max_frame: cfg.max_frame, ..Default::default() },
         metrics: IngestMetrics::default(),
+        archive_queue,
     });
 
     let material = tls::load_or_create(cfg.tls_cert.as_deref(), cfg.tls_key.as_deref(), &data.join("tls"))
@@ -58,6 +77,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
         },
         metrics: QueryMetrics::default(),
         job_token_ttl: Duration::from_secs(cfg.job_token_ttl_secs),
+        archive,
     });
     tokio::spawn(tailrace_ingest::quic::serve(endpoint.clone(), core, limits));
     info!(

@@ -52,7 +52,7 @@ pub async fn run_command(spec: &CommandSpec, spool: Arc<Spool>, mut cancel: watc
     let (tx, rx) = mpsc::channel::<(StreamTag, Bytes)>(8);
     let child = if spec.pty { spawn_pty(&spec.argv, tx) } else { spawn_pipes(&spec.argv, tx) };
     let pump = tokio::spawn(pump(rx, spool.clone(), spec.echo));
-    let mut child = match child {
+    let Started { mut child, readers } = match child {
         Ok(c) => c,
         Err(e) => {
             let msg = format!("tailrace: could not start {:?}: {e}\n", spec.argv.first().map(String::as_str).unwrap_or(""));
@@ -81,9 +81,15 @@ pub async fn run_command(spec: &CommandSpec, spool: Arc<Spool>, mut cancel: watc
         }
     };
     let duration = started.elapsed();
-    if tokio::time::timeout(DRAIN_AFTER_EXIT, pump).await.is_err() {
+    // Read the pipes to their end; if something the command left behind keeps them open, stop
+    // reading after a while. Either way every chunk already read is spooled: the pump ends
+    // only once the readers are gone and the channel is empty.
+    let aborts: Vec<_> = readers.iter().map(|r| r.abort_handle()).collect();
+    if tokio::time::timeout(DRAIN_AFTER_EXIT, futures_util::future::join_all(readers)).await.is_err() {
         warn!("output pipes still open {DRAIN_AFTER_EXIT:?} after the command exited (a background process?); stopped reading them");
+        aborts.iter().for_each(|a| a.abort());
     }
+    let _ = pump.await;
     use std::os::unix::process::ExitStatusExt;
     let (exit_code, signal) = match status {
         Ok(s) => (s.code(), s.signal()),
@@ -114,25 +120,92 @@ fn stop_group(pgid: Option<i32>, grace: Duration) {
     });
 }
 
-/// Moves chunks into the spool (in arrival order) and to the agent's own output.
+/// Bytes the local echo may lag behind the spool before it skips output.
+const ECHO_BACKLOG: usize = 8 * 1024 * 1024;
+
+/// A chunk for the local echo, holding its share of the echo's byte budget until written.
+type EchoChunk = (StreamTag, Bytes, tokio::sync::OwnedSemaphorePermit);
+
+/// Moves chunks into the spool, in arrival order. The local echo runs beside it and never holds
+/// spooling up: if the agent's own stdout is slower than the command by more than
+/// `ECHO_BACKLOG` bytes (a slow terminal, a full pipe), the echo skips output and says so — the
+/// server holds every byte regardless.
 async fn pump(mut rx: mpsc::Receiver<(StreamTag, Bytes)>, spool: Arc<Spool>, echo: bool) {
-    let mut stdout = tokio::io::stdout();
-    let mut stderr = tokio::io::stderr();
+    let budget = Arc::new(tokio::sync::Semaphore::new(ECHO_BACKLOG));
+    let (echo_tx, echo_task) = if echo {
+        let (tx, rx) = mpsc::unbounded_channel::<EchoChunk>();
+        (Some(tx), Some(tokio::spawn(echo_out(rx))))
+    } else {
+        (None, None)
+    };
+    let mut skipped = 0u64;
     while let Some((tag, bytes)) = rx.recv().await {
         if let Err(e) = spool.append(tag, now_us(), bytes.clone()).await {
             // The spool is the only copy: without it nothing can be delivered. Say so loudly.
             eprintln!("tailrace: could not write the output spool: {e}");
             warn!(error = %e, "spool write failed; output is being lost");
         }
-        if echo {
-            let out = if tag == StreamTag::Stderr { stderr.write_all(&bytes).await } else { stdout.write_all(&bytes).await };
-            if out.is_err() {
-                // The agent's own stdout went away (closed pipe): keep spooling regardless.
+        if let Some(tx) = &echo_tx {
+            let len = bytes.len();
+            match budget.clone().try_acquire_many_owned(len.min(ECHO_BACKLOG) as u32) {
+                Ok(permit) => {
+                    let _ = tx.send((tag, bytes, permit));
+                }
+                Err(_) => {
+                    if skipped == 0 {
+                        warn!("local echo cannot keep up; skipping echoed output (the server still gets every byte)");
+                    }
+                    skipped += len as u64;
+                }
             }
         }
     }
+    drop(echo_tx);
+    if let Some(t) = echo_task {
+        let _ = t.await;
+    }
+    if skipped > 0 {
+        eprintln!("tailrace: {skipped} bytes were not echoed locally because this terminal was too slow; the server has them all");
+    }
+}
+
+/// Writes echoed chunks to the agent's stdout/stderr, coalescing whatever is queued.
+async fn echo_out(mut rx: mpsc::UnboundedReceiver<EchoChunk>) {
+    let mut stdout = tokio::io::stdout();
+    let mut stderr = tokio::io::stderr();
+    let mut batch = BytesMut::new();
+    while let Some(first) = rx.recv().await {
+        let mut tag = first.0;
+        let mut held = vec![first];
+        // Coalesce queued chunks of the same stream into one write.
+        while let Ok(next) = rx.try_recv() {
+            if next.0 != tag {
+                write_batch(&mut stdout, &mut stderr, tag, &mut batch, &mut held).await;
+                tag = next.0;
+            }
+            held.push(next);
+        }
+        write_batch(&mut stdout, &mut stderr, tag, &mut batch, &mut held).await;
+    }
     let _ = stdout.flush().await;
     let _ = stderr.flush().await;
+}
+
+async fn write_batch(
+    stdout: &mut tokio::io::Stdout,
+    stderr: &mut tokio::io::Stderr,
+    tag: StreamTag,
+    batch: &mut BytesMut,
+    held: &mut Vec<EchoChunk>,
+) {
+    batch.clear();
+    for (_, b, _) in held.iter() {
+        batch.extend_from_slice(b);
+    }
+    // A closed stdout (e.g. `| head`) must not stop the step: keep draining.
+    let _ = if tag == StreamTag::Stderr { stderr.write_all(batch).await } else { stdout.write_all(batch).await };
+    // Dropping the chunks returns their bytes to the echo budget.
+    held.clear();
 }
 
 async fn read_into(mut r: impl AsyncRead + Unpin, tag: StreamTag, tx: mpsc::Sender<(StreamTag, Bytes)>) {
@@ -151,7 +224,13 @@ async fn read_into(mut r: impl AsyncRead + Unpin, tag: StreamTag, tx: mpsc::Send
     }
 }
 
-fn spawn_pipes(argv: &[String], tx: mpsc::Sender<(StreamTag, Bytes)>) -> std::io::Result<tokio::process::Child> {
+/// A started command and the tasks reading its output.
+struct Started {
+    child: tokio::process::Child,
+    readers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn spawn_pipes(argv: &[String], tx: mpsc::Sender<(StreamTag, Bytes)>) -> std::io::Result<Started> {
     let (prog, args) = argv.split_first().ok_or_else(|| std::io::Error::other("no command given"))?;
     let mut child = tokio::process::Command::new(prog)
         .args(args)
@@ -161,16 +240,17 @@ fn spawn_pipes(argv: &[String], tx: mpsc::Sender<(StreamTag, Bytes)>) -> std::io
         .process_group(0)
         .kill_on_drop(false)
         .spawn()?;
+    let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {
-        tokio::spawn(read_into(out, StreamTag::Stdout, tx.clone()));
+        readers.push(tokio::spawn(read_into(out, StreamTag::Stdout, tx.clone())));
     }
     if let Some(err) = child.stderr.take() {
-        tokio::spawn(read_into(err, StreamTag::Stderr, tx));
+        readers.push(tokio::spawn(read_into(err, StreamTag::Stderr, tx)));
     }
-    Ok(child)
+    Ok(Started { child, readers })
 }
 
-fn spawn_pty(argv: &[String], tx: mpsc::Sender<(StreamTag, Bytes)>) -> std::io::Result<tokio::process::Child> {
+fn spawn_pty(argv: &[String], tx: mpsc::Sender<(StreamTag, Bytes)>) -> std::io::Result<Started> {
     let (prog, args) = argv.split_first().ok_or_else(|| std::io::Error::other("no command given"))?;
     let (master, slave) = open_pty()?;
     let mut cmd = tokio::process::Command::new(prog);
@@ -196,8 +276,8 @@ fn spawn_pty(argv: &[String], tx: mpsc::Sender<(StreamTag, Bytes)>) -> std::io::
     // the master sees EIO once the command and its children close the terminal.
     drop(cmd);
     let file = tokio::fs::File::from_std(std::fs::File::from(master));
-    tokio::spawn(read_into(file, StreamTag::Pty, tx));
-    Ok(child)
+    let reader = tokio::spawn(read_into(file, StreamTag::Pty, tx));
+    Ok(Started { child, readers: vec![reader] })
 }
 
 fn open_pty() -> std::io::Result<(OwnedFd, OwnedFd)> {

@@ -45,6 +45,9 @@ pub struct IngestCore {
     pub keys: TokenKey,
     pub limits: IngestLimits,
     pub metrics: IngestMetrics,
+    /// Told about every verified step, so it can be archived at once. When the queue is full
+    /// the archiver's periodic sweep picks the step up instead.
+    pub archive_queue: Option<mpsc::Sender<StepKey>>,
 }
 
 /// Outgoing encoded frames of one stream; bounded, so a peer that does not read its acks stalls
@@ -254,6 +257,9 @@ impl IngestCore {
             return Ok(Outcome::Refused(ErrorKind::Unavailable, format!("could not record step end: {e}; retry")));
         }
         IngestMetrics::inc(&self.metrics.steps_verified);
+        if let Some(q) = &self.archive_queue {
+            let _ = q.try_send(key.clone());
+        }
         let _ = out.send(Frame::End(end).to_bytes()).await;
         Ok(Outcome::Verified)
     }

@@ -81,7 +81,7 @@ pub async fn list_steps(
     let job = readable_job(&state, &claims, &job).await?;
     let mut items = state.core.meta.steps(&job.id).await?;
     // A running step's length is what the live tier holds durably right now.
-    for step in items.iter_mut().filter(|s| s.end.is_none()) {
+    for step in items.iter_mut().filter(|s| s.end.is_none() && s.archived_at_ms.is_none()) {
         let key = tailrace_storage::StepKey::new(job.id.clone(), step.step.clone());
         if let Ok(rx) = state.core.live.subscribe(&key).await {
             step.length = Some(rx.borrow().durable);

@@ -7,6 +7,7 @@ pub mod jobs;
 pub mod ops;
 pub mod output;
 pub mod server;
+pub mod source;
 pub mod tail;
 
 use std::sync::Arc;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub metrics: QueryMetrics,
     /// Lifetime of job tokens handed out by `POST /api/v1/jobs`.
     pub job_token_ttl: Duration,
+    /// Where ended steps are archived; `None` keeps everything in the live tier.
+    pub archive: Option<Arc<tailrace_storage::Archive>>,
 }
 
 /// The whole HTTP API.

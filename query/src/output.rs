@@ -14,6 +14,7 @@ use tailrace_storage::StepKey;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::jobs::readable_job;
+use crate::source::Source;
 use crate::AppState;
 
 /// Bytes read from the store per body chunk.
@@ -64,11 +65,9 @@ pub async fn get_output(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = readable_step(&state, &caller, &job, &step).await?;
-    let rx = state.core.live.subscribe(&key).await?;
-    let (len, ended) = {
-        let p = rx.borrow();
-        (p.end.as_ref().map_or(p.durable, |e| e.length), p.end.is_some())
-    };
+    let mut source = Source::open(&state, &key).await?;
+    let (len, end) = source.snapshot();
+    let ended = end.is_some();
     let range = match headers.get(header::RANGE) {
         Some(v) => {
             let v = v.to_str().map_err(|_| ApiError::BadRequest("Range header is not ASCII".into()))?;
@@ -90,19 +89,19 @@ pub async fn get_output(
             .status(StatusCode::PARTIAL_CONTENT)
             .header(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes {start}-{}/{total}", end - 1)).map_err(|e| ApiError::Internal(e.to_string()))?);
     }
-    let stream = futures_util::stream::unfold((state, key, start), move |(state, key, pos)| async move {
+    let stream = futures_util::stream::unfold((state, key, source, start), move |(state, key, mut source, pos)| async move {
         if pos >= end {
             return None;
         }
         let want = ((end - pos) as usize).min(CHUNK);
-        match state.core.live.read(&key, pos, want).await {
+        match source.read(&state, &key, pos, want).await {
             Ok(b) if !b.is_empty() => {
                 state.metrics.output_bytes.fetch_add(b.len() as u64, Relaxed);
                 let next = pos + b.len() as u64;
-                Some((Ok(b), (state, key, next)))
+                Some((Ok(b), (state, key, source, next)))
             }
-            Ok(_) => Some((Err(std::io::Error::other("output shrank while being read")), (state, key, end))),
-            Err(e) => Some((Err(std::io::Error::other(e)), (state, key, end))),
+            Ok(_) => Some((Err(std::io::Error::other("output shrank while being read")), (state, key, source, end))),
+            Err(e) => Some((Err(std::io::Error::other(e.to_string())), (state, key, source, end))),
         }
     });
     resp.body(Body::from_stream(stream)).map_err(|e| ApiError::Internal(e.to_string()))

@@ -16,12 +16,12 @@ use axum::response::Response;
 use bytes::{BufMut, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
-use tailrace_storage::{Progress, StepKey};
-use tokio::sync::watch;
+use tailrace_storage::StepKey;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::output::readable_step;
+use crate::source::Source;
 use crate::AppState;
 
 /// Output bytes per websocket message at most.
@@ -42,33 +42,26 @@ pub async fn tail(
     Query(q): Query<TailQuery>,
 ) -> Result<Response, ApiError> {
     let key = readable_step(&state, &caller, &job, &step).await?;
-    let rx = state.core.live.subscribe(&key).await?;
+    let source = Source::open(&state, &key).await?;
     Ok(ws.max_message_size(64 * 1024).on_upgrade(move |socket| async move {
         state.metrics.tails_opened.fetch_add(1, Relaxed);
         state.metrics.tails_active.fetch_add(1, Relaxed);
-        if let Err(e) = run_tail(&state, &key, q.offset, rx, socket).await {
+        if let Err(e) = run_tail(&state, &key, q.offset, source, socket).await {
             tracing::debug!(step = %key, error = %e, "tail ended");
         }
         state.metrics.tails_active.fetch_sub(1, Relaxed);
     }))
 }
 
-async fn run_tail(
-    state: &AppState,
-    key: &StepKey,
-    mut offset: u64,
-    mut rx: watch::Receiver<Progress>,
-    socket: WebSocket,
-) -> Result<(), axum::Error> {
+async fn run_tail(state: &AppState, key: &StepKey, mut offset: u64, mut source: Source, socket: WebSocket) -> Result<(), axum::Error> {
     let (mut sink, mut incoming) = socket.split();
+    let close_with = |reason: String| Message::Close(Some(CloseFrame { code: 1011, reason: reason.into() }));
     loop {
-        let progress = rx.borrow_and_update().clone();
-        let chunk = match state.core.live.read(key, offset, MESSAGE).await {
+        // Snapshot before reading: if the end is known now, the read below sees every byte.
+        let (_, end) = source.snapshot();
+        let chunk = match source.read(state, key, offset, MESSAGE).await {
             Ok(c) => c,
-            Err(e) => {
-                let close = CloseFrame { code: 1011, reason: format!("could not read output: {e}").into() };
-                return sink.send(Message::Close(Some(close))).await;
-            }
+            Err(e) => return sink.send(close_with(format!("could not read output: {e}"))).await,
         };
         if !chunk.is_empty() {
             let mut msg = BytesMut::with_capacity(8 + chunk.len());
@@ -79,20 +72,19 @@ async fn run_tail(
             state.metrics.tail_bytes.fetch_add(chunk.len() as u64, Relaxed);
             continue;
         }
-        if let Some(end) = progress.end.as_ref().filter(|e| offset >= e.length) {
-            let mut json = serde_json::to_value(&**end).unwrap_or_default();
+        if let Some(end) = end.filter(|e| offset >= e.length) {
+            let mut json = serde_json::to_value(&end).unwrap_or_default();
             json["type"] = "end".into();
             sink.send(Message::Text(json.to_string().into())).await?;
             return sink.send(Message::Close(None)).await;
         }
+        if let Source::Archived { .. } = source {
+            return sink.send(close_with(format!("archived output ends before offset {offset}"))).await;
+        }
         tokio::select! {
-            changed = rx.changed() => {
-                if changed.is_err() {
-                    // The step's in-memory state was retired (it ended); follow it from disk.
-                    rx = match state.core.live.subscribe(key).await {
-                        Ok(rx) => rx,
-                        Err(_) => return Ok(()),
-                    };
+            changed = source.changed(state, key) => {
+                if let Err(e) = changed {
+                    return sink.send(close_with(format!("could not follow output: {e}"))).await;
                 }
             }
             msg = incoming.next() => match msg {

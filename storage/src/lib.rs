@@ -4,12 +4,15 @@
 //! Both are traits with one embedded backend each today — staging files on local disk and SQLite —
 //! shaped so that the scale-out backends (Redis Streams, MongoDB) fit them unchanged.
 
+pub mod archive;
 pub mod live;
 pub mod meta;
+pub mod segment;
 pub mod sqlite;
 pub mod staging;
 
 pub use live::{AppendOutcome, Durability, LiveError, LiveTier, Progress, StepEnd, StepKey, StepStatus};
-pub use meta::{Job, MetaError, MetaStore, NewJob, Step};
+pub use archive::{Archive, ArchiveConfig, ArchiveError};
+pub use meta::{Job, MetaError, MetaStore, NewJob, Segment, Step};
 pub use sqlite::SqliteMeta;
 pub use staging::StagingTier;

@@ -159,4 +159,12 @@ pub trait LiveTier: Send + Sync + 'static {
     /// Records the verified end durably and wakes every reader. Ending an ended step with the
     /// same length and checksum succeeds; with different ones it is a `Conflict`.
     fn finish<'a>(&'a self, key: &'a StepKey, end: StepEnd) -> BoxFuture<'a, Result<Arc<StepEnd>, LiveError>>;
+
+    /// Drops an ended step's bytes once the archive holds them durably. Readers that still hold
+    /// the step open finish their reads; later reads get `NotFound` and go to the archive.
+    /// Releasing a step that is not here succeeds.
+    fn release<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<(), LiveError>>;
+
+    /// Steps whose bytes are held here, for recovery scans (at most `limit`).
+    fn resident<'a>(&'a self, limit: usize) -> BoxFuture<'a, Result<Vec<StepKey>, LiveError>>;
 }

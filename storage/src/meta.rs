@@ -47,6 +47,8 @@ pub struct Step {
     pub started_at_ms: u64,
     /// Bytes of output: the verified total once ended, the durable length while running.
     pub length: Option<u64>,
+    /// When the step's output moved to the archive (object store); `None` while in the live tier.
+    pub archived_at_ms: Option<u64>,
     #[serde(flatten)]
     pub end: Option<StepEndFields>,
 }
@@ -71,6 +73,20 @@ impl From<&StepEnd> for StepEndFields {
             ended_at_ms: e.ended_at_ms,
         }
     }
+}
+
+/// One archived segment of a step: stream bytes `[start, start + length)` in object `key`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    pub seq: u32,
+    pub start: u64,
+    pub length: u64,
+    pub key: String,
+    /// Size of the object (frames and seek table).
+    pub compressed: u64,
+    /// xxh3-64 of the segment's decompressed bytes.
+    pub checksum: String,
+    pub frames: Vec<crate::segment::FrameEntry>,
 }
 
 /// Why the metadata store failed.
@@ -99,6 +115,14 @@ pub trait MetaStore: Send + Sync + 'static {
     fn step<'a>(&'a self, job: &'a JobId, step: &'a StepId) -> BoxFuture<'a, Result<Option<Step>, MetaError>>;
     /// The job's steps in the order they were opened.
     fn steps<'a>(&'a self, job: &'a JobId) -> BoxFuture<'a, Result<Vec<Step>, MetaError>>;
+    /// Records a step's archive manifest and marks it archived, atomically; replaces any
+    /// earlier manifest of the step (an archiver that retried after a crash).
+    fn record_archive<'a>(&'a self, job: &'a JobId, step: &'a StepId, segments: &'a [Segment])
+    -> BoxFuture<'a, Result<(), MetaError>>;
+    /// The step's archived segments in stream order (empty if not archived).
+    fn segments<'a>(&'a self, job: &'a JobId, step: &'a StepId) -> BoxFuture<'a, Result<Vec<Segment>, MetaError>>;
+    /// Steps that ended but are not archived yet, oldest first, at most `limit`.
+    fn ended_unarchived(&self, limit: usize) -> BoxFuture<'_, Result<Vec<(JobId, StepId)>, MetaError>>;
 }
 
 /// Checks a project slug: `vcs/org/repo`-like, 1 to 200 of `[A-Za-z0-9._/-]`.
@@ -175,5 +199,23 @@ pub mod conformance {
         assert_eq!((steps[0].length, steps[1].length), (None, Some(10)));
         assert_eq!(store.step(&a1.id, &s2).await.unwrap().as_ref(), Some(&steps[1]));
         assert!(store.steps(&a2.id).await.unwrap().is_empty());
+
+        // Archive manifests.
+        assert_eq!(store.ended_unarchived(10).await.unwrap(), vec![(a1.id.clone(), s2.clone())]);
+        assert!(store.segments(&a1.id, &s2).await.unwrap().is_empty());
+        let seg = |seq: u32, start: u64| Segment {
+            seq,
+            start,
+            length: 5,
+            key: format!("logs/x/{seq}.zst"),
+            compressed: 3,
+            checksum: "c".into(),
+            frames: vec![crate::segment::FrameEntry { compressed: 3, decompressed: 5 }],
+        };
+        store.record_archive(&a1.id, &s2, &[seg(0, 0), seg(1, 5), seg(2, 10)]).await.unwrap();
+        store.record_archive(&a1.id, &s2, &[seg(0, 0), seg(1, 5)]).await.unwrap();
+        assert_eq!(store.segments(&a1.id, &s2).await.unwrap(), vec![seg(0, 0), seg(1, 5)]);
+        assert!(store.ended_unarchived(10).await.unwrap().is_empty());
+        assert!(store.step(&a1.id, &s2).await.unwrap().unwrap().archived_at_ms.is_some());
     }
 }

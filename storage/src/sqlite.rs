@@ -9,7 +9,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use tailrace_protocol::{JobId, StepId};
 
 use crate::live::{StepEnd, StepStatus};
-use crate::meta::{now_ms, validate_project, Job, MetaError, MetaStore, NewJob, Step, StepEndFields};
+use crate::meta::{now_ms, validate_project, Job, MetaError, MetaStore, NewJob, Segment, Step, StepEndFields};
+use crate::segment::FrameEntry;
 
 /// Migrations, applied in order; `PRAGMA user_version` counts how many ran.
 const MIGRATIONS: &[&str] = &[r#"
@@ -32,6 +33,21 @@ CREATE TABLE steps (
     length INTEGER,
     PRIMARY KEY (job_id, step_id)
 );
+"#, r#"
+ALTER TABLE steps ADD COLUMN archived_at_ms INTEGER;
+CREATE TABLE segments (
+    job_id TEXT NOT NULL,
+    step_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    start_offset INTEGER NOT NULL,
+    length INTEGER NOT NULL,
+    object_key TEXT NOT NULL,
+    compressed INTEGER NOT NULL,
+    checksum TEXT NOT NULL,
+    frames BLOB NOT NULL,
+    PRIMARY KEY (job_id, step_id, seq)
+);
+CREATE INDEX steps_to_archive ON steps (started_at_ms) WHERE end_json IS NOT NULL AND archived_at_ms IS NULL;
 "#];
 
 /// SQLite behind a mutex; every call runs on the blocking pool.
@@ -116,15 +132,29 @@ fn step_from_row(job: &JobId, r: &Row<'_>) -> rusqlite::Result<Step> {
         status: StepStatus::parse(&status).unwrap_or(StepStatus::Running),
         started_at_ms: r.get(3)?,
         length: r.get(5)?,
+        archived_at_ms: r.get(6)?,
         end,
     })
 }
 
-const STEP_COLS: &str = "step_id, name, status, started_at_ms, end_json, length";
+const STEP_COLS: &str = "step_id, name, status, started_at_ms, end_json, length, archived_at_ms";
 
 fn new_job_id() -> String {
     let bytes: [u8; 16] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn frames_to_blob(frames: &[FrameEntry]) -> Vec<u8> {
+    frames.iter().flat_map(|f| f.compressed.to_le_bytes().into_iter().chain(f.decompressed.to_le_bytes())).collect()
+}
+
+fn frames_from_blob(blob: &[u8]) -> Vec<FrameEntry> {
+    blob.chunks_exact(8)
+        .map(|e| FrameEntry {
+            compressed: u32::from_le_bytes([e[0], e[1], e[2], e[3]]),
+            decompressed: u32::from_le_bytes([e[4], e[5], e[6], e[7]]),
+        })
+        .collect()
 }
 
 impl MetaStore for SqliteMeta {
@@ -234,6 +264,73 @@ impl MetaStore for SqliteMeta {
                 .map_err(backend)?;
             let rows = stmt.query_map([job.as_str()], |r| step_from_row(&job, r)).map_err(backend)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        }))
+    }
+
+    fn record_archive<'a>(&'a self, job: &'a JobId, step: &'a StepId, segments: &'a [Segment]) -> BoxFuture<'a, Result<(), MetaError>> {
+        let (job, step, segments) = (job.clone(), step.clone(), segments.to_vec());
+        Box::pin(self.call(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            tx.execute("DELETE FROM segments WHERE job_id = ?1 AND step_id = ?2", [job.as_str(), step.as_str()]).map_err(backend)?;
+            for s in &segments {
+                tx.execute(
+                    "INSERT INTO segments VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![job.as_str(), step.as_str(), s.seq, s.start, s.length, s.key, s.compressed, s.checksum, frames_to_blob(&s.frames)],
+                )
+                .map_err(backend)?;
+            }
+            tx.execute(
+                "UPDATE steps SET archived_at_ms = ?3 WHERE job_id = ?1 AND step_id = ?2",
+                params![job.as_str(), step.as_str(), now_ms()],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)
+        }))
+    }
+
+    fn segments<'a>(&'a self, job: &'a JobId, step: &'a StepId) -> BoxFuture<'a, Result<Vec<Segment>, MetaError>> {
+        let (job, step) = (job.clone(), step.clone());
+        Box::pin(self.call(move |c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT seq, start_offset, length, object_key, compressed, checksum, frames FROM segments
+                     WHERE job_id = ?1 AND step_id = ?2 ORDER BY seq",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([job.as_str(), step.as_str()], |r| {
+                    Ok(Segment {
+                        seq: r.get(0)?,
+                        start: r.get(1)?,
+                        length: r.get(2)?,
+                        key: r.get(3)?,
+                        compressed: r.get(4)?,
+                        checksum: r.get(5)?,
+                        frames: frames_from_blob(&r.get::<_, Vec<u8>>(6)?),
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        }))
+    }
+
+    fn ended_unarchived(&self, limit: usize) -> BoxFuture<'_, Result<Vec<(JobId, StepId)>, MetaError>> {
+        Box::pin(self.call(move |c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT job_id, step_id FROM steps WHERE end_json IS NOT NULL AND archived_at_ms IS NULL
+                     ORDER BY started_at_ms LIMIT ?1",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([limit as i64], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(backend)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (j, s) = row.map_err(backend)?;
+                out.push((JobId::new(j).map_err(backend)?, StepId::new(s).map_err(backend)?));
+            }
+            Ok(out)
         }))
     }
 }

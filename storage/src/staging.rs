@@ -103,9 +103,6 @@ fn load(log_path: PathBuf, end_path: PathBuf, create: bool, name: String) -> Res
         Err(e) => return Err(io(&log_path, e)),
     };
     let written = file.metadata().map_err(|e| io(&log_path, e))?.len();
-    // Whatever survived a process crash sits in the page cache; make it durable before we report
-    // it as held, so an ack can never be taken back.
-    file.sync_data().map_err(|e| io(&log_path, e))?;
     let end = match std::fs::read(&end_path) {
         Ok(b) => Some(Arc::new(serde_json::from_slice::<StepEnd>(&b).map_err(|e| {
             io(&end_path, std::io::Error::new(ErrorKind::InvalidData, e))
@@ -113,8 +110,14 @@ fn load(log_path: PathBuf, end_path: PathBuf, create: bool, name: String) -> Res
         Err(e) if e.kind() == ErrorKind::NotFound => None,
         Err(e) => return Err(io(&end_path, e)),
     };
-    let hasher = (written == 0).then(StreamHasher::new);
     let ended = end.is_some();
+    if !ended {
+        // Whatever survived a process crash sits in the page cache; make it durable before we
+        // report it as held, so an ack can never be taken back. (An ended step was synced when
+        // it ended.)
+        file.sync_data().map_err(|e| io(&log_path, e))?;
+    }
+    let hasher = (written == 0).then(StreamHasher::new);
     Ok(Entry {
         log_path,
         end_path,
@@ -299,6 +302,58 @@ impl LiveTier for StagingTier {
             self.steps.lock().remove(key);
             Ok(end)
         })
+    }
+
+    fn release<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<(), LiveError>> {
+        Box::pin(async move {
+            self.steps.lock().remove(key);
+            let (log, end) = self.paths(key);
+            tokio::task::spawn_blocking(move || -> Result<(), LiveError> {
+                // The log first: a step with an end marker but no log is released, never "empty".
+                remove_if_present(&log)?;
+                remove_if_present(&end)?;
+                if let Some(dir) = log.parent() {
+                    // Only succeeds once the job's last step is gone.
+                    let _ = std::fs::remove_dir(dir);
+                }
+                Ok(())
+            })
+            .await
+            .map_err(join_err)?
+        })
+    }
+
+    fn resident<'a>(&'a self, limit: usize) -> BoxFuture<'a, Result<Vec<StepKey>, LiveError>> {
+        Box::pin(async move {
+            let root = self.root.clone();
+            tokio::task::spawn_blocking(move || -> Result<Vec<StepKey>, LiveError> {
+                let mut out = Vec::new();
+                for job in std::fs::read_dir(&root).map_err(|e| io(&root, e))?.flatten() {
+                    let Ok(job_id) = tailrace_protocol::JobId::new(job.file_name().to_string_lossy().into_owned()) else { continue };
+                    for f in std::fs::read_dir(job.path()).map_err(|e| io(&job.path(), e))?.flatten() {
+                        let name = f.file_name().to_string_lossy().into_owned();
+                        let Some(step) = name.strip_suffix(".log") else { continue };
+                        if let Ok(step_id) = tailrace_protocol::StepId::new(step) {
+                            out.push(StepKey::new(job_id.clone(), step_id));
+                            if out.len() >= limit {
+                                return Ok(out);
+                            }
+                        }
+                    }
+                }
+                Ok(out)
+            })
+            .await
+            .map_err(join_err)?
+        })
+    }
+}
+
+fn remove_if_present(path: &Path) -> Result<(), LiveError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(path, e)),
     }
 }
 

@@ -160,20 +160,34 @@ pub fn agent(server: &str, token: &str, job: &str, step: &str, flags: &[&str], c
     c
 }
 
-/// Waits for a child with a deadline, killing it on timeout.
+/// Waits for a child with a deadline, killing it on timeout. Its stdout and stderr (if piped)
+/// are read while it runs, so a chatty child never blocks on a full pipe.
 pub fn wait_output(mut child: Child, secs: u64) -> Output {
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    let err = drain(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
     let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            return child.wait_with_output().expect("output");
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!("process did not finish within {secs}s; stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+            let _ = child.wait();
+            let stderr = err.join().unwrap_or_default();
+            panic!("process did not finish within {secs}s; stderr:\n{}", String::from_utf8_lossy(&stderr));
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
+    };
+    Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() }
 }
 
 /// Deterministic output that exercises every awkward case: ANSI colours, `\r` progress lines,

@@ -28,6 +28,7 @@ async fn harness() -> Harness {
         keys,
         limits: IngestLimits { max_frame: 4096, ..Default::default() },
         metrics: IngestMetrics::default(),
+        archive_queue: None,
     });
     Harness { core, job: job.id, token, _dir: dir }
 }

@@ -76,3 +76,17 @@ async fn unknown_steps_are_not_found_for_readers() {
     assert!(matches!(tier.read(&key("nope"), 0, 1).await, Err(LiveError::NotFound(_))));
     assert!(matches!(tier.subscribe(&key("nope")).await, Err(LiveError::NotFound(_))));
 }
+
+#[tokio::test]
+async fn released_steps_are_gone_but_open_readers_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = StagingTier::new(dir.path(), Durability::Os).unwrap();
+    let k = key("s");
+    tier.append(&k, 0, Bytes::from_static(b"abc")).await.unwrap();
+    tier.finish(&k, end_for(b"abc")).await.unwrap();
+    assert_eq!(tier.resident(10).await.unwrap(), vec![k.clone()]);
+    tier.release(&k).await.unwrap();
+    tier.release(&k).await.unwrap();
+    assert!(matches!(tier.read(&k, 0, 10).await, Err(LiveError::NotFound(_))));
+    assert!(tier.resident(10).await.unwrap().is_empty());
+}
