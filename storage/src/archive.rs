@@ -302,9 +302,48 @@ impl Archive {
     }
 }
 
+/// Deletes the temporary files that `object_store`'s local filesystem backend leaves when the
+/// process dies mid-upload (`<object>#<n>`). Call it at start, before any upload runs; returns
+/// how many were removed.
+pub fn remove_local_upload_leftovers(dir: &std::path::Path) -> std::io::Result<usize> {
+    let mut removed = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let entry = entry?;
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let leftover = name.rsplit_once('#').is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if leftover {
+                std::fs::remove_file(&path)?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_upload_leftovers_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("logs/2026/01/01/j/s");
+        std::fs::create_dir_all(&sub).unwrap();
+        for name in ["000000.zst", "000000.zst#1", "000001.zst#12", "odd#name"] {
+            std::fs::write(sub.join(name), b"x").unwrap();
+        }
+        assert_eq!(remove_local_upload_leftovers(dir.path()).unwrap(), 2);
+        let mut left: Vec<_> = std::fs::read_dir(&sub).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, ["000000.zst", "odd#name"]);
+    }
 
     #[test]
     fn civil_dates() {

@@ -12,7 +12,7 @@ pub mod sqlite;
 pub mod staging;
 
 pub use live::{AppendOutcome, Durability, LiveError, LiveTier, Progress, StepEnd, StepKey, StepStatus};
-pub use archive::{Archive, ArchiveConfig, ArchiveError};
+pub use archive::{remove_local_upload_leftovers, Archive, ArchiveConfig, ArchiveError};
 pub use meta::{Job, MetaError, MetaStore, NewJob, Segment, Step};
 pub use sqlite::SqliteMeta;
 pub use staging::StagingTier;
