@@ -39,8 +39,16 @@ pub struct ServeConfig {
     pub log_format: String,
     /// Archive ended steps to the object store (and release them from the live tier).
     pub archive: bool,
-    /// Local folder of the embedded object store. Default: `<data_dir>/objects`.
+    /// Where archived segments go: `local` (a folder), `s3`, `gcs` or `azure`.
+    pub archive_store: ArchiveStore,
+    /// Folder of the `local` store. Default: `<data_dir>/objects`.
     pub archive_dir: Option<PathBuf>,
+    /// Bucket (S3, GCS) or container (Azure).
+    pub archive_bucket: Option<String>,
+    /// Endpoint of an S3-compatible server, e.g. `http://127.0.0.1:9000`.
+    pub archive_endpoint: Option<String>,
+    /// S3 region (default from `AWS_REGION`/`AWS_DEFAULT_REGION`).
+    pub archive_region: Option<String>,
     /// zstd level of archived segments.
     pub archive_level: i32,
     /// Stream bytes per segment object, in MiB.
@@ -61,11 +69,25 @@ impl Default for ServeConfig {
             tls_key: None,
             log_format: "text".into(),
             archive: true,
+            archive_store: ArchiveStore::Local,
             archive_dir: None,
+            archive_bucket: None,
+            archive_endpoint: None,
+            archive_region: None,
             archive_level: 3,
             archive_segment_mib: 256,
         }
     }
+}
+
+/// Kinds of object store for the archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchiveStore {
+    Local,
+    S3,
+    Gcs,
+    Azure,
 }
 
 impl ServeConfig {
@@ -97,6 +119,21 @@ impl ServeConfig {
                 "os" => Durability::Os,
                 _ => return Err(format!("TAILRACE_DURABILITY={v:?}: expected fsync or os")),
             };
+        }
+        if let Some(v) = get("TAILRACE_ARCHIVE_STORE") {
+            cfg.archive_store = match v.as_str() {
+                "local" => ArchiveStore::Local,
+                "s3" => ArchiveStore::S3,
+                "gcs" => ArchiveStore::Gcs,
+                "azure" => ArchiveStore::Azure,
+                _ => return Err(format!("TAILRACE_ARCHIVE_STORE={v:?}: expected local, s3, gcs or azure")),
+            };
+        }
+        if let Some(v) = get("TAILRACE_ARCHIVE_BUCKET") {
+            cfg.archive_bucket = Some(v.clone());
+        }
+        if let Some(v) = get("TAILRACE_ARCHIVE_ENDPOINT") {
+            cfg.archive_endpoint = Some(v.clone());
         }
         if let Some(v) = get("TAILRACE_LOG_FORMAT") {
             cfg.log_format = v.clone();

@@ -3,6 +3,7 @@
 mod cli;
 mod config;
 mod serve;
+mod store;
 mod units;
 
 use clap::Parser;

@@ -12,7 +12,7 @@ use tailrace_ingest::{tls, IngestCore, IngestLimits, IngestMetrics};
 use tailrace_protocol::token::{Claims, Scope, TokenKey};
 use tailrace_query::server::HttpLimits;
 use tailrace_query::{AppState, IngestInfo, QueryMetrics};
-use tailrace_storage::{remove_local_upload_leftovers, Archive, ArchiveConfig, LiveTier, MetaStore, SqliteMeta, StagingTier};
+use tailrace_storage::{Archive, ArchiveConfig, LiveTier, MetaStore, SqliteMeta, StagingTier};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::info;
 
@@ -31,25 +31,16 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
     let live: Arc<dyn LiveTier> = Arc::new(StagingTier::new(data.join("live"), cfg.durability).map_err(|e| e.to_string())?);
     let meta: Arc<dyn MetaStore> = Arc::new(SqliteMeta::open(&data.join("meta.db")).map_err(|e| e.to_string())?);
     let (archive, archive_queue) = if cfg.archive {
-        let dir = cfg.archive_dir.clone().unwrap_or_else(|| data.join("objects"));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("could not create archive dir {}: {e}", dir.display()))?;
-        // Uploads cut short by a crash leave temporary files behind; nothing is uploading yet.
-        match remove_local_upload_leftovers(&dir) {
-            Ok(0) => {}
-            Ok(n) => info!(removed = n, "removed temporary files of interrupted uploads"),
-            Err(e) => return Err(format!("could not clean archive dir {}: {e}", dir.display())),
-        }
-        let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
-            .map_err(|e| format!("could not open archive dir {}: {e}", dir.display()))?;
+        let store = crate::store::build(&cfg)?;
         let archive_cfg = ArchiveConfig {
             level: cfg.archive_level,
             segment_bytes: cfg.archive_segment_mib.max(1) * 1024 * 1024,
             ..Default::default()
         };
-        let archive = Arc::new(Archive::new(Arc::new(store), live.clone(), meta.clone(), archive_cfg));
+        let archive = Arc::new(Archive::new(store, live.clone(), meta.clone(), archive_cfg));
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(archive.clone().run(rx));
-        info!(dir = %dir.display(), level = cfg.archive_level, "archiving ended steps to the local object store");
+        info!(level = cfg.archive_level, "archiving ended steps");
         (Some(archive), Some(tx))
     } else {
         (None, None)

