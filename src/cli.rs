@@ -50,9 +50,51 @@ pub enum Command {
     /// Jobs: the unit that steps belong to.
     #[command(subcommand)]
     Job(JobCommand),
+    /// Delete step output past its retention (`retention_logs_days`) from the archive and the
+    /// live tier, and forget its manifests. `serve` does the same every `expiry_sweep_secs`;
+    /// this runs one sweep now, against the same data directory and config.
+    Gc(GcArgs),
     /// Tokens for readers (dashboards, people, `tailrace tail`).
     #[command(subcommand)]
     Token(TokenCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Data directory of the server. [default: ./tailrace-data]
+    #[arg(long, env = "TAILRACE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The server's TOML config file (for retention and the object store).
+    #[arg(long, env = "TAILRACE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// List what would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Sweep as if it were this time (YYYY-MM-DD, or seconds since the epoch), e.g. to see what
+    /// a future sweep will delete.
+    #[arg(long, value_parser = parse_as_of)]
+    pub as_of: Option<u64>,
+}
+
+/// `YYYY-MM-DD` or Unix seconds → Unix milliseconds.
+fn parse_as_of(s: &str) -> Result<u64, String> {
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(secs * 1000);
+    }
+    let parts: Vec<i64> = s.split('-').map(|p| p.parse::<i64>()).collect::<Result<_, _>>().map_err(|_| format!("{s:?}: expected YYYY-MM-DD or seconds"))?;
+    let [y, m, d] = parts[..] else { return Err(format!("{s:?}: expected YYYY-MM-DD or seconds")) };
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return Err(format!("{s:?}: not a date"));
+    }
+    // Days from civil (proleptic Gregorian), Howard Hinnant's algorithm.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400_000).map_err(|_| format!("{s:?} is before 1970"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -276,6 +318,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
             }
         }
         Command::Token(TokenCommand::Create(a)) => token_create(a).await,
+        Command::Gc(a) => gc(a).await,
         Command::Job(JobCommand::Create(a)) => {
             init_logs("warn", false);
             let server = match Server::parse(&a.client.server) {
@@ -298,6 +341,44 @@ pub async fn dispatch(cli: Cli) -> i32 {
             }
             0
         }
+    }
+}
+
+async fn gc(a: GcArgs) -> i32 {
+    init_logs("warn", false);
+    let env: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("TAILRACE_")).collect();
+    let mut cfg = match ServeConfig::load(a.config.as_deref(), &env) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    if let Some(d) = a.data_dir {
+        cfg.data_dir = d;
+    }
+    let now = a.as_of.unwrap_or_else(tailrace_storage::meta::now_ms);
+    let Some(cutoff) = cfg.logs_cutoff_ms(now) else {
+        println!("retention of logs is unlimited (retention_logs_days is not set): nothing to delete");
+        return 0;
+    };
+    if !cfg.data_dir.join("meta.db").exists() {
+        return fail(&format!("{} holds no tailrace data (no meta.db); pass --data-dir", cfg.data_dir.display()));
+    }
+    let result = async {
+        let (live, meta) = crate::serve::open_storage(&cfg)?;
+        let archive = crate::serve::open_archive(&cfg, &live, &meta)?;
+        archive.expire(cutoff, a.dry_run).await.map_err(|e| e.to_string())
+    }
+    .await;
+    match result {
+        Ok(done) => {
+            let verb = if a.dry_run { "would expire" } else { "expired" };
+            for (key, len) in &done {
+                println!("{verb} {key} ({len} bytes)");
+            }
+            let total: u64 = done.iter().map(|(_, l)| l).sum();
+            println!("{verb} {} steps, {total} bytes of output that ended before {} ms", done.len(), cutoff);
+            0
+        }
+        Err(e) => fail(&e),
     }
 }
 
@@ -324,4 +405,19 @@ fn http_method_post() -> tailrace_agent::client::Method {
 fn fail(msg: &str) -> i32 {
     eprintln!("tailrace: {msg}");
     1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_as_of;
+
+    #[test]
+    fn as_of_dates() {
+        assert_eq!(parse_as_of("1970-01-02"), Ok(86_400_000));
+        assert_eq!(parse_as_of("2026-11-28"), Ok(1_795_824_000_000));
+        assert_eq!(parse_as_of("2000-03-01"), Ok(951_868_800_000));
+        assert_eq!(parse_as_of("1700000000"), Ok(1_700_000_000_000));
+        assert!(parse_as_of("2026-13-01").is_err());
+        assert!(parse_as_of("yesterday").is_err());
+    }
 }

@@ -53,6 +53,12 @@ pub struct ServeConfig {
     pub archive_level: i32,
     /// Stream bytes per segment object, in MiB.
     pub archive_segment_mib: u64,
+    /// Days to keep step output after the step ended; unset keeps it forever (the default, as in
+    /// CircleCI Server). Expired output is deleted from the archive and the live tier, and
+    /// readers get `410 Gone`.
+    pub retention_logs_days: Option<u32>,
+    /// How often `serve` runs the expiry sweep, in seconds.
+    pub expiry_sweep_secs: u64,
 }
 
 impl Default for ServeConfig {
@@ -76,6 +82,8 @@ impl Default for ServeConfig {
             archive_region: None,
             archive_level: 3,
             archive_segment_mib: 256,
+            retention_logs_days: None,
+            expiry_sweep_secs: 3600,
         }
     }
 }
@@ -91,6 +99,14 @@ pub enum ArchiveStore {
 }
 
 impl ServeConfig {
+    /// The start of the first day whose output is kept at `now_ms`: output of steps that ended
+    /// before it is expired. `None` when retention is unlimited.
+    pub fn logs_cutoff_ms(&self, now_ms: u64) -> Option<u64> {
+        const DAY: u64 = 86_400_000;
+        let days = u64::from(self.retention_logs_days?);
+        Some((now_ms.saturating_sub(days * DAY) / DAY) * DAY)
+    }
+
     /// Reads the file (if any) and applies environment overrides from `env`.
     pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, String> {
         let mut cfg = match file {
@@ -135,6 +151,9 @@ impl ServeConfig {
         if let Some(v) = get("TAILRACE_ARCHIVE_ENDPOINT") {
             cfg.archive_endpoint = Some(v.clone());
         }
+        if let Some(v) = get("TAILRACE_RETENTION_LOGS_DAYS") {
+            cfg.retention_logs_days = Some(v.parse().map_err(|_| format!("TAILRACE_RETENTION_LOGS_DAYS={v:?} is not a number of days"))?);
+        }
         if let Some(v) = get("TAILRACE_LOG_FORMAT") {
             cfg.log_format = v.clone();
         }
@@ -161,5 +180,20 @@ mod tests {
         assert!(err.contains("unknown field"), "{err}");
         let bad: HashMap<String, String> = [("TAILRACE_DURABILITY".to_string(), "maybe".to_string())].into();
         assert!(ServeConfig::load(None, &bad).unwrap_err().contains("expected fsync or os"));
+    }
+}
+
+#[cfg(test)]
+mod retention_tests {
+    use super::*;
+
+    #[test]
+    fn cutoff_is_the_start_of_the_oldest_kept_day() {
+        let mut cfg = ServeConfig::default();
+        assert_eq!(cfg.logs_cutoff_ms(1_000_000_000_000), None, "unlimited by default");
+        cfg.retention_logs_days = Some(7);
+        let day = 86_400_000;
+        let now = 20_000 * day + 5 * 3_600_000;
+        assert_eq!(cfg.logs_cutoff_ms(now), Some(19_993 * day));
     }
 }

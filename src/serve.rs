@@ -28,19 +28,15 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
         let token = keys.sign(&Claims { scope: Scope::Admin, exp: None });
         write_private(&admin_path, format!("{token}\n").as_bytes())?;
     }
-    let live: Arc<dyn LiveTier> = Arc::new(StagingTier::new(data.join("live"), cfg.durability).map_err(|e| e.to_string())?);
-    let meta: Arc<dyn MetaStore> = Arc::new(SqliteMeta::open(&data.join("meta.db")).map_err(|e| e.to_string())?);
+    let (live, meta) = open_storage(&cfg)?;
     let (archive, archive_queue) = if cfg.archive {
-        let store = crate::store::build(&cfg)?;
-        let archive_cfg = ArchiveConfig {
-            level: cfg.archive_level,
-            segment_bytes: cfg.archive_segment_mib.max(1) * 1024 * 1024,
-            ..Default::default()
-        };
-        let archive = Arc::new(Archive::new(store, live.clone(), meta.clone(), archive_cfg));
+        let archive = open_archive(&cfg, &live, &meta)?;
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(archive.clone().run(rx));
         info!(level = cfg.archive_level, "archiving ended steps");
+        if cfg.retention_logs_days.is_some() {
+            tokio::spawn(expiry_loop(cfg.clone(), archive.clone()));
+        }
         (Some(archive), Some(tx))
     } else {
         (None, None)
@@ -95,6 +91,39 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
     endpoint.close(0u32.into(), b"server shutting down");
     let _ = server.await;
     Ok(())
+}
+
+/// The live tier and metadata store under the data directory.
+pub fn open_storage(cfg: &ServeConfig) -> Result<(Arc<dyn LiveTier>, Arc<dyn MetaStore>), String> {
+    let data = &cfg.data_dir;
+    let live: Arc<dyn LiveTier> = Arc::new(StagingTier::new(data.join("live"), cfg.durability).map_err(|e| e.to_string())?);
+    let meta: Arc<dyn MetaStore> = Arc::new(SqliteMeta::open(&data.join("meta.db")).map_err(|e| e.to_string())?);
+    Ok((live, meta))
+}
+
+/// The archive on the configured object store.
+pub fn open_archive(cfg: &ServeConfig, live: &Arc<dyn LiveTier>, meta: &Arc<dyn MetaStore>) -> Result<Arc<Archive>, String> {
+    let store = crate::store::build(cfg)?;
+    let archive_cfg = ArchiveConfig {
+        level: cfg.archive_level,
+        segment_bytes: cfg.archive_segment_mib.max(1) * 1024 * 1024,
+        ..Default::default()
+    };
+    Ok(Arc::new(Archive::new(store, live.clone(), meta.clone(), archive_cfg)))
+}
+
+/// Runs the expiry sweep every `expiry_sweep_secs`.
+async fn expiry_loop(cfg: ServeConfig, archive: Arc<Archive>) {
+    let mut every = tokio::time::interval(Duration::from_secs(cfg.expiry_sweep_secs.max(1)));
+    loop {
+        every.tick().await;
+        let Some(cutoff) = cfg.logs_cutoff_ms(tailrace_storage::meta::now_ms()) else { return };
+        match archive.expire(cutoff, false).await {
+            Ok(done) if !done.is_empty() => info!(steps = done.len(), "expired step output past retention"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "expiry sweep failed; will retry"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

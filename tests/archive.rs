@@ -131,3 +131,55 @@ fn empty_steps_archive_and_read_back_empty() {
         .unwrap();
     assert!(tail.status.success() && tail.stdout.is_empty(), "{}", String::from_utf8_lossy(&tail.stderr));
 }
+
+/// Retention: a sweep deletes the archived output of steps past it (objects and manifest), the
+/// API answers 410 for them, and running or recent steps stay.
+#[test]
+fn expired_output_is_deleted_and_answers_410() {
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(cfg.path(), "retention_logs_days = 7\n").unwrap();
+    let server = Server::start_with(vec![("TAILRACE_CONFIG".into(), cfg.path().display().to_string())]);
+    let (job, token) = server.create_job();
+    let data = awkward_bytes(61, 1 << 20);
+    stream_step(&server, &job, &token, "old", &data);
+    wait_until("archived", 60, || archived(&server, &job, "old"));
+    assert_eq!(segment_files(&server, &job, "old").len(), 1);
+    // A step that is still running when the sweep comes.
+    let mut running = agent(&server.url(), &token, &job, "running", &["--quiet"], &["sh", "-c", "echo still here; sleep 30"]).spawn().unwrap();
+    wait_until("running step", 60, || server.step_len(&job, "running") > 0);
+
+    let day = 86_400u64;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let gc = |as_of: u64, extra: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .args(["gc", "--data-dir", server.data_dir().to_str().unwrap(), "--config", cfg.path().to_str().unwrap()])
+            .args(["--as-of", &as_of.to_string()])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // Three days on, nothing is past seven days of retention.
+    assert!(gc(now + 3 * day, &[]).contains("expired 0 steps"));
+    // Ten days on: a dry run lists the ended step and deletes nothing.
+    let dry = gc(now + 10 * day, &["--dry-run"]);
+    assert!(dry.contains(&format!("would expire {job}/old")) && dry.contains("would expire 1 steps"), "{dry}");
+    assert_eq!(server.output(&job, "old", None).body, data);
+    // The real sweep deletes it; the running step stays.
+    let swept = gc(now + 10 * day, &[]);
+    assert!(swept.contains(&format!("expired {job}/old ({} bytes)", data.len())), "{swept}");
+    assert!(segment_files(&server, &job, "old").is_empty(), "segment objects were not deleted");
+    let r = server.output(&job, "old", None);
+    assert_eq!(r.status, 410);
+    assert!(String::from_utf8_lossy(&r.body).contains("expired"), "{}", String::from_utf8_lossy(&r.body));
+    let tail = std::process::Command::new(BIN)
+        .args(["tail", "--server", &server.url(), "--job", &job, "--step", "old"])
+        .env("TAILRACE_TOKEN", server.admin_token())
+        .output()
+        .unwrap();
+    assert!(!tail.status.success() && String::from_utf8_lossy(&tail.stderr).contains("410"), "{}", String::from_utf8_lossy(&tail.stderr));
+    assert_eq!(server.output(&job, "running", None).body, b"still here\n");
+    let _ = running.kill();
+    let _ = running.wait();
+}

@@ -31,6 +31,11 @@ impl Source {
     async fn archived(state: &AppState, key: &StepKey) -> Result<Self, ApiError> {
         let not_found = || ApiError::NotFound(format!("no output stored for step {key}"));
         let step = state.core.meta.step(&key.job, &key.step).await?.ok_or_else(not_found)?;
+        if let Some(at) = step.expired_at_ms {
+            return Err(ApiError::Gone(format!(
+                "the output of step {key} expired and was deleted by the retention policy (at {at} ms since the epoch)"
+            )));
+        }
         let (Some(_), Some(fields)) = (step.archived_at_ms, step.end.as_ref()) else {
             return Err(not_found());
         };

@@ -89,6 +89,7 @@ pub struct ArchiveMetrics {
     pub stored_bytes: AtomicU64,
     pub failures: AtomicU64,
     pub read_bytes: AtomicU64,
+    pub expired: AtomicU64,
 }
 
 impl ArchiveMetrics {
@@ -100,6 +101,7 @@ impl ArchiveMetrics {
             ("tailrace_archive_stored_bytes_total", "Bytes uploaded to the object store.", &self.stored_bytes),
             ("tailrace_archive_failures_total", "Archiving attempts that failed and will be retried.", &self.failures),
             ("tailrace_archive_read_bytes_total", "Output bytes served from the archive.", &self.read_bytes),
+            ("tailrace_archive_expired_steps_total", "Steps whose output retention deleted.", &self.expired),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));
         }
@@ -150,7 +152,7 @@ impl Archive {
             .step(&key.job, &key.step)
             .await?
             .ok_or_else(|| ArchiveError::State(format!("step {key} is not in the metadata store")))?;
-        if step.archived_at_ms.is_some() {
+        if step.archived_at_ms.is_some() || step.expired_at_ms.is_some() {
             return Ok(self.live.release(key).await?);
         }
         let end = step.end.ok_or_else(|| ArchiveError::State(format!("step {key} has not ended")))?;
@@ -249,6 +251,39 @@ impl Archive {
         }
         self.metrics.read_bytes.fetch_add(n as u64, Relaxed);
         Ok(Bytes::from(plain).slice(s..s + n))
+    }
+
+    /// Deletes the output of every step that ended before `cutoff_ms`: its segment objects, its
+    /// live bytes (if archiving never happened), then its manifest. With `dry_run`, only lists
+    /// them. Returns the steps (and the bytes of output) expired.
+    pub async fn expire(&self, cutoff_ms: u64, dry_run: bool) -> Result<Vec<(StepKey, u64)>, ArchiveError> {
+        let mut done = Vec::new();
+        loop {
+            let batch = self.meta.expiry_candidates(cutoff_ms, 256).await?;
+            if batch.is_empty() {
+                return Ok(done);
+            }
+            let last_batch = batch.len() < 256;
+            for (job, step) in batch {
+                let key = StepKey::new(job, step);
+                let len = self.meta.step(&key.job, &key.step).await?.and_then(|s| s.length).unwrap_or(0);
+                if !dry_run {
+                    for seg in self.meta.segments(&key.job, &key.step).await? {
+                        match self.store.delete(&ObjectPath::from(seg.key.as_str())).await {
+                            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    self.live.release(&key).await?;
+                    self.meta.mark_expired(&key.job, &key.step).await?;
+                    self.metrics.expired.fetch_add(1, Relaxed);
+                }
+                done.push((key, len));
+            }
+            if dry_run || last_batch {
+                return Ok(done);
+            }
+        }
     }
 
     /// Archives steps as they end (sent on `ended`), and every `sweep_every` catches up on

@@ -49,6 +49,8 @@ pub struct Step {
     pub length: Option<u64>,
     /// When the step's output moved to the archive (object store); `None` while in the live tier.
     pub archived_at_ms: Option<u64>,
+    /// When the step's output was deleted by retention; readers get `410 Gone` after that.
+    pub expired_at_ms: Option<u64>,
     #[serde(flatten)]
     pub end: Option<StepEndFields>,
 }
@@ -123,6 +125,11 @@ pub trait MetaStore: Send + Sync + 'static {
     fn segments<'a>(&'a self, job: &'a JobId, step: &'a StepId) -> BoxFuture<'a, Result<Vec<Segment>, MetaError>>;
     /// Steps that ended but are not archived yet, oldest first, at most `limit`.
     fn ended_unarchived(&self, limit: usize) -> BoxFuture<'_, Result<Vec<(JobId, StepId)>, MetaError>>;
+    /// Steps that ended before `cutoff_ms` and are not expired yet, at most `limit`.
+    fn expiry_candidates(&self, cutoff_ms: u64, limit: usize) -> BoxFuture<'_, Result<Vec<(JobId, StepId)>, MetaError>>;
+    /// Marks a step's output expired and forgets its segment manifest (call after deleting the
+    /// objects, so that no object outlives its manifest).
+    fn mark_expired<'a>(&'a self, job: &'a JobId, step: &'a StepId) -> BoxFuture<'a, Result<(), MetaError>>;
 }
 
 /// Checks a project slug: `vcs/org/repo`-like, 1 to 200 of `[A-Za-z0-9._/-]`.
@@ -217,5 +224,13 @@ pub mod conformance {
         assert_eq!(store.segments(&a1.id, &s2).await.unwrap(), vec![seg(0, 0), seg(1, 5)]);
         assert!(store.ended_unarchived(10).await.unwrap().is_empty());
         assert!(store.step(&a1.id, &s2).await.unwrap().unwrap().archived_at_ms.is_some());
+
+        // Expiry: by end time, once.
+        assert!(store.expiry_candidates(7, 10).await.unwrap().is_empty(), "ended at 8, not before 7");
+        assert_eq!(store.expiry_candidates(9, 10).await.unwrap(), vec![(a1.id.clone(), s2.clone())]);
+        store.mark_expired(&a1.id, &s2).await.unwrap();
+        assert!(store.expiry_candidates(9, 10).await.unwrap().is_empty());
+        assert!(store.segments(&a1.id, &s2).await.unwrap().is_empty());
+        assert!(store.step(&a1.id, &s2).await.unwrap().unwrap().expired_at_ms.is_some());
     }
 }

@@ -48,6 +48,11 @@ CREATE TABLE segments (
     PRIMARY KEY (job_id, step_id, seq)
 );
 CREATE INDEX steps_to_archive ON steps (started_at_ms) WHERE end_json IS NOT NULL AND archived_at_ms IS NULL;
+"#, r#"
+ALTER TABLE steps ADD COLUMN ended_at_ms INTEGER;
+ALTER TABLE steps ADD COLUMN expired_at_ms INTEGER;
+UPDATE steps SET ended_at_ms = json_extract(end_json, '$.ended_at_ms') WHERE end_json IS NOT NULL;
+CREATE INDEX steps_to_expire ON steps (ended_at_ms) WHERE expired_at_ms IS NULL;
 "#];
 
 /// SQLite behind a mutex; every call runs on the blocking pool.
@@ -133,11 +138,12 @@ fn step_from_row(job: &JobId, r: &Row<'_>) -> rusqlite::Result<Step> {
         started_at_ms: r.get(3)?,
         length: r.get(5)?,
         archived_at_ms: r.get(6)?,
+        expired_at_ms: r.get(7)?,
         end,
     })
 }
 
-const STEP_COLS: &str = "step_id, name, status, started_at_ms, end_json, length, archived_at_ms";
+const STEP_COLS: &str = "step_id, name, status, started_at_ms, end_json, length, archived_at_ms, expired_at_ms";
 
 fn new_job_id() -> String {
     let bytes: [u8; 16] = rand::random();
@@ -233,10 +239,11 @@ impl MetaStore for SqliteMeta {
         let status = end.status.as_str();
         let json = serde_json::to_string(&StepEndFields::from(end)).unwrap_or_default();
         let length = end.length;
+        let ended_at = end.ended_at_ms;
         Box::pin(self.call(move |c| {
             c.execute(
-                "UPDATE steps SET status = ?3, end_json = ?4, length = ?5 WHERE job_id = ?1 AND step_id = ?2",
-                params![job.as_str(), step.as_str(), status, json, length],
+                "UPDATE steps SET status = ?3, end_json = ?4, length = ?5, ended_at_ms = ?6 WHERE job_id = ?1 AND step_id = ?2",
+                params![job.as_str(), step.as_str(), status, json, length, ended_at],
             )
             .map_err(backend)?;
             Ok(())
@@ -314,12 +321,46 @@ impl MetaStore for SqliteMeta {
         }))
     }
 
+    fn expiry_candidates(&self, cutoff_ms: u64, limit: usize) -> BoxFuture<'_, Result<Vec<(JobId, StepId)>, MetaError>> {
+        Box::pin(self.call(move |c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT job_id, step_id FROM steps WHERE ended_at_ms < ?1 AND expired_at_ms IS NULL
+                     ORDER BY ended_at_ms LIMIT ?2",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![cutoff_ms, limit as i64], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(backend)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (j, s) = row.map_err(backend)?;
+                out.push((JobId::new(j).map_err(backend)?, StepId::new(s).map_err(backend)?));
+            }
+            Ok(out)
+        }))
+    }
+
+    fn mark_expired<'a>(&'a self, job: &'a JobId, step: &'a StepId) -> BoxFuture<'a, Result<(), MetaError>> {
+        let (job, step) = (job.clone(), step.clone());
+        Box::pin(self.call(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            tx.execute("DELETE FROM segments WHERE job_id = ?1 AND step_id = ?2", [job.as_str(), step.as_str()]).map_err(backend)?;
+            tx.execute(
+                "UPDATE steps SET expired_at_ms = ?3 WHERE job_id = ?1 AND step_id = ?2",
+                params![job.as_str(), step.as_str(), now_ms()],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)
+        }))
+    }
+
     fn ended_unarchived(&self, limit: usize) -> BoxFuture<'_, Result<Vec<(JobId, StepId)>, MetaError>> {
         Box::pin(self.call(move |c| {
             let mut stmt = c
                 .prepare(
                     "SELECT job_id, step_id FROM steps WHERE end_json IS NOT NULL AND archived_at_ms IS NULL
-                     ORDER BY started_at_ms LIMIT ?1",
+                     AND expired_at_ms IS NULL ORDER BY started_at_ms LIMIT ?1",
                 )
                 .map_err(backend)?;
             let rows = stmt
