@@ -183,3 +183,30 @@ fn expired_output_is_deleted_and_answers_410() {
     let _ = running.kill();
     let _ = running.wait();
 }
+
+/// The whole-job download concatenates every step (archived or running) under a header line;
+/// `?offset=&length=` reads a range like the Range header does.
+#[test]
+fn whole_job_download_and_query_ranges() {
+    let server = Server::start();
+    let (job, token) = server.create_job();
+    stream_step(&server, &job, &token, "first", b"one\ntwo\n");
+    wait_until("archived", 60, || archived(&server, &job, "first"));
+    let mut running = agent(&server.url(), &token, &job, "second", &["--quiet"], &["sh", "-c", "printf 'three\\n'; sleep 30"]).spawn().unwrap();
+    wait_until("second step output", 60, || server.step_len(&job, "second") == 6);
+    let r = http_get(&server.url(), &format!("/api/v1/jobs/{job}/output"), Some(&server.admin_token()), None).unwrap();
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8(r.body).unwrap();
+    assert_eq!(
+        text,
+        "==> step first (cat /dev/stdin): success, 8 bytes <==\none\ntwo\n\n==> step second (sh -c printf 'three\\n'; sleep 30): running, 6 bytes <==\nthree\n\n"
+            .replace("cat /dev/stdin", &server.step(&job, "first").unwrap()["name"].as_str().unwrap().to_string())
+    );
+    let path = format!("/api/v1/jobs/{job}/steps/first/output?offset=4&length=3");
+    let r = http_get(&server.url(), &path, Some(&server.admin_token()), None).unwrap();
+    assert_eq!((r.status, r.body.as_slice()), (206, &b"two"[..]));
+    let path = format!("/api/v1/jobs/{job}/steps/first/output?offset=9");
+    assert_eq!(http_get(&server.url(), &path, Some(&server.admin_token()), None).unwrap().status, 416);
+    let _ = running.kill();
+    let _ = running.wait();
+}

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod job_output;
 pub mod jobs;
 pub mod ops;
 pub mod output;
@@ -56,6 +57,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/tokens", post(jobs::create_read_token))
         .route("/api/v1/jobs/{job}", get(jobs::get_job))
         .route("/api/v1/jobs/{job}/steps", get(jobs::list_steps))
+        .route("/api/v1/jobs/{job}/output", get(job_output::get_job_output))
         .route("/api/v1/jobs/{job}/steps/{step}/output", get(output::get_output))
         .route("/api/v1/jobs/{job}/steps/{step}/tail", get(tail::tail))
         .with_state(state.clone());

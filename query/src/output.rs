@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use tailrace_protocol::StepId;
@@ -58,21 +58,42 @@ pub fn parse_range(value: &str, len: u64) -> Result<(u64, u64), String> {
     Ok((start, end))
 }
 
+/// `?offset=N&length=M`: the same as `Range: bytes=N-(N+M-1)`, for clients that cannot set headers.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputQuery {
+    pub offset: Option<u64>,
+    pub length: Option<u64>,
+}
+
 pub async fn get_output(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((job, step)): Path<(String, String)>,
+    Query(q): Query<OutputQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = readable_step(&state, &caller, &job, &step).await?;
     let mut source = Source::open(&state, &key).await?;
     let (len, end) = source.snapshot();
     let ended = end.is_some();
-    let range = match headers.get(header::RANGE) {
-        Some(v) => {
-            let v = v.to_str().map_err(|_| ApiError::BadRequest("Range header is not ASCII".into()))?;
-            Some(parse_range(v, len).map_err(|m| ApiError::RangeNotSatisfiable(m, len))?)
+    let spec = match (headers.get(header::RANGE), q.offset, q.length) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+            return Err(ApiError::BadRequest("use either a Range header or ?offset=&length=, not both".into()));
         }
+        (Some(v), None, None) => Some(v.to_str().map_err(|_| ApiError::BadRequest("Range header is not ASCII".into()))?.to_string()),
+        (None, None, None) => None,
+        (None, offset, length) => {
+            let offset = offset.unwrap_or(0);
+            match length {
+                Some(0) => return Err(ApiError::BadRequest("length must be at least 1".into())),
+                Some(n) => Some(format!("bytes={offset}-{}", offset.saturating_add(n - 1))),
+                None => Some(format!("bytes={offset}-")),
+            }
+        }
+    };
+    let range = match spec {
+        Some(v) => Some(parse_range(&v, len).map_err(|m| ApiError::RangeNotSatisfiable(m, len))?),
         None => None,
     };
     let (start, end) = range.unwrap_or((0, len));
@@ -89,7 +110,19 @@ pub async fn get_output(
             .status(StatusCode::PARTIAL_CONTENT)
             .header(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes {start}-{}/{total}", end - 1)).map_err(|e| ApiError::Internal(e.to_string()))?);
     }
-    let stream = futures_util::stream::unfold((state, key, source, start), move |(state, key, mut source, pos)| async move {
+    let stream = byte_stream(state, key, source, start, end);
+    resp.body(Body::from_stream(stream)).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// The bytes `[start, end)` of a step as a body stream, read in chunks from wherever they are.
+pub fn byte_stream(
+    state: Arc<AppState>,
+    key: StepKey,
+    source: Source,
+    start: u64,
+    end: u64,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
+    futures_util::stream::unfold((state, key, source, start), move |(state, key, mut source, pos)| async move {
         if pos >= end {
             return None;
         }
@@ -103,8 +136,7 @@ pub async fn get_output(
             Ok(_) => Some((Err(std::io::Error::other("output shrank while being read")), (state, key, source, end))),
             Err(e) => Some((Err(std::io::Error::other(e.to_string())), (state, key, source, end))),
         }
-    });
-    resp.body(Body::from_stream(stream)).map_err(|e| ApiError::Internal(e.to_string()))
+    })
 }
 
 #[cfg(test)]
