@@ -26,6 +26,9 @@ use crate::live::{LiveError, LiveTier, StepKey};
 use crate::meta::{MetaError, MetaStore, Segment};
 use crate::segment::{compress_frame, covering, decompress_frames, seek_table, SegmentError, FRAME_INPUT};
 
+/// Bytes read from the live tier at once while archiving (a whole number of frames).
+const READ_BLOCK: usize = 16 * FRAME_INPUT;
+
 /// How segments are written.
 #[derive(Debug, Clone)]
 pub struct ArchiveConfig {
@@ -89,6 +92,7 @@ pub struct ArchiveMetrics {
     pub stored_bytes: AtomicU64,
     pub failures: AtomicU64,
     pub read_bytes: AtomicU64,
+    pub fetched_bytes: AtomicU64,
     pub expired: AtomicU64,
 }
 
@@ -101,6 +105,7 @@ impl ArchiveMetrics {
             ("tailrace_archive_stored_bytes_total", "Bytes uploaded to the object store.", &self.stored_bytes),
             ("tailrace_archive_failures_total", "Archiving attempts that failed and will be retried.", &self.failures),
             ("tailrace_archive_read_bytes_total", "Output bytes served from the archive.", &self.read_bytes),
+            ("tailrace_archive_fetched_bytes_total", "Compressed bytes fetched from the object store to serve reads.", &self.fetched_bytes),
             ("tailrace_archive_expired_steps_total", "Steps whose output retention deleted.", &self.expired),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));
@@ -181,9 +186,16 @@ impl Archive {
             let mut hasher = StreamHasher::new();
             let mut stored = 0u64;
             let mut pos = start;
+            // Read the live tier in blocks of several frames: fewer, larger reads.
+            let mut block = Bytes::new();
             while pos < start + len {
                 let want = (FRAME_INPUT as u64).min(start + len - pos) as usize;
-                let raw = self.read_live_exact(key, pos, want).await?;
+                if block.is_empty() {
+                    let block_len = (READ_BLOCK as u64).min(start + len - pos) as usize;
+                    block = Bytes::from(self.read_live_exact(key, pos, block_len).await?);
+                }
+                let raw = block.split_to(want.min(block.len()));
+                let want = raw.len();
                 hasher.update(&raw);
                 let (compressed, entry) = {
                     let _slot = self.pool.acquire().await.map_err(|e| ArchiveError::State(e.to_string()))?;
@@ -240,6 +252,7 @@ impl Archive {
         let end = (rel + max as u64).min(seg.length);
         let span = covering(&seg.frames, rel, end);
         let raw = self.store.get_range(&ObjectPath::from(seg.key.as_str()), span.object_range.clone()).await?;
+        self.metrics.fetched_bytes.fetch_add(raw.len() as u64, Relaxed);
         let frames = span.frames;
         let plain = tokio::task::spawn_blocking(move || decompress_frames(&raw, &frames))
             .await
