@@ -80,7 +80,7 @@ impl Default for ServeConfig {
             archive_bucket: None,
             archive_endpoint: None,
             archive_region: None,
-            archive_level: 3,
+            archive_level: 1,
             archive_segment_mib: 256,
             retention_logs_days: None,
             expiry_sweep_secs: 3600,

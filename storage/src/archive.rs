@@ -50,7 +50,7 @@ pub struct ArchiveConfig {
 impl Default for ArchiveConfig {
     fn default() -> Self {
         Self {
-            level: 3,
+            level: 1,
             segment_bytes: 256 * 1024 * 1024,
             part_bytes: 8 * 1024 * 1024,
             compress_threads: 2,
