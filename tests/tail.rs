@@ -138,3 +138,40 @@ async fn project_tokens_read_their_project_only() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not allow writing"));
 }
+
+/// The live → archive seam: a tail started at byte 0 reads slowly while the step ends and the
+/// archiver moves (and releases) the very bytes it is reading; ranged GETs run meanwhile.
+/// Every byte arrives once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_tail_crosses_the_archive_seam_without_a_gap() {
+    let server = Server::start();
+    let (job, token) = server.create_job();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = awkward_bytes(67, 16 << 20);
+    let parts = write_parts(tmp.path(), &data, 2);
+    let script = cat_with_pauses(&parts, 0.5);
+    let run = agent(&server.url(), &token, &job, "s", &["--quiet"], &["sh", "-c", &script]).stderr(Stdio::piped()).spawn().unwrap();
+    let (s, j) = (&server, job.clone());
+    tokio::task::block_in_place(|| wait_until("first bytes", 60, || s.step_len(&j, "s") > 0));
+    let mut ws = connect(&server, &job, "s", 0, &server.admin_token()).await.unwrap();
+    let (mut offset, mut got) = (0u64, Vec::new());
+    // Read a few messages, then stall until the step is archived under us.
+    assert!(!read(&mut ws, &mut offset, &mut got, 4).await);
+    let out = tokio::task::block_in_place(|| wait_output(run, 120));
+    assert!(out.status.success());
+    let archived = || s.step(&j, "s").is_some_and(|st| st["archived_at_ms"].is_u64());
+    tokio::task::block_in_place(|| wait_until("archived", 60, archived));
+    assert!((offset as usize) < data.len(), "the tail must still be mid-way when the archive takes over");
+    // Ranged reads during and after the move agree too.
+    let r = server.output(&job, "s", Some(&format!("bytes={offset}-{}", offset + 99_999)));
+    assert!(r.body == data[offset as usize..offset as usize + 100_000]);
+    assert!(read(&mut ws, &mut offset, &mut got, usize::MAX).await);
+    assert!(got == data, "the tail across the seam differs");
+    let metrics = String::from_utf8(http_get(&server.url(), "/metrics", None, None).unwrap().body).unwrap();
+    let from_archive: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tailrace_archive_read_bytes_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(from_archive > 100_000, "the tail never read from the archive ({from_archive} bytes): the seam was not crossed");
+}
