@@ -210,3 +210,53 @@ fn whole_job_download_and_query_ranges() {
     let _ = running.kill();
     let _ = running.wait();
 }
+
+/// `?lines=A-B` returns whole lines, from the live tier (by scanning) and from the archive (by
+/// the per-frame line index), with the byte offset of the first line in `tailrace-offset`.
+#[test]
+fn lines_are_served_from_live_and_archived_output() {
+    let server = Server::start();
+    let (job, token) = server.create_job();
+    let tmp = tempfile::tempdir().unwrap();
+    // ~3.9 MB of numbered lines of varying length: many 256 KiB frames.
+    let mut text = String::new();
+    for i in 1..=200_000u32 {
+        text.push_str(&format!("line {i} {}\n", "x".repeat((i % 17) as usize)));
+    }
+    let file = tmp.path().join("lines");
+    std::fs::write(&file, &text).unwrap();
+    let script = format!("cat '{}'; sleep 2", file.display());
+    let run = agent(&server.url(), &token, &job, "s", &["--quiet"], &["sh", "-c", &script]).spawn().unwrap();
+    wait_until("all lines streamed", 60, || server.step_len(&job, "s") == text.len() as u64);
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let check = |spec: &str, first: usize, last: usize| {
+        let path = format!("/api/v1/jobs/{job}/steps/s/output?lines={spec}");
+        let r = http_get(&server.url(), &path, Some(&server.admin_token()), None).unwrap();
+        assert_eq!(r.status, 200, "{spec}: {}", String::from_utf8_lossy(&r.body));
+        let expected: String = lines[first - 1..last].concat();
+        assert!(r.body == expected.as_bytes(), "lines {spec} differ");
+        let offset: usize = lines[..first - 1].iter().map(|l| l.len()).sum();
+        assert_eq!(r.header("tailrace-offset"), Some(offset.to_string().as_str()));
+    };
+    let all = lines.len();
+    let mut cases = vec![("1-3".to_string(), 1, 3), ("7".into(), 7, 7), ("199990-".into(), 199_990, all), (format!("1-{}", all + 5), 1, all)];
+    // Lines around every frame boundary of the first few frames.
+    let mut offset = 0usize;
+    for (n, l) in lines.iter().enumerate() {
+        if offset / (256 * 1024) != (offset + l.len()) / (256 * 1024) && n < 60_000 {
+            cases.push((format!("{}-{}", n, n + 2), n, n + 2));
+        }
+        offset += l.len();
+    }
+    for (spec, a, b) in &cases {
+        check(spec, *a, *b); // live tier
+    }
+    let path = format!("/api/v1/jobs/{job}/steps/s/output?lines={}", all + 1);
+    assert_eq!(http_get(&server.url(), &path, Some(&server.admin_token()), None).unwrap().status, 416);
+    let out = wait_output(run, 60);
+    assert!(out.status.success());
+    wait_until("archived", 60, || archived(&server, &job, "s"));
+    for (spec, a, b) in &cases {
+        check(spec, *a, *b); // archive
+    }
+}

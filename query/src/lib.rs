@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 pub mod job_output;
 pub mod jobs;
+pub mod lines;
 pub mod ops;
 pub mod output;
 pub mod server;

@@ -14,6 +14,7 @@ use tailrace_storage::StepKey;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::jobs::readable_job;
+use crate::lines::{after_newline, parse_lines};
 use crate::source::Source;
 use crate::AppState;
 
@@ -64,6 +65,8 @@ pub fn parse_range(value: &str, len: u64) -> Result<(u64, u64), String> {
 pub struct OutputQuery {
     pub offset: Option<u64>,
     pub length: Option<u64>,
+    /// `A-B`, `A-` or `A`: whole lines, counted from 1.
+    pub lines: Option<String>,
 }
 
 pub async fn get_output(
@@ -77,6 +80,28 @@ pub async fn get_output(
     let mut source = Source::open(&state, &key).await?;
     let (len, end) = source.snapshot();
     let ended = end.is_some();
+    if let Some(lines) = q.lines.as_deref() {
+        if headers.contains_key(header::RANGE) || q.offset.is_some() || q.length.is_some() {
+            return Err(ApiError::BadRequest("use ?lines= on its own, without Range or ?offset=".into()));
+        }
+        let r = parse_lines(lines).map_err(ApiError::BadRequest)?;
+        let start = after_newline(&state, &key, &mut source, r.first - 1)
+            .await?
+            .filter(|&s| s < len || (s == len && r.first == 1))
+            .ok_or_else(|| ApiError::RangeNotSatisfiable(format!("the output has fewer than {} lines", r.first), len))?;
+        let stop = match r.last {
+            Some(last) => after_newline(&state, &key, &mut source, last).await?.unwrap_or(len).min(len),
+            None => len,
+        };
+        return Response::builder()
+            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .header(header::CONTENT_LENGTH, stop - start)
+            .header("x-content-type-options", "nosniff")
+            .header("tailrace-offset", start)
+            .header("tailrace-step-status", if ended { "ended" } else { "running" })
+            .body(Body::from_stream(byte_stream(state, key, source, start, stop)))
+            .map_err(|e| ApiError::Internal(e.to_string()));
+    }
     let spec = match (headers.get(header::RANGE), q.offset, q.length) {
         (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
             return Err(ApiError::BadRequest("use either a Range header or ?offset=&length=, not both".into()));

@@ -183,6 +183,7 @@ impl Archive {
         let mut writer = WriteMultipart::new_with_chunk_size(upload, self.cfg.part_bytes);
         let result = async {
             let mut frames = Vec::new();
+            let mut frame_lines = Vec::new();
             let mut hasher = StreamHasher::new();
             let mut stored = 0u64;
             let mut pos = start;
@@ -197,6 +198,7 @@ impl Archive {
                 let raw = block.split_to(want.min(block.len()));
                 let want = raw.len();
                 hasher.update(&raw);
+                frame_lines.push(raw.iter().filter(|&&b| b == b'\n').count() as u32);
                 let (compressed, entry) = {
                     let _slot = self.pool.acquire().await.map_err(|e| ArchiveError::State(e.to_string()))?;
                     let level = self.cfg.level;
@@ -213,10 +215,10 @@ impl Archive {
             let table = seek_table(&frames);
             stored += table.len() as u64;
             writer.put(Bytes::from(table));
-            Ok::<_, ArchiveError>((frames, hasher, stored))
+            Ok::<_, ArchiveError>((frames, frame_lines, hasher, stored))
         }
         .await;
-        let (frames, hasher, stored) = match result {
+        let (frames, frame_lines, hasher, stored) = match result {
             Ok(r) => r,
             Err(e) => {
                 let _ = writer.abort().await;
@@ -227,7 +229,7 @@ impl Archive {
         self.metrics.segments.fetch_add(1, Relaxed);
         self.metrics.raw_bytes.fetch_add(len, Relaxed);
         self.metrics.stored_bytes.fetch_add(stored, Relaxed);
-        Ok(Segment { seq, start, length: len, key: path.to_string(), compressed: stored, checksum: hasher.hex(), frames })
+        Ok(Segment { seq, start, length: len, key: path.to_string(), compressed: stored, checksum: hasher.hex(), frames, frame_lines })
     }
 
     async fn read_live_exact(&self, key: &StepKey, offset: u64, len: usize) -> Result<Vec<u8>, ArchiveError> {

@@ -89,6 +89,9 @@ pub struct Segment {
     /// xxh3-64 of the segment's decompressed bytes.
     pub checksum: String,
     pub frames: Vec<crate::segment::FrameEntry>,
+    /// Newlines in each frame (the sparse line index); empty for segments written without it.
+    #[serde(default)]
+    pub frame_lines: Vec<u32>,
 }
 
 /// Why the metadata store failed.
@@ -218,6 +221,7 @@ pub mod conformance {
             compressed: 3,
             checksum: "c".into(),
             frames: vec![crate::segment::FrameEntry { compressed: 3, decompressed: 5 }],
+            frame_lines: vec![seq + 1],
         };
         store.record_archive(&a1.id, &s2, &[seg(0, 0), seg(1, 5), seg(2, 10)]).await.unwrap();
         store.record_archive(&a1.id, &s2, &[seg(0, 0), seg(1, 5)]).await.unwrap();

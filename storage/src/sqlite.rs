@@ -53,6 +53,8 @@ ALTER TABLE steps ADD COLUMN ended_at_ms INTEGER;
 ALTER TABLE steps ADD COLUMN expired_at_ms INTEGER;
 UPDATE steps SET ended_at_ms = json_extract(end_json, '$.ended_at_ms') WHERE end_json IS NOT NULL;
 CREATE INDEX steps_to_expire ON steps (ended_at_ms) WHERE expired_at_ms IS NULL;
+"#, r#"
+ALTER TABLE segments ADD COLUMN frame_lines BLOB;
 "#];
 
 /// SQLite behind a mutex; every call runs on the blocking pool.
@@ -281,8 +283,19 @@ impl MetaStore for SqliteMeta {
             tx.execute("DELETE FROM segments WHERE job_id = ?1 AND step_id = ?2", [job.as_str(), step.as_str()]).map_err(backend)?;
             for s in &segments {
                 tx.execute(
-                    "INSERT INTO segments VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                    params![job.as_str(), step.as_str(), s.seq, s.start, s.length, s.key, s.compressed, s.checksum, frames_to_blob(&s.frames)],
+                    "INSERT INTO segments VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    params![
+                        job.as_str(),
+                        step.as_str(),
+                        s.seq,
+                        s.start,
+                        s.length,
+                        s.key,
+                        s.compressed,
+                        s.checksum,
+                        frames_to_blob(&s.frames),
+                        s.frame_lines.iter().flat_map(|n| n.to_le_bytes()).collect::<Vec<u8>>()
+                    ],
                 )
                 .map_err(backend)?;
             }
@@ -300,7 +313,7 @@ impl MetaStore for SqliteMeta {
         Box::pin(self.call(move |c| {
             let mut stmt = c
                 .prepare(
-                    "SELECT seq, start_offset, length, object_key, compressed, checksum, frames FROM segments
+                    "SELECT seq, start_offset, length, object_key, compressed, checksum, frames, frame_lines FROM segments
                      WHERE job_id = ?1 AND step_id = ?2 ORDER BY seq",
                 )
                 .map_err(backend)?;
@@ -314,6 +327,12 @@ impl MetaStore for SqliteMeta {
                         compressed: r.get(4)?,
                         checksum: r.get(5)?,
                         frames: frames_from_blob(&r.get::<_, Vec<u8>>(6)?),
+                        frame_lines: r
+                            .get::<_, Option<Vec<u8>>>(7)?
+                            .unwrap_or_default()
+                            .chunks_exact(4)
+                            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                            .collect(),
                     })
                 })
                 .map_err(backend)?;
