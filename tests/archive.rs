@@ -260,3 +260,55 @@ fn lines_are_served_from_live_and_archived_output() {
         check(spec, *a, *b); // archive
     }
 }
+
+/// An agent that lost the END confirmation reconnects after its step was archived: the server
+/// confirms a matching END from the record, refuses other content, and never recreates the
+/// step in the live tier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_after_archiving_is_answered_from_the_record() {
+    use bytes::{Bytes, BytesMut};
+    use tailrace_agent::client::Server as ApiServer;
+    use tailrace_agent::transport::{Connector, TransportChoice};
+    use tailrace_protocol::{Accept, Data, Decoder, End, EndReason, ErrorKind, Frame, JobId, Open, StepId, StreamHasher, StreamTag};
+    use tokio::io::AsyncReadExt;
+
+    let server = Server::start();
+    let (job, token) = server.create_job();
+    tokio::task::block_in_place(|| stream_step(&server, &job, &token, "s", b"hello\n"));
+    let (srv, j) = (&server, job.clone());
+    tokio::task::block_in_place(|| wait_until("archived", 60, || archived(srv, &j, "s")));
+    let mut h = StreamHasher::new();
+    h.update(b"hello\n");
+    let end = |checksum: String| Frame::End(End { exit_code: Some(0), reason: EndReason::Exited, duration_ms: 1, length: 6, checksum });
+    let open = Frame::Open(Open { job: JobId::new(job.clone()).unwrap(), step: StepId::new("s").unwrap(), name: String::new(), token: token.clone() });
+    let exchange = |frames: Vec<Frame>| {
+        let url = server.url();
+        async move {
+            let mut c = Connector::new(ApiServer::parse(&url).unwrap(), TransportChoice::Http2, None);
+            let mut s = c.open().await.unwrap();
+            let mut wire: Vec<Bytes> = frames.iter().map(Frame::to_bytes).collect();
+            s.tx.send(&mut wire).await.unwrap();
+            s.tx.finish();
+            let mut buf = BytesMut::new();
+            let mut got = Vec::new();
+            loop {
+                while let Ok(Some(f)) = Decoder::default().decode(&mut buf) {
+                    got.push(f);
+                }
+                if s.rx.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                    return got;
+                }
+            }
+        }
+    };
+    let ok = exchange(vec![open.clone(), end(h.hex())]).await;
+    assert_eq!(ok.first(), Some(&Frame::Accept(Accept { hwm: 6, ended: true })));
+    assert!(matches!(ok.last(), Some(Frame::End(_))), "{ok:?}");
+    let wrong = exchange(vec![open.clone(), end("0000000000000000".into())]).await;
+    assert!(matches!(wrong.last(), Some(Frame::Error(e)) if e.kind == ErrorKind::Conflict), "{wrong:?}");
+    let more = Frame::Data(Data { offset: 6, timestamp_us: 0, stream: StreamTag::Stdout, bytes: Bytes::from_static(b"more") });
+    let extra = exchange(vec![open, more]).await;
+    assert!(matches!(extra.last(), Some(Frame::Error(e)) if e.kind == ErrorKind::Conflict), "{extra:?}");
+    assert!(!server.data_dir().join(format!("live/{job}/s.log")).exists(), "the released step was recreated in the live tier");
+    assert_eq!(server.output(&job, "s", None).body, b"hello\n");
+}

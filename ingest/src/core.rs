@@ -131,8 +131,13 @@ impl IngestCore {
         decoder: &Decoder,
         out: FrameSink,
     ) -> Result<Outcome, LiveError> {
-        if let Err(e) = self.meta.open_step(&key.job, &key.step, name).await {
-            return Ok(Outcome::Refused(ErrorKind::Unavailable, format!("could not record step: {e}")));
+        let step = match self.meta.open_step(&key.job, &key.step, name).await {
+            Ok(step) => step,
+            Err(e) => return Ok(Outcome::Refused(ErrorKind::Unavailable, format!("could not record step: {e}"))),
+        };
+        if step.archived_at_ms.is_some() || step.expired_at_ms.is_some() {
+            // The live tier released this step: answer from the record, never recreate it there.
+            return self.serve_released_step(key, &step, &mut reader, &mut buf, decoder, &out).await;
         }
         let progress = self.live.open(key).await?;
         let accept = Frame::Accept(Accept { hwm: progress.durable, ended: progress.end.is_some() });
@@ -150,6 +155,46 @@ impl IngestCore {
             Ok(Some(end)) => self.finish(key, end, &out).await,
             Ok(None) => Ok(Outcome::Disconnected),
             Err(outcome) => Ok(outcome),
+        }
+    }
+
+    /// A reconnecting agent of a step that already ended and left the live tier (its END echo
+    /// was lost): ACCEPT with the verified length, confirm a matching END, refuse anything else.
+    async fn serve_released_step<R: AsyncRead + Unpin>(
+        &self,
+        key: &StepKey,
+        step: &tailrace_storage::Step,
+        reader: &mut R,
+        buf: &mut BytesMut,
+        decoder: &Decoder,
+        out: &FrameSink,
+    ) -> Result<Outcome, LiveError> {
+        let (Some(length), Some(fields)) = (step.length, step.end.as_ref()) else {
+            return Ok(Outcome::Refused(ErrorKind::Protocol, format!("step {key} is archived but has no recorded end")));
+        };
+        if out.send(Frame::Accept(Accept { hwm: length, ended: true }).to_bytes()).await.is_err() {
+            return Ok(Outcome::Disconnected);
+        }
+        loop {
+            match read_frame(reader, buf, decoder).await {
+                Ok(Some(Frame::End(end))) => {
+                    if end.length == length && end.checksum == fields.checksum {
+                        let _ = out.send(Frame::End(end).to_bytes()).await;
+                        return Ok(Outcome::Verified);
+                    }
+                    return Ok(Outcome::Refused(ErrorKind::Conflict, format!("step {key} already ended with other content ({length} bytes, checksum {})", fields.checksum)));
+                }
+                // A resend of bytes the step already holds is harmless; anything past it is not.
+                Ok(Some(Frame::Data(d))) if d.offset.saturating_add(d.bytes.len() as u64) <= length => continue,
+                Ok(Some(Frame::Data(_))) => {
+                    return Ok(Outcome::Refused(ErrorKind::Conflict, format!("step {key} already ended at {length} bytes; no more output is accepted")));
+                }
+                Ok(Some(other)) => {
+                    return Ok(Outcome::Refused(ErrorKind::Protocol, format!("unexpected {} frame from agent", frame_name(&other))));
+                }
+                Ok(None) | Err(ReadError::Io(_)) => return Ok(Outcome::Disconnected),
+                Err(ReadError::Frame(e)) => return Ok(frame_error_outcome(e)),
+            }
         }
     }
 

@@ -281,6 +281,10 @@ impl Archive {
             let last_batch = batch.len() < 256;
             for (job, step) in batch {
                 let key = StepKey::new(job, step);
+                if self.in_flight.lock().contains(&key) {
+                    // Being archived right now: the next sweep expires it.
+                    continue;
+                }
                 let len = self.meta.step(&key.job, &key.step).await?.and_then(|s| s.length).unwrap_or(0);
                 if !dry_run {
                     for seg in self.meta.segments(&key.job, &key.step).await? {
