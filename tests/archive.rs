@@ -145,7 +145,7 @@ fn expired_output_is_deleted_and_answers_410() {
     wait_until("archived", 60, || archived(&server, &job, "old"));
     assert_eq!(segment_files(&server, &job, "old").len(), 1);
     // A step that is still running when the sweep comes.
-    let mut running = agent(&server.url(), &token, &job, "running", &["--quiet"], &["sh", "-c", "echo still here; sleep 30"]).spawn().unwrap();
+    let mut running = spawn_detached(agent(&server.url(), &token, &job, "running", &["--quiet"], &["sh", "-c", "echo still here; sleep 30"]));
     wait_until("running step", 60, || server.step_len(&job, "running") > 0);
 
     let day = 86_400u64;
@@ -192,7 +192,7 @@ fn whole_job_download_and_query_ranges() {
     let (job, token) = server.create_job();
     stream_step(&server, &job, &token, "first", b"one\ntwo\n");
     wait_until("archived", 60, || archived(&server, &job, "first"));
-    let mut running = agent(&server.url(), &token, &job, "second", &["--quiet"], &["sh", "-c", "printf 'three\\n'; sleep 30"]).spawn().unwrap();
+    let mut running = spawn_detached(agent(&server.url(), &token, &job, "second", &["--quiet"], &["sh", "-c", "printf 'three\\n'; sleep 30"]));
     wait_until("second step output", 60, || server.step_len(&job, "second") == 6);
     let r = http_get(&server.url(), &format!("/api/v1/jobs/{job}/output"), Some(&server.admin_token()), None).unwrap();
     assert_eq!(r.status, 200);
@@ -226,7 +226,7 @@ fn lines_are_served_from_live_and_archived_output() {
     let file = tmp.path().join("lines");
     std::fs::write(&file, &text).unwrap();
     let script = format!("cat '{}'; sleep 2", file.display());
-    let run = agent(&server.url(), &token, &job, "s", &["--quiet"], &["sh", "-c", &script]).spawn().unwrap();
+    let run = spawn_detached(agent(&server.url(), &token, &job, "s", &["--quiet"], &["sh", "-c", &script]));
     wait_until("all lines streamed", 60, || server.step_len(&job, "s") == text.len() as u64);
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
     let check = |spec: &str, first: usize, last: usize| {
@@ -311,4 +311,45 @@ async fn a_reconnect_after_archiving_is_answered_from_the_record() {
     assert!(matches!(extra.last(), Some(Frame::Error(e)) if e.kind == ErrorKind::Conflict), "{extra:?}");
     assert!(!server.data_dir().join(format!("live/{job}/s.log")).exists(), "the released step was recreated in the live tier");
     assert_eq!(server.output(&job, "s", None).body, b"hello\n");
+}
+
+/// `?since=T` serves the output read at or after T, from the live tier's time index and from
+/// the archive's per-frame times; it never misses output from after T.
+#[test]
+fn since_serves_output_from_a_point_in_time() {
+    let server = Server::start();
+    let (job, token) = server.create_job();
+    let tmp = tempfile::tempdir().unwrap();
+    let before = awkward_bytes(71, 600 << 10);
+    let after = awkward_bytes(73, 600 << 10);
+    std::fs::write(tmp.path().join("before"), &before).unwrap();
+    std::fs::write(tmp.path().join("after"), &after).unwrap();
+    let script = format!("cat '{0}/before'; sleep 2; cat '{0}/after'; sleep 1", tmp.path().display());
+    let run = agent(&server.url(), &token, &job, "s", &["--quiet"], &["sh", "-c", &script]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_until("first part", 60, || server.step_len(&job, "s") == before.len() as u64);
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    let total = (before.len() + after.len()) as u64;
+    wait_until("second part", 60, || server.step_len(&job, "s") == total);
+    let since = |t: u128| {
+        let r = http_get(&server.url(), &format!("/api/v1/jobs/{job}/steps/s/output?since={t}"), Some(&server.admin_token()), None).unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let offset: usize = r.header("tailrace-offset").unwrap().parse().unwrap();
+        (offset, r.body)
+    };
+    // Live: the pause makes a time point exactly where the second part starts.
+    let (offset, body) = since(t);
+    assert_eq!(offset, before.len(), "exact at a pause");
+    assert!(body == after);
+    let (offset, _) = since(t - 60_000);
+    assert_eq!(offset, 0, "a time before the step gives everything");
+    let out = wait_output(run, 60);
+    assert!(out.status.success());
+    wait_until("archived", 60, || archived(&server, &job, "s"));
+    // Archived: frame resolution (256 KiB), never later than the second part.
+    let (offset, body) = since(t);
+    assert!(offset <= before.len() && before.len() - offset <= 256 << 10, "offset {offset}");
+    assert!(body.ends_with(&after) && body.len() == after.len() + before.len() - offset);
+    let r = http_get(&server.url(), &format!("/api/v1/jobs/{job}/steps/s/output?since=soon"), Some(&server.admin_token()), None).unwrap();
+    assert_eq!(r.status, 400);
 }

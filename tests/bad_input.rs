@@ -101,7 +101,7 @@ fn bad_tokens_are_refused_by_the_cli_with_what_to_do() {
     let (job_a, token_a) = server.create_job();
     let (job_b, _) = server.create_job();
     let check = |job: &str, token: &str, expected: &str| {
-        let out = agent(&server.url(), token, job, "s", &["--quiet"], &["echo", "should not run"]).output().unwrap();
+        let out = agent(&server.url(), token, job, "s", &[], &["echo", "should not run"]).stdout(std::process::Stdio::piped()).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{stderr}");
         assert!(stderr.contains(expected), "{stderr:?} does not say {expected:?}");

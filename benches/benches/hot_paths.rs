@@ -78,7 +78,7 @@ fn staging_append(c: &mut Criterion) {
                 offset += (CHUNK * 64) as u64;
                 async move {
                     for i in 0..64u64 {
-                        tier.append(key, start + i * CHUNK as u64, chunk.clone()).await.expect("append");
+                        tier.append(key, start + i * CHUNK as u64, 0, chunk.clone()).await.expect("append");
                     }
                     tier.sync(key).await.expect("sync")
                 }

@@ -223,11 +223,11 @@ impl IngestCore {
                 }
             };
             match frame {
-                Frame::Data(Data { offset, bytes, .. }) => {
+                Frame::Data(Data { offset, bytes, timestamp_us, .. }) => {
                     IngestMetrics::inc(&self.metrics.data_frames);
                     let len = bytes.len() as u64;
                     let before = *written.borrow();
-                    match self.live.append(key, offset, bytes).await {
+                    match self.live.append(key, offset, timestamp_us, bytes).await {
                         Ok(AppendOutcome::Written { hwm }) => {
                             gap_reported = false;
                             let new = hwm.saturating_sub(before.max(offset));

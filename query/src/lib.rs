@@ -9,6 +9,7 @@ pub mod lines;
 pub mod ops;
 pub mod output;
 pub mod server;
+pub mod since;
 pub mod source;
 pub mod tail;
 

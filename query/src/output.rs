@@ -15,6 +15,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::jobs::readable_job;
 use crate::lines::{after_newline, parse_lines};
+use crate::since::offset_since;
 use crate::source::Source;
 use crate::AppState;
 
@@ -67,6 +68,8 @@ pub struct OutputQuery {
     pub length: Option<u64>,
     /// `A-B`, `A-` or `A`: whole lines, counted from 1.
     pub lines: Option<String>,
+    /// Output read at or after this time: RFC 3339 (`2026-11-28T10:00:00Z`) or Unix milliseconds.
+    pub since: Option<String>,
 }
 
 pub async fn get_output(
@@ -80,18 +83,26 @@ pub async fn get_output(
     let mut source = Source::open(&state, &key).await?;
     let (len, end) = source.snapshot();
     let ended = end.is_some();
-    if let Some(lines) = q.lines.as_deref() {
-        if headers.contains_key(header::RANGE) || q.offset.is_some() || q.length.is_some() {
-            return Err(ApiError::BadRequest("use ?lines= on its own, without Range or ?offset=".into()));
+    if q.lines.is_some() || q.since.is_some() {
+        if headers.contains_key(header::RANGE) || q.offset.is_some() || q.length.is_some() || (q.lines.is_some() && q.since.is_some()) {
+            return Err(ApiError::BadRequest("use ?lines= or ?since= on its own, without Range or ?offset=".into()));
         }
-        let r = parse_lines(lines).map_err(ApiError::BadRequest)?;
-        let start = after_newline(&state, &key, &mut source, r.first - 1)
-            .await?
-            .filter(|&s| s < len || (s == len && r.first == 1))
-            .ok_or_else(|| ApiError::RangeNotSatisfiable(format!("the output has fewer than {} lines", r.first), len))?;
-        let stop = match r.last {
-            Some(last) => after_newline(&state, &key, &mut source, last).await?.unwrap_or(len).min(len),
-            None => len,
+        let (start, stop) = if let Some(lines) = q.lines.as_deref() {
+            let r = parse_lines(lines).map_err(ApiError::BadRequest)?;
+            let start = after_newline(&state, &key, &mut source, r.first - 1)
+                .await?
+                .filter(|&s| s < len || (s == len && r.first == 1))
+                .ok_or_else(|| ApiError::RangeNotSatisfiable(format!("the output has fewer than {} lines", r.first), len))?;
+            let stop = match r.last {
+                Some(last) => after_newline(&state, &key, &mut source, last).await?.unwrap_or(len).min(len),
+                None => len,
+            };
+            (start, stop)
+        } else {
+            let since = q.since.as_deref().unwrap_or_default();
+            let t_ms = tailrace_storage::time::parse_timestamp_ms(since, 1).map_err(ApiError::BadRequest)?;
+            let start = offset_since(&state, &key, &mut source, t_ms.saturating_mul(1000)).await?.min(len);
+            (start, len)
         };
         return Response::builder()
             .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")

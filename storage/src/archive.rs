@@ -24,6 +24,7 @@ use tracing::{info, warn};
 
 use crate::live::{LiveError, LiveTier, StepKey};
 use crate::meta::{MetaError, MetaStore, Segment};
+use crate::time::civil_date;
 use crate::segment::{compress_frame, covering, decompress_frames, seek_table, SegmentError, FRAME_INPUT};
 
 /// Bytes read from the live tier at once while archiving (a whole number of frames).
@@ -124,20 +125,6 @@ pub struct Archive {
     pub metrics: ArchiveMetrics,
 }
 
-/// (year, month, day) of a Unix time in milliseconds, UTC.
-fn civil_date(ms: u64) -> (i64, u32, u32) {
-    let z = (ms / 86_400_000) as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 /// The object key of a step's segment: kind and date first, so expiry can sweep by prefix.
 pub fn segment_key(ended_at_ms: u64, key: &StepKey, seq: u32) -> String {
     let (y, m, d) = civil_date(ended_at_ms);
@@ -162,12 +149,13 @@ impl Archive {
         }
         let end = step.end.ok_or_else(|| ArchiveError::State(format!("step {key} has not ended")))?;
         let len = step.length.unwrap_or(0);
+        let times = self.live.time_index(key).await?;
         let mut segments = Vec::new();
         let mut start = 0u64;
         while start < len {
             let seg_len = self.cfg.segment_bytes.min(len - start);
             let seq = segments.len() as u32;
-            segments.push(self.write_segment(key, end.ended_at_ms, seq, start, seg_len).await?);
+            segments.push(self.write_segment(key, end.ended_at_ms, seq, start, seg_len, &times).await?);
             start += seg_len;
         }
         self.meta.record_archive(&key.job, &key.step, &segments).await?;
@@ -177,13 +165,22 @@ impl Archive {
         Ok(())
     }
 
-    async fn write_segment(&self, key: &StepKey, ended_at_ms: u64, seq: u32, start: u64, len: u64) -> Result<Segment, ArchiveError> {
+    async fn write_segment(
+        &self,
+        key: &StepKey,
+        ended_at_ms: u64,
+        seq: u32,
+        start: u64,
+        len: u64,
+        times: &[(u64, u64)],
+    ) -> Result<Segment, ArchiveError> {
         let path = ObjectPath::from(segment_key(ended_at_ms, key, seq));
         let upload = self.store.put_multipart(&path).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, self.cfg.part_bytes);
         let result = async {
             let mut frames = Vec::new();
             let mut frame_lines = Vec::new();
+            let mut frame_times = Vec::new();
             let mut hasher = StreamHasher::new();
             let mut stored = 0u64;
             let mut pos = start;
@@ -199,6 +196,9 @@ impl Archive {
                 let want = raw.len();
                 hasher.update(&raw);
                 frame_lines.push(raw.iter().filter(|&&b| b == b'\n').count() as u32);
+                // When the frame's first byte was read: the last time point at or before it.
+                let i = times.partition_point(|&(off, _)| off <= pos);
+                frame_times.push(if i == 0 { times.first().map_or(0, |t| t.1) } else { times[i - 1].1 });
                 let (compressed, entry) = {
                     let _slot = self.pool.acquire().await.map_err(|e| ArchiveError::State(e.to_string()))?;
                     let level = self.cfg.level;
@@ -215,10 +215,10 @@ impl Archive {
             let table = seek_table(&frames);
             stored += table.len() as u64;
             writer.put(Bytes::from(table));
-            Ok::<_, ArchiveError>((frames, frame_lines, hasher, stored))
+            Ok::<_, ArchiveError>((frames, frame_lines, frame_times, hasher, stored))
         }
         .await;
-        let (frames, frame_lines, hasher, stored) = match result {
+        let (frames, frame_lines, frame_times, hasher, stored) = match result {
             Ok(r) => r,
             Err(e) => {
                 let _ = writer.abort().await;
@@ -229,7 +229,7 @@ impl Archive {
         self.metrics.segments.fetch_add(1, Relaxed);
         self.metrics.raw_bytes.fetch_add(len, Relaxed);
         self.metrics.stored_bytes.fetch_add(stored, Relaxed);
-        Ok(Segment { seq, start, length: len, key: path.to_string(), compressed: stored, checksum: hasher.hex(), frames, frame_lines })
+        Ok(Segment { seq, start, length: len, key: path.to_string(), compressed: stored, checksum: hasher.hex(), frames, frame_lines, frame_times })
     }
 
     async fn read_live_exact(&self, key: &StepKey, offset: u64, len: usize) -> Result<Vec<u8>, ArchiveError> {

@@ -10,6 +10,7 @@ pub mod meta;
 pub mod segment;
 pub mod sqlite;
 pub mod staging;
+pub mod time;
 
 pub use live::{AppendOutcome, Durability, LiveError, LiveTier, Progress, StepEnd, StepKey, StepStatus};
 pub use archive::{remove_local_upload_leftovers, Archive, ArchiveConfig, ArchiveError};

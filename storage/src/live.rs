@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 use tailrace_protocol::{EndReason, JobId, StepId};
 use tokio::sync::watch;
 
+/// A time-index point is made whenever output arrives this long (µs) after the last point.
+pub const TIME_INDEX_GAP_US: u64 = 1_000_000;
+
 /// Addresses one step's stream.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StepKey {
@@ -139,9 +142,16 @@ pub trait LiveTier: Send + Sync + 'static {
     /// Opens (or recovers) a step and returns its current progress.
     fn open<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<Progress, LiveError>>;
 
-    /// Appends `bytes` at `offset` under the offset rule, atomically per step.
-    fn append<'a>(&'a self, key: &'a StepKey, offset: u64, bytes: Bytes)
+    /// Appends `bytes` at `offset` under the offset rule, atomically per step. `timestamp_us`
+    /// (when the agent read them) feeds the step's sparse time index.
+    fn append<'a>(&'a self, key: &'a StepKey, offset: u64, timestamp_us: u64, bytes: Bytes)
     -> BoxFuture<'a, Result<AppendOutcome, LiveError>>;
+
+    /// The step's sparse time index: `(offset, timestamp_us)` points, increasing in both, at
+    /// most every 64 KiB of output, and always where output arrives `TIME_INDEX_GAP_US` or more
+    /// after the last point — so every byte after a point arrived less than that after it.
+    /// Best effort: a crash may lose recent points.
+    fn time_index<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<Vec<(u64, u64)>, LiveError>>;
 
     /// Makes every byte written so far durable and returns the durable length (group commit:
     /// concurrent callers share one sync).

@@ -92,6 +92,10 @@ pub struct Segment {
     /// Newlines in each frame (the sparse line index); empty for segments written without it.
     #[serde(default)]
     pub frame_lines: Vec<u32>,
+    /// When each frame's first byte was read (µs since the epoch; the sparse time index);
+    /// empty for segments written without it.
+    #[serde(default)]
+    pub frame_times: Vec<u64>,
 }
 
 /// Why the metadata store failed.
@@ -222,6 +226,7 @@ pub mod conformance {
             checksum: "c".into(),
             frames: vec![crate::segment::FrameEntry { compressed: 3, decompressed: 5 }],
             frame_lines: vec![seq + 1],
+            frame_times: vec![u64::from(seq) * 10],
         };
         store.record_archive(&a1.id, &s2, &[seg(0, 0), seg(1, 5), seg(2, 10)]).await.unwrap();
         store.record_archive(&a1.id, &s2, &[seg(0, 0), seg(1, 5)]).await.unwrap();

@@ -55,6 +55,8 @@ UPDATE steps SET ended_at_ms = json_extract(end_json, '$.ended_at_ms') WHERE end
 CREATE INDEX steps_to_expire ON steps (ended_at_ms) WHERE expired_at_ms IS NULL;
 "#, r#"
 ALTER TABLE segments ADD COLUMN frame_lines BLOB;
+"#, r#"
+ALTER TABLE segments ADD COLUMN frame_times BLOB;
 "#];
 
 /// SQLite behind a mutex; every call runs on the blocking pool.
@@ -283,7 +285,7 @@ impl MetaStore for SqliteMeta {
             tx.execute("DELETE FROM segments WHERE job_id = ?1 AND step_id = ?2", [job.as_str(), step.as_str()]).map_err(backend)?;
             for s in &segments {
                 tx.execute(
-                    "INSERT INTO segments VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    "INSERT INTO segments VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                     params![
                         job.as_str(),
                         step.as_str(),
@@ -294,7 +296,8 @@ impl MetaStore for SqliteMeta {
                         s.compressed,
                         s.checksum,
                         frames_to_blob(&s.frames),
-                        s.frame_lines.iter().flat_map(|n| n.to_le_bytes()).collect::<Vec<u8>>()
+                        s.frame_lines.iter().flat_map(|n| n.to_le_bytes()).collect::<Vec<u8>>(),
+                        s.frame_times.iter().flat_map(|n| n.to_le_bytes()).collect::<Vec<u8>>()
                     ],
                 )
                 .map_err(backend)?;
@@ -313,7 +316,7 @@ impl MetaStore for SqliteMeta {
         Box::pin(self.call(move |c| {
             let mut stmt = c
                 .prepare(
-                    "SELECT seq, start_offset, length, object_key, compressed, checksum, frames, frame_lines FROM segments
+                    "SELECT seq, start_offset, length, object_key, compressed, checksum, frames, frame_lines, frame_times FROM segments
                      WHERE job_id = ?1 AND step_id = ?2 ORDER BY seq",
                 )
                 .map_err(backend)?;
@@ -332,6 +335,12 @@ impl MetaStore for SqliteMeta {
                             .unwrap_or_default()
                             .chunks_exact(4)
                             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                            .collect(),
+                        frame_times: r
+                            .get::<_, Option<Vec<u8>>>(8)?
+                            .unwrap_or_default()
+                            .chunks_exact(8)
+                            .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
                             .collect(),
                     })
                 })

@@ -2,7 +2,8 @@
 //! watch channel per step that wakes readers when the durable length grows or the step ends.
 //!
 //! Layout under the root: `<job>/<step>.log` holds the stream's bytes at their offsets;
-//! `<job>/<step>.end` holds the verified end (JSON, written atomically). After a crash the hwm
+//! `<job>/<step>.end` holds the verified end (JSON, written atomically); `<job>/<step>.idx` is
+//! the sparse time index, 16-byte records `offset: u64 LE, timestamp_us: u64 LE`. After a crash the hwm
 //! is the log file's length: every byte in it was written at its own offset under the offset
 //! rule, so the file is always a prefix of the agent's stream.
 
@@ -19,7 +20,7 @@ use parking_lot::Mutex;
 use tailrace_protocol::{apply_offset_rule, OffsetDecision, StreamHasher};
 use tokio::sync::watch;
 
-use crate::live::{AppendOutcome, Durability, LiveError, LiveTier, Progress, StepEnd, StepKey};
+use crate::live::{AppendOutcome, Durability, LiveError, LiveTier, Progress, StepEnd, StepKey, TIME_INDEX_GAP_US};
 
 /// Staging files under one directory.
 pub struct StagingTier {
@@ -31,7 +32,10 @@ pub struct StagingTier {
 struct Entry {
     log_path: PathBuf,
     end_path: PathBuf,
+    idx_path: PathBuf,
     file: Arc<File>,
+    /// The time index; opened with the log.
+    idx: Option<File>,
     writer: Mutex<Writer>,
     /// Serialises fsyncs; a caller that waited here finds its bytes already synced by the one
     /// before it (group commit).
@@ -41,6 +45,9 @@ struct Entry {
 
 struct Writer {
     written: u64,
+    /// Length of the time index file, and its last point.
+    idx_len: u64,
+    last_point: Option<(u64, u64)>,
     /// Hash of `written` bytes; `None` after recovery until someone asks for the checksum.
     hasher: Option<StreamHasher>,
     ended: bool,
@@ -65,6 +72,10 @@ impl StagingTier {
         (dir.join(format!("{}.log", key.step)), dir.join(format!("{}.end", key.step)))
     }
 
+    fn idx_path(&self, key: &StepKey) -> PathBuf {
+        self.root.join(key.job.as_str()).join(format!("{}.idx", key.step))
+    }
+
     /// The step's in-memory entry, loading it from disk if needed. With `create`, a missing step
     /// is created; otherwise it is `NotFound`.
     async fn entry(&self, key: &StepKey, create: bool) -> Result<Arc<Entry>, LiveError> {
@@ -72,8 +83,9 @@ impl StagingTier {
             return Ok(e.clone());
         }
         let (log_path, end_path) = self.paths(key);
+        let idx_path = self.idx_path(key);
         let name = key.to_string();
-        let loaded = tokio::task::spawn_blocking(move || load(log_path, end_path, create, name))
+        let loaded = tokio::task::spawn_blocking(move || load(log_path, end_path, idx_path, create, name))
             .await
             .map_err(|e| LiveError::Io { what: "load task".into(), source: std::io::Error::other(e) })??;
         if !create && loaded.writer.lock().ended {
@@ -90,7 +102,18 @@ fn io(path: &Path, source: std::io::Error) -> LiveError {
     LiveError::Io { what: path.display().to_string(), source }
 }
 
-fn load(log_path: PathBuf, end_path: PathBuf, create: bool, name: String) -> Result<Entry, LiveError> {
+/// Index points at most this far apart in bytes…
+const INDEX_EVERY_BYTES: u64 = 64 * 1024;
+
+fn parse_index(bytes: &[u8], written: u64) -> Vec<(u64, u64)> {
+    bytes
+        .chunks_exact(16)
+        .map(|r| (u64::from_le_bytes(r[..8].try_into().unwrap_or_default()), u64::from_le_bytes(r[8..].try_into().unwrap_or_default())))
+        .take_while(|&(off, _)| off < written.max(1))
+        .collect()
+}
+
+fn load(log_path: PathBuf, end_path: PathBuf, idx_path: PathBuf, create: bool, name: String) -> Result<Entry, LiveError> {
     if create {
         if let Some(dir) = log_path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
@@ -118,11 +141,23 @@ fn load(log_path: PathBuf, end_path: PathBuf, create: bool, name: String) -> Res
         file.sync_data().map_err(|e| io(&log_path, e))?;
     }
     let hasher = (written == 0).then(StreamHasher::new);
+    // The index is best effort: keep whole records that point into the log, drop the rest.
+    let (idx, idx_len, last_point) = if ended {
+        (None, 0, None)
+    } else {
+        let idx = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&idx_path).map_err(|e| io(&idx_path, e))?;
+        let points = parse_index(&std::fs::read(&idx_path).map_err(|e| io(&idx_path, e))?, written);
+        let len = points.len() as u64 * 16;
+        idx.set_len(len).map_err(|e| io(&idx_path, e))?;
+        (Some(idx), len, points.last().copied())
+    };
     Ok(Entry {
         log_path,
         end_path,
+        idx_path,
         file: Arc::new(file),
-        writer: Mutex::new(Writer { written, hasher, ended }),
+        idx,
+        writer: Mutex::new(Writer { written, idx_len, last_point, hasher, ended }),
         sync_lock: tokio::sync::Mutex::new(()),
         progress: watch::Sender::new(Progress { durable: written, end }),
     })
@@ -151,6 +186,7 @@ impl LiveTier for StagingTier {
         &'a self,
         key: &'a StepKey,
         offset: u64,
+        timestamp_us: u64,
         bytes: Bytes,
     ) -> BoxFuture<'a, Result<AppendOutcome, LiveError>> {
         Box::pin(async move {
@@ -172,7 +208,19 @@ impl LiveTier for StagingTier {
                 if let Some(h) = w.hasher.as_mut() {
                     h.update(new);
                 }
+                let at = w.written;
                 w.written += new.len() as u64;
+                let due = w.last_point.is_none_or(|(o, t)| at >= o + INDEX_EVERY_BYTES || timestamp_us >= t + TIME_INDEX_GAP_US);
+                if let (true, Some(idx)) = (due && w.last_point.is_none_or(|(_, t)| timestamp_us >= t), e.idx.as_ref()) {
+                    let mut rec = [0u8; 16];
+                    rec[..8].copy_from_slice(&at.to_le_bytes());
+                    rec[8..].copy_from_slice(&timestamp_us.to_le_bytes());
+                    // Best effort: a failed index write loses a search point, never output.
+                    if idx.write_all_at(&rec, w.idx_len).is_ok() {
+                        w.idx_len += 16;
+                        w.last_point = Some((at, timestamp_us));
+                    }
+                }
                 w.written
             };
             if self.durability == Durability::Os {
@@ -284,10 +332,14 @@ impl LiveTier for StagingTier {
             }
             e.writer.lock().ended = true;
             let file = e.file.clone();
+            let idx = e.idx.as_ref().and_then(|f| f.try_clone().ok());
             let (end_path, log_path) = (e.end_path.clone(), e.log_path.clone());
             let json = serde_json::to_vec(&end).unwrap_or_default();
             tokio::task::spawn_blocking(move || -> Result<(), LiveError> {
                 file.sync_data().map_err(|err| io(&log_path, err))?;
+                if let Some(idx) = idx {
+                    let _ = idx.sync_data();
+                }
                 write_atomically(&end_path, &json)
             })
             .await
@@ -308,15 +360,32 @@ impl LiveTier for StagingTier {
         Box::pin(async move {
             self.steps.lock().remove(key);
             let (log, end) = self.paths(key);
+            let idx = self.idx_path(key);
             tokio::task::spawn_blocking(move || -> Result<(), LiveError> {
                 // The log first: a step with an end marker but no log is released, never "empty".
                 remove_if_present(&log)?;
+                remove_if_present(&idx)?;
                 remove_if_present(&end)?;
                 if let Some(dir) = log.parent() {
                     // Only succeeds once the job's last step is gone.
                     let _ = std::fs::remove_dir(dir);
                 }
                 Ok(())
+            })
+            .await
+            .map_err(join_err)?
+        })
+    }
+
+    fn time_index<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<Vec<(u64, u64)>, LiveError>> {
+        Box::pin(async move {
+            let e = self.entry(key, false).await?;
+            let written = e.writer.lock().written;
+            let path = e.idx_path.clone();
+            tokio::task::spawn_blocking(move || match std::fs::read(&path) {
+                Ok(b) => Ok(parse_index(&b, written)),
+                Err(err) if err.kind() == ErrorKind::NotFound => Ok(Vec::new()),
+                Err(err) => Err(io(&path, err)),
             })
             .await
             .map_err(join_err)?

@@ -156,8 +156,17 @@ pub fn agent(server: &str, token: &str, job: &str, step: &str, flags: &[&str], c
         .arg("--")
         .args(cmd)
         .env("TAILRACE_TOKEN", token)
-        .env("TAILRACE_LOG", "info");
+        .env("TAILRACE_LOG", "info")
+        // Never inherit the test's own stdout (see `spawn_detached`); pipe it to read it.
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
     c
+}
+
+/// Starts an agent whose output nobody reads. It must not inherit the test's own output: an
+/// agent outliving a failed test (it keeps retrying delivery) would hold the runner's pipes.
+pub fn spawn_detached(mut c: Command) -> Child {
+    c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn agent")
 }
 
 /// Waits for a child with a deadline, killing it on timeout. Its stdout and stderr (if piped)

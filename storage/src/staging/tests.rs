@@ -31,7 +31,7 @@ async fn appends_follow_the_offset_rule_and_survive_a_restart() {
     {
         let tier = StagingTier::new(dir.path(), Durability::Fsync).unwrap();
         assert_eq!(tier.open(&k).await.unwrap().durable, 0);
-        let w = |o: u64, b: &'static [u8]| tier.append(&k, o, Bytes::from_static(b));
+        let w = |o: u64, b: &'static [u8]| tier.append(&k, o, 0, Bytes::from_static(b));
         assert_eq!(w(0, b"hello ").await.unwrap(), AppendOutcome::Written { hwm: 6 });
         assert_eq!(w(3, b"lo world").await.unwrap(), AppendOutcome::Written { hwm: 11 });
         assert_eq!(w(0, b"hel").await.unwrap(), AppendOutcome::Written { hwm: 11 });
@@ -46,7 +46,7 @@ async fn appends_follow_the_offset_rule_and_survive_a_restart() {
     let tier = StagingTier::new(dir.path(), Durability::Fsync).unwrap();
     assert_eq!(tier.open(&k).await.unwrap().durable, 11);
     assert_eq!(tier.checksum(&k).await.unwrap(), (11, end_for(b"hello world").checksum));
-    tier.append(&k, 11, Bytes::from_static(b"!")).await.unwrap();
+    tier.append(&k, 11, 0, Bytes::from_static(b"!")).await.unwrap();
     assert_eq!(tier.checksum(&k).await.unwrap(), (12, end_for(b"hello world!").checksum));
 }
 
@@ -55,7 +55,7 @@ async fn finish_is_idempotent_wakes_readers_and_refuses_conflicts() {
     let dir = tempfile::tempdir().unwrap();
     let tier = StagingTier::new(dir.path(), Durability::Os).unwrap();
     let k = key("s");
-    tier.append(&k, 0, Bytes::from_static(b"abc")).await.unwrap();
+    tier.append(&k, 0, 0, Bytes::from_static(b"abc")).await.unwrap();
     let mut rx = tier.subscribe(&k).await.unwrap();
     assert_eq!(rx.borrow_and_update().durable, 3);
     let end = tier.finish(&k, end_for(b"abc")).await.unwrap();
@@ -63,7 +63,7 @@ async fn finish_is_idempotent_wakes_readers_and_refuses_conflicts() {
     assert_eq!(rx.borrow().end.as_deref(), Some(&*end));
     assert_eq!(tier.finish(&k, end_for(b"abc")).await.unwrap(), end);
     assert!(matches!(tier.finish(&k, end_for(b"abd")).await, Err(LiveError::Conflict { .. })));
-    assert_eq!(tier.append(&k, 3, Bytes::from_static(b"d")).await.unwrap(), AppendOutcome::Ended { hwm: 3 });
+    assert_eq!(tier.append(&k, 3, 0, Bytes::from_static(b"d")).await.unwrap(), AppendOutcome::Ended { hwm: 3 });
     // After a restart the end is still there.
     let tier = StagingTier::new(dir.path(), Durability::Os).unwrap();
     assert_eq!(tier.open(&k).await.unwrap().end.as_deref(), Some(&*end));
@@ -82,11 +82,38 @@ async fn released_steps_are_gone_but_open_readers_finish() {
     let dir = tempfile::tempdir().unwrap();
     let tier = StagingTier::new(dir.path(), Durability::Os).unwrap();
     let k = key("s");
-    tier.append(&k, 0, Bytes::from_static(b"abc")).await.unwrap();
+    tier.append(&k, 0, 0, Bytes::from_static(b"abc")).await.unwrap();
     tier.finish(&k, end_for(b"abc")).await.unwrap();
     assert_eq!(tier.resident(10).await.unwrap(), vec![k.clone()]);
     tier.release(&k).await.unwrap();
     tier.release(&k).await.unwrap();
     assert!(matches!(tier.read(&k, 0, 10).await, Err(LiveError::NotFound(_))));
     assert!(tier.resident(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_time_index_is_sparse_increasing_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = key("s");
+    let chunk = Bytes::from(vec![b'x'; 16 * 1024]);
+    {
+        let tier = StagingTier::new(dir.path(), Durability::Os).unwrap();
+        // 64 chunks of 16 KiB, 100 ms apart: a point per 64 KiB (every 4th chunk) or second.
+        for i in 0..64u64 {
+            tier.append(&k, i * 16 * 1024, 1_000_000 + i * 100_000, chunk.clone()).await.unwrap();
+        }
+        let idx = tier.time_index(&k).await.unwrap();
+        assert_eq!(idx.first(), Some(&(0, 1_000_000)));
+        assert_eq!(idx.len(), 16, "{idx:?}");
+        assert!(idx.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
+    }
+    // Torn last record after a crash: dropped on load.
+    let path = dir.path().join("job1/s.idx");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend_from_slice(&[1, 2, 3]);
+    std::fs::write(&path, bytes).unwrap();
+    let tier = StagingTier::new(dir.path(), Durability::Os).unwrap();
+    assert_eq!(tier.time_index(&k).await.unwrap().len(), 16);
+    tier.append(&k, 64 * 16 * 1024, 99_000_000, chunk.clone()).await.unwrap();
+    assert_eq!(tier.time_index(&k).await.unwrap().last(), Some(&(64 * 16 * 1024, 99_000_000)));
 }
