@@ -235,14 +235,10 @@ fn init_logs(default: &str, json: bool) {
 pub async fn dispatch(cli: Cli) -> i32 {
     match cli.command {
         Command::Serve(a) => {
-            let env: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("TAILRACE_")).collect();
-            let mut cfg = match ServeConfig::load(a.config.as_deref(), &env) {
+            let mut cfg = match load_config(a.config.as_deref(), a.data_dir) {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
             };
-            if let Some(d) = a.data_dir {
-                cfg.data_dir = d;
-            }
             if let Some(h) = a.http_addr {
                 cfg.http_addr = h;
             }
@@ -328,16 +324,22 @@ pub async fn dispatch(cli: Cli) -> i32 {
     }
 }
 
+/// The server's configuration: the file, then `TAILRACE_*` variables, then `--data-dir`.
+fn load_config(file: Option<&std::path::Path>, data_dir: Option<PathBuf>) -> Result<ServeConfig, String> {
+    let env: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("TAILRACE_")).collect();
+    let mut cfg = ServeConfig::load(file, &env)?;
+    if let Some(d) = data_dir {
+        cfg.data_dir = d;
+    }
+    Ok(cfg)
+}
+
 async fn gc(a: GcArgs) -> i32 {
     init_logs("warn", false);
-    let env: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("TAILRACE_")).collect();
-    let mut cfg = match ServeConfig::load(a.config.as_deref(), &env) {
+    let cfg = match load_config(a.config.as_deref(), a.data_dir) {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    if let Some(d) = a.data_dir {
-        cfg.data_dir = d;
-    }
     let now = a.as_of.unwrap_or_else(tailrace_storage::meta::now_ms);
     let Some(cutoff) = cfg.logs_cutoff_ms(now) else {
         println!("retention of logs is unlimited (retention_logs_days is not set): nothing to delete");

@@ -29,17 +29,6 @@ fn segment_files(server: &Server, job: &str, step: &str) -> Vec<PathBuf> {
     mine
 }
 
-fn archived(server: &Server, job: &str, step: &str) -> bool {
-    server.step(job, step).is_some_and(|s| s["archived_at_ms"].is_u64())
-}
-
-fn stream_step(server: &Server, job: &str, token: &str, step: &str, data: &[u8]) {
-    let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("out");
-    std::fs::write(&file, data).unwrap();
-    let out = agent(&server.url(), token, job, step, &["--quiet"], &["cat", file.to_str().unwrap()]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-}
 
 #[test]
 fn an_archived_step_reads_back_exactly_and_zstd_can_read_its_segments() {

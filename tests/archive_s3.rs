@@ -9,17 +9,6 @@ use common::*;
 use futures_util::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 
-fn archived(server: &Server, job: &str, step: &str) -> bool {
-    server.step(job, step).is_some_and(|s| s["archived_at_ms"].is_u64())
-}
-
-fn stream_step(server: &Server, job: &str, token: &str, step: &str, data: &[u8]) {
-    let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("out");
-    std::fs::write(&file, data).unwrap();
-    let out = agent(&server.url(), token, job, step, &["--quiet"], &["cat", file.to_str().unwrap()]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-}
 
 /// The step's segment objects in the bucket, concatenated in key order and decoded with zstd.
 fn decoded_objects(s3: &S3Server, job: &str, step: &str) -> (usize, Vec<u8>) {

@@ -167,6 +167,17 @@ fn frames_from_blob(blob: &[u8]) -> Vec<FrameEntry> {
         .collect()
 }
 
+/// Runs a query whose rows are `(job_id, step_id)`.
+fn step_keys(stmt: &mut rusqlite::Statement<'_>, params: impl rusqlite::Params) -> Result<Vec<(JobId, StepId)>, MetaError> {
+    let rows = stmt.query_map(params, |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).map_err(backend)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (j, s) = row.map_err(backend)?;
+        out.push((JobId::new(j).map_err(backend)?, StepId::new(s).map_err(backend)?));
+    }
+    Ok(out)
+}
+
 impl MetaStore for SqliteMeta {
     fn create_job(&self, new: NewJob) -> BoxFuture<'_, Result<Job, MetaError>> {
         Box::pin(async move {
@@ -357,15 +368,7 @@ impl MetaStore for SqliteMeta {
                      ORDER BY ended_at_ms LIMIT ?2",
                 )
                 .map_err(backend)?;
-            let rows = stmt
-                .query_map(params![cutoff_ms, limit as i64], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-                .map_err(backend)?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (j, s) = row.map_err(backend)?;
-                out.push((JobId::new(j).map_err(backend)?, StepId::new(s).map_err(backend)?));
-            }
-            Ok(out)
+            step_keys(&mut stmt, params![cutoff_ms, limit as i64])
         }))
     }
 
@@ -391,15 +394,7 @@ impl MetaStore for SqliteMeta {
                      AND expired_at_ms IS NULL ORDER BY started_at_ms LIMIT ?1",
                 )
                 .map_err(backend)?;
-            let rows = stmt
-                .query_map([limit as i64], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-                .map_err(backend)?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (j, s) = row.map_err(backend)?;
-                out.push((JobId::new(j).map_err(backend)?, StepId::new(s).map_err(backend)?));
-            }
-            Ok(out)
+            step_keys(&mut stmt, params![limit as i64])
         }))
     }
 }

@@ -163,6 +163,20 @@ pub fn agent(server: &str, token: &str, job: &str, step: &str, flags: &[&str], c
     c
 }
 
+/// Has the step's output moved to the archive?
+pub fn archived(server: &Server, job: &str, step: &str) -> bool {
+    server.step(job, step).is_some_and(|s| s["archived_at_ms"].is_u64())
+}
+
+/// Streams `data` as one step through `tailrace run` and waits until it is verified.
+pub fn stream_step(server: &Server, job: &str, token: &str, step: &str, data: &[u8]) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = tmp.path().join("out");
+    std::fs::write(&file, data).expect("write");
+    let out = agent(&server.url(), token, job, step, &["--quiet"], &["cat", file.to_str().expect("utf-8 path")]).output().expect("run agent");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// Starts an agent whose output nobody reads. It must not inherit the test's own output: an
 /// agent outliving a failed test (it keeps retrying delivery) would hold the runner's pipes.
 pub fn spawn_detached(mut c: Command) -> Child {
