@@ -269,7 +269,24 @@ impl IngestCore {
 
     /// Verifies END against what is held, records the end, and echoes END to the agent.
     async fn finish(&self, key: &StepKey, end: End, out: &FrameSink) -> Result<Outcome, LiveError> {
-        let (len, checksum) = self.live.checksum(key).await?;
+        let (len, checksum) = match self.live.checksum(key).await {
+            Ok(c) => c,
+            // Archived and released since this stream opened (a resent END): check the record.
+            Err(LiveError::NotFound(_)) => {
+                return Ok(match self.meta.step(&key.job, &key.step).await {
+                    Ok(Some(step)) => match (step.length, step.end.as_ref()) {
+                        (Some(length), Some(f)) if end.length == length && end.checksum == f.checksum => {
+                            let _ = out.send(Frame::End(end).to_bytes()).await;
+                            Outcome::Verified
+                        }
+                        _ => Outcome::Refused(ErrorKind::Conflict, format!("step {key} already ended with other content")),
+                    },
+                    Ok(None) => Outcome::Refused(ErrorKind::Protocol, format!("step {key} is not recorded")),
+                    Err(e) => Outcome::Refused(ErrorKind::Unavailable, format!("could not look up step {key}: {e}; retry")),
+                });
+            }
+            Err(e) => return Err(e),
+        };
         if end.length != len || end.checksum != checksum {
             IngestMetrics::inc(&self.metrics.errors_mismatch);
             let msg = format!(

@@ -163,7 +163,8 @@ pub trait LiveTier: Send + Sync + 'static {
     /// A receiver of the step's progress, for readers that wait for new bytes or the end.
     fn subscribe<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<watch::Receiver<Progress>, LiveError>>;
 
-    /// The length and xxh3 checksum of every byte written.
+    /// The length and xxh3 checksum of every byte written; `NotFound` for a step that is not
+    /// here (never opened, or released).
     fn checksum<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<(u64, String), LiveError>>;
 
     /// Records the verified end durably and wakes every reader. Ending an ended step with the

@@ -280,7 +280,8 @@ impl LiveTier for StagingTier {
 
     fn checksum<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<(u64, String), LiveError>> {
         Box::pin(async move {
-            let e = self.entry(key, true).await?;
+            // Never create: a released step must not come back as an empty one.
+            let e = self.entry(key, false).await?;
             {
                 let w = e.writer.lock();
                 if let Some(h) = w.hasher.as_ref().filter(|h| h.len() == w.written) {
