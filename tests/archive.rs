@@ -313,7 +313,7 @@ fn since_serves_output_from_a_point_in_time() {
     let after = awkward_bytes(73, 600 << 10);
     std::fs::write(tmp.path().join("before"), &before).unwrap();
     std::fs::write(tmp.path().join("after"), &after).unwrap();
-    let script = format!("cat '{0}/before'; sleep 2; cat '{0}/after'; sleep 1", tmp.path().display());
+    let script = format!("cat '{0}/before'; sleep 3; cat '{0}/after'; sleep 1", tmp.path().display());
     let run = agent(&server.url(), &token, &job, "s", &["--quiet"], &["sh", "-c", &script]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     wait_until("first part", 60, || server.step_len(&job, "s") == before.len() as u64);
     std::thread::sleep(std::time::Duration::from_millis(1000));
