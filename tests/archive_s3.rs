@@ -75,4 +75,28 @@ fn s3_archive_round_trips_and_survives_an_outage() {
     assert!(decoded == data2);
     // The first step is still readable after the S3 restart.
     assert!(server.output(&job, "big", Some("bytes=0-99")).body == data[..100]);
+
+    // S3 dies in the middle of an upload: the attempt fails, nothing is recorded half-done, and
+    // the retry after S3 is back archives the step exactly once.
+    let failures = |server: &Server| -> u64 {
+        let m = http_get(&server.url(), "/metrics", None, None).map(|r| r.body).unwrap_or_default();
+        String::from_utf8_lossy(&m)
+            .lines()
+            .find_map(|l| l.strip_prefix("tailrace_archive_failures_total ").and_then(|v| v.parse().ok()))
+            .unwrap_or(0)
+    };
+    let before = failures(&server);
+    let data3 = awkward_bytes(61, 96 << 20);
+    stream_step(&server, &job, &token, "cut", &data3);
+    std::thread::sleep(Duration::from_millis(300));
+    let was_archived = archived(&server, &job, "cut");
+    s3.stop();
+    wait_until("the interrupted upload to fail", 120, || was_archived || failures(&server) > before);
+    s3.start_again();
+    wait_until("step archived after the interruption", 180, || archived(&server, &job, "cut"));
+    assert!(server.output(&job, "cut", None).body == data3, "output differs after an interrupted upload");
+    let (objects, decoded) = decoded_objects(&s3, &job, "cut");
+    assert_eq!(objects, data3.len().div_ceil(48 << 20), "one object per 48 MiB segment, no leftovers");
+    assert!(decoded == data3);
+    eprintln!("archived before S3 was stopped: {was_archived}");
 }
