@@ -88,8 +88,8 @@ fn kill_9_during_archiving_is_repaired_by_the_restart() {
     let (job, token) = server.create_job();
     let data = awkward_bytes(43, 64 << 20);
     stream_step(&server, &job, &token, "s", &data);
-    // The step is verified; archiving has just started. Kill the server in the middle of it.
-    std::thread::sleep(std::time::Duration::from_millis(150));
+    // The step is verified; kill the server once the archiver has started writing its segment.
+    wait_until("archiving started", 60, || !segment_files(&server, &job, "s").is_empty() || archived(&server, &job, "s"));
     let was_archived = archived(&server, &job, "s");
     server.kill9();
     server.restart();
@@ -316,8 +316,8 @@ fn since_serves_output_from_a_point_in_time() {
     let script = format!("cat '{0}/before'; sleep 3; cat '{0}/after'; sleep 1", tmp.path().display());
     let run = agent(&server.url(), &token, &job, "s", &["--quiet"], &["sh", "-c", &script]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     wait_until("first part", 60, || server.step_len(&job, "s") == before.len() as u64);
-    std::thread::sleep(std::time::Duration::from_millis(1000));
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    // A moment inside the 3 s pause, at least a second after the first part was read.
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() + 1000;
     let total = (before.len() + after.len()) as u64;
     wait_until("second part", 60, || server.step_len(&job, "s") == total);
     let since = |t: u128| {

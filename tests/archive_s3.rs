@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
 
 use common::*;
 use futures_util::TryStreamExt;
@@ -59,16 +58,12 @@ fn s3_archive_round_trips_and_survives_an_outage() {
     let data2 = awkward_bytes(59, 24 << 20);
     s3.stop();
     stream_step(&server, &job, &token, "during-outage", &data2);
-    wait_until("a failed archive attempt", 120, || {
-        let m = http_get(&server.url(), "/metrics", None, None).map(|r| r.body).unwrap_or_default();
-        String::from_utf8_lossy(&m).lines().any(|l| l.starts_with("tailrace_archive_failures_total ") && !l.ends_with(" 0"))
-    });
+    wait_until("a failed archive attempt", 120, || metric(&server, "tailrace_archive_failures_total") > 0);
     assert!(!archived(&server, &job, "during-outage"));
     assert!(server.output(&job, "during-outage", None).body == data2, "live tier must serve while S3 is down");
     assert!(server.log().contains("archiving failed"), "the outage is not in the logs");
     s3.start_again();
     wait_until("backlog archived after S3 came back", 180, || archived(&server, &job, "during-outage"));
-    std::thread::sleep(Duration::from_millis(200));
     assert!(server.output(&job, "during-outage", None).body == data2);
     let (objects, decoded) = decoded_objects(&s3, &job, "during-outage");
     assert_eq!(objects, 1);
@@ -78,17 +73,13 @@ fn s3_archive_round_trips_and_survives_an_outage() {
 
     // S3 dies in the middle of an upload: the attempt fails, nothing is recorded half-done, and
     // the retry after S3 is back archives the step exactly once.
-    let failures = |server: &Server| -> u64 {
-        let m = http_get(&server.url(), "/metrics", None, None).map(|r| r.body).unwrap_or_default();
-        String::from_utf8_lossy(&m)
-            .lines()
-            .find_map(|l| l.strip_prefix("tailrace_archive_failures_total ").and_then(|v| v.parse().ok()))
-            .unwrap_or(0)
-    };
+    let failures = |server: &Server| metric(server, "tailrace_archive_failures_total");
     let before = failures(&server);
+    let segments_before = metric(&server, "tailrace_archive_segments_total");
     let data3 = awkward_bytes(61, 96 << 20);
     stream_step(&server, &job, &token, "cut", &data3);
-    std::thread::sleep(Duration::from_millis(300));
+    // Stop S3 once the first of the step's three segments is uploaded: mid-archive.
+    wait_until("first segment uploaded", 120, || metric(&server, "tailrace_archive_segments_total") > segments_before);
     let was_archived = archived(&server, &job, "cut");
     s3.stop();
     wait_until("the interrupted upload to fail", 120, || was_archived || failures(&server) > before);

@@ -4,7 +4,6 @@
 mod common;
 
 use std::process::Stdio;
-use std::time::Duration;
 
 use common::*;
 
@@ -77,7 +76,6 @@ fn survives_server_kill(transport: &str) {
     wait_until("first bytes", 60, || server.step_len(&job, "s") > 0);
     let held = server.step_len(&job, "s");
     server.kill9();
-    std::thread::sleep(Duration::from_millis(500));
     server.restart();
     let out = wait_output(run, 300);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -142,15 +140,13 @@ fn a_lost_quic_connection_resumes_exactly() {
     let data = awkward_bytes(17, 24 << 20);
     let parts = write_parts(tmp.path(), &data, 3);
     let script = cat_with_pauses(&parts, 2.0);
-    let run = agent(&server.url(), &token, &job, "s", &["--quiet", "--transport", "quic", "--idle-timeout", "1s"], &["sh", "-c", &script])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let run = Watched::spawn(agent(&server.url(), &token, &job, "s", &["--quiet", "--transport", "quic", "--idle-timeout", "1s"], &["sh", "-c", &script]));
     wait_until("first bytes", 60, || server.step_len(&job, "s") > 0);
     proxy.blackhole.store(true, std::sync::atomic::Ordering::SeqCst);
-    std::thread::sleep(Duration::from_secs(3));
+    // Keep the path dark until the agent has given up on the connection.
+    run.wait_for("will resume", 60);
     proxy.blackhole.store(false, std::sync::atomic::Ordering::SeqCst);
-    let out = wait_output(run, 300);
+    let out = run.finish(300);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "agent failed: {stderr}");
     assert!(stderr.contains("will resume"), "the connection was never lost: {stderr}");
@@ -247,26 +243,18 @@ fn a_server_that_is_down_at_the_start_loses_nothing() {
     let file = tmp.path().join("out");
     std::fs::write(&file, &data).unwrap();
     let script = format!("echo started; cat '{}'", file.display());
-    let run = agent(&server.url(), &token, &job, "s", &["--quiet", "--spool-max", "256KiB"], &["sh", "-c", &script])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    let run = Watched::spawn(agent(&server.url(), &token, &job, "s", &["--quiet", "--spool-max", "256KiB"], &["sh", "-c", &script]));
+    run.wait_for("running the command and spooling", 60);
     server.restart();
-    let out = wait_output(run, 120);
+    let out = run.finish(120);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("running the command and spooling"), "{stderr}");
     let mut expected = b"started\n".to_vec();
     expected.extend_from_slice(&data);
     assert!(server.output(&job, "s", None).body == expected, "output differs");
-    let metrics = String::from_utf8(http_get(&server.url(), "/metrics", None, None).unwrap().body).unwrap();
-    let bytes_total = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("tailrace_ingest_bytes_total "))
-        .and_then(|v| v.parse::<u64>().ok());
-    assert_eq!(bytes_total, Some(expected.len() as u64), "{metrics}");
-    assert!(metrics.contains("tailrace_ingest_steps_verified_total 1"), "{metrics}");
+    assert_eq!(metric(&server, "tailrace_ingest_bytes_total"), expected.len() as u64);
+    assert_eq!(metric(&server, "tailrace_ingest_steps_verified_total"), 1);
 }
 
 /// The agent can trust the QUIC certificate through a CA file instead of the published

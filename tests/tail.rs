@@ -159,19 +159,13 @@ async fn a_slow_tail_crosses_the_archive_seam_without_a_gap() {
     assert!(!read(&mut ws, &mut offset, &mut got, 4).await);
     let out = tokio::task::block_in_place(|| wait_output(run, 120));
     assert!(out.status.success());
-    let archived = || s.step(&j, "s").is_some_and(|st| st["archived_at_ms"].is_u64());
-    tokio::task::block_in_place(|| wait_until("archived", 60, archived));
+    tokio::task::block_in_place(|| wait_until("archived", 60, || archived(s, &j, "s")));
     assert!((offset as usize) < data.len(), "the tail must still be mid-way when the archive takes over");
     // Ranged reads during and after the move agree too.
     let r = server.output(&job, "s", Some(&format!("bytes={offset}-{}", offset + 99_999)));
     assert!(r.body == data[offset as usize..offset as usize + 100_000]);
     assert!(read(&mut ws, &mut offset, &mut got, usize::MAX).await);
     assert!(got == data, "the tail across the seam differs");
-    let metrics = String::from_utf8(http_get(&server.url(), "/metrics", None, None).unwrap().body).unwrap();
-    let from_archive: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("tailrace_archive_read_bytes_total "))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let from_archive = metric(&server, "tailrace_archive_read_bytes_total");
     assert!(from_archive > 100_000, "the tail never read from the archive ({from_archive} bytes): the seam was not crossed");
 }

@@ -213,6 +213,62 @@ pub fn wait_output(mut child: Child, secs: u64) -> Output {
     Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() }
 }
 
+/// A child whose stderr is collected while it runs, so a test can wait for what it says.
+pub struct Watched {
+    child: Child,
+    err: Arc<std::sync::Mutex<Vec<u8>>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Watched {
+    pub fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd.stderr(Stdio::piped()).spawn().expect("spawn");
+        let err: Arc<std::sync::Mutex<Vec<u8>>> = Arc::default();
+        let mut pipe = child.stderr.take().expect("piped stderr");
+        let sink = err.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().expect("lock").extend_from_slice(&buf[..n]);
+            }
+        });
+        Watched { child, err, reader }
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.err.lock().expect("lock")).into_owned()
+    }
+
+    /// Waits until the child's stderr contains `needle`.
+    pub fn wait_for(&self, needle: &str, secs: u64) {
+        wait_until(&format!("stderr saying {needle:?}"), secs, || self.stderr().contains(needle));
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the child like [`wait_output`], with the stderr collected so far.
+    pub fn finish(self, secs: u64) -> Output {
+        let mut out = wait_output(self.child, secs);
+        let _ = self.reader.join();
+        out.stderr = self.err.lock().expect("lock").clone();
+        out
+    }
+}
+
+/// A counter or gauge from the server's `/metrics` (0 when absent).
+pub fn metric(server: &Server, name: &str) -> u64 {
+    let body = http_get(&server.url(), "/metrics", None, None).map(|r| r.body).unwrap_or_default();
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
 /// Deterministic output that exercises every awkward case: ANSI colours, `\r` progress lines,
 /// CRLF, invalid UTF-8, NUL and binary noise, and one single line of 4 MiB.
 pub fn awkward_bytes(seed: u64, size: usize) -> Vec<u8> {
@@ -478,8 +534,13 @@ impl S3Server {
             .expect("spawn weed");
         self.child = Some(child);
         wait_until("SeaweedFS S3 port", 60, || TcpStream::connect(("127.0.0.1", s3)).is_ok());
-        // The S3 gateway answers before the bucket is ready.
-        std::thread::sleep(Duration::from_secs(2));
+        // The S3 gateway answers before the bucket is ready: ready once a HEAD says "not found".
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let client = self.client();
+        wait_until("SeaweedFS bucket", 60, || {
+            use object_store::ObjectStoreExt;
+            matches!(rt.block_on(client.head(&object_store::path::Path::from("readiness-probe"))), Err(object_store::Error::NotFound { .. }))
+        });
     }
 
     /// Stops the server (kill -9), keeping its data.
