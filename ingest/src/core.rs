@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tailrace_protocol::token::{Claims, TokenKey};
+use tailrace_protocol::token::TokenKey;
 use tailrace_protocol::{
     Accept, Data, Decoder, End, ErrorFrame, ErrorKind, Frame, FrameError, Open,
 };
@@ -86,14 +86,10 @@ impl IngestCore {
             }
         };
         let key = StepKey::new(open.job.clone(), open.step.clone());
-        let claims = match self.authorize(&open).await {
-            Ok(c) => c,
-            Err(msg) => {
-                IngestMetrics::inc(&self.metrics.errors_unauthorized);
-                return self.refuse(&out, ErrorKind::Unauthorized, msg, None, peer).await;
-            }
-        };
-        drop(claims);
+        if let Err(msg) = self.authorize(&open).await {
+            IngestMetrics::inc(&self.metrics.errors_unauthorized);
+            return self.refuse(&out, ErrorKind::Unauthorized, msg, None, peer).await;
+        }
         IngestMetrics::inc(&self.metrics.streams_opened);
         self.metrics.streams_active.fetch_add(1, Relaxed);
         let outcome = self.run_open_stream(&key, &open.name, reader, buf, &decoder, out.clone()).await;
@@ -110,13 +106,13 @@ impl IngestCore {
         }
     }
 
-    async fn authorize(&self, open: &Open) -> Result<Claims, String> {
+    async fn authorize(&self, open: &Open) -> Result<(), String> {
         let claims = self.keys.verify(&open.token, now_secs()).map_err(|e| e.to_string())?;
         if !claims.can_write_job(open.job.as_str()) {
             return Err(format!("token does not allow writing job {}", open.job));
         }
         match self.meta.job(&open.job).await {
-            Ok(Some(_)) => Ok(claims),
+            Ok(Some(_)) => Ok(()),
             Ok(None) => Err(format!("job {} does not exist", open.job)),
             Err(e) => Err(format!("could not look up job {}: {e}", open.job)),
         }
@@ -169,7 +165,7 @@ impl IngestCore {
         decoder: &Decoder,
         out: &FrameSink,
     ) -> Result<Outcome, LiveError> {
-        let (Some(length), Some(fields)) = (step.length, step.end.as_ref()) else {
+        let (Some(length), Some(_)) = (step.length, step.end.as_ref()) else {
             return Ok(Outcome::Refused(ErrorKind::Protocol, format!("step {key} is archived but has no recorded end")));
         };
         if out.send(Frame::Accept(Accept { hwm: length, ended: true }).to_bytes()).await.is_err() {
@@ -177,13 +173,7 @@ impl IngestCore {
         }
         loop {
             match read_frame(reader, buf, decoder).await {
-                Ok(Some(Frame::End(end))) => {
-                    if end.length == length && end.checksum == fields.checksum {
-                        let _ = out.send(Frame::End(end).to_bytes()).await;
-                        return Ok(Outcome::Verified);
-                    }
-                    return Ok(Outcome::Refused(ErrorKind::Conflict, format!("step {key} already ended with other content ({length} bytes, checksum {})", fields.checksum)));
-                }
+                Ok(Some(Frame::End(end))) => return Ok(confirm_recorded_end(key, step, end, out).await),
                 // A resend of bytes the step already holds is harmless; anything past it is not.
                 Ok(Some(Frame::Data(d))) if d.offset.saturating_add(d.bytes.len() as u64) <= length => continue,
                 Ok(Some(Frame::Data(_))) => {
@@ -274,13 +264,7 @@ impl IngestCore {
             // Archived and released since this stream opened (a resent END): check the record.
             Err(LiveError::NotFound(_)) => {
                 return Ok(match self.meta.step(&key.job, &key.step).await {
-                    Ok(Some(step)) => match (step.length, step.end.as_ref()) {
-                        (Some(length), Some(f)) if end.length == length && end.checksum == f.checksum => {
-                            let _ = out.send(Frame::End(end).to_bytes()).await;
-                            Outcome::Verified
-                        }
-                        _ => Outcome::Refused(ErrorKind::Conflict, format!("step {key} already ended with other content")),
-                    },
+                    Ok(Some(step)) => confirm_recorded_end(key, &step, end, out).await,
                     Ok(None) => Outcome::Refused(ErrorKind::Protocol, format!("step {key} is not recorded")),
                     Err(e) => Outcome::Refused(ErrorKind::Unavailable, format!("could not look up step {key}: {e}; retry")),
                 });
@@ -341,6 +325,25 @@ impl IngestCore {
     async fn refuse(&self, out: &FrameSink, kind: ErrorKind, message: String, hwm: Option<u64>, peer: &str) {
         warn!(peer, ?kind, %message, "stream refused");
         let _ = out.send(Frame::Error(ErrorFrame { kind, message, hwm }).to_bytes()).await;
+    }
+}
+
+/// Confirms a resent END against a step's recorded end (its live bytes are gone): echoes END
+/// when length and checksum match, refuses it as a conflict otherwise.
+async fn confirm_recorded_end(key: &StepKey, step: &tailrace_storage::Step, end: End, out: &FrameSink) -> Outcome {
+    match (step.length, step.end.as_ref()) {
+        (Some(length), Some(f)) if end.length == length && end.checksum == f.checksum => {
+            let _ = out.send(Frame::End(end).to_bytes()).await;
+            Outcome::Verified
+        }
+        (length, f) => Outcome::Refused(
+            ErrorKind::Conflict,
+            format!(
+                "step {key} already ended with other content ({} bytes, checksum {})",
+                length.unwrap_or(0),
+                f.map_or("unknown", |f| f.checksum.as_str())
+            ),
+        ),
     }
 }
 
