@@ -53,6 +53,16 @@ pub struct ServeConfig {
     pub archive_level: i32,
     /// Stream bytes per segment object, in MiB.
     pub archive_segment_mib: u64,
+    /// A running step's output is archived (and dropped from the live tier) in segments of this
+    /// many MiB as soon as that much waits; so the live tier holds about this much per running
+    /// step.
+    pub archive_live_mib: u64,
+    /// A running step's waiting output is archived once its oldest byte is this many seconds
+    /// old, however little there is.
+    pub archive_live_age_secs: u64,
+    /// How often the archiver looks for work it was not told about (failed attempts, restarts,
+    /// old output of running steps), in seconds.
+    pub archive_sweep_secs: u64,
     /// Days to keep step output after the step ended; unset keeps it forever (the default, as in
     /// CircleCI Server). Expired output is deleted from the archive and the live tier, and
     /// readers get `410 Gone`.
@@ -82,6 +92,9 @@ impl Default for ServeConfig {
             archive_region: None,
             archive_level: 1,
             archive_segment_mib: 256,
+            archive_live_mib: 64,
+            archive_live_age_secs: 600,
+            archive_sweep_secs: 10,
             retention_logs_days: None,
             expiry_sweep_secs: 3600,
         }
@@ -153,6 +166,18 @@ impl ServeConfig {
         }
         if let Some(v) = get("TAILRACE_RETENTION_LOGS_DAYS") {
             cfg.retention_logs_days = Some(v.parse().map_err(|_| format!("TAILRACE_RETENTION_LOGS_DAYS={v:?} is not a number of days"))?);
+        }
+        let num = |k: &str| -> Result<Option<u64>, String> {
+            get(k).map(|v| v.parse::<u64>().map_err(|_| format!("{k}={v:?} is not a whole number"))).transpose()
+        };
+        if let Some(n) = num("TAILRACE_ARCHIVE_LIVE_MIB")? {
+            cfg.archive_live_mib = n;
+        }
+        if let Some(n) = num("TAILRACE_ARCHIVE_LIVE_AGE_SECS")? {
+            cfg.archive_live_age_secs = n;
+        }
+        if let Some(n) = num("TAILRACE_ARCHIVE_SWEEP_SECS")? {
+            cfg.archive_sweep_secs = n;
         }
         if let Some(v) = get("TAILRACE_LOG_FORMAT") {
             cfg.log_format = v.clone();

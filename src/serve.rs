@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tailrace_ingest::quic::QuicLimits;
-use tailrace_ingest::{tls, IngestCore, IngestLimits, IngestMetrics};
+use tailrace_ingest::{tls, Archiving, IngestCore, IngestLimits, IngestMetrics};
 use tailrace_protocol::token::{Claims, Scope, TokenKey};
 use tailrace_query::server::HttpLimits;
 use tailrace_query::{AppState, IngestInfo, QueryMetrics};
@@ -29,15 +29,15 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
         write_private(&admin_path, format!("{token}\n").as_bytes())?;
     }
     let (live, meta) = open_storage(&cfg)?;
-    let (archive, archive_queue) = if cfg.archive {
+    let (archive, archiving) = if cfg.archive {
         let archive = open_archive(&cfg, &live, &meta)?;
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(archive.clone().run(rx));
-        info!(level = cfg.archive_level, "archiving ended steps");
+        info!(level = cfg.archive_level, live_mib = cfg.archive_live_mib, live_age_secs = cfg.archive_live_age_secs, "archiving steps as they run and end");
         if cfg.retention_logs_days.is_some() {
             tokio::spawn(expiry_loop(cfg.clone(), archive.clone()));
         }
-        (Some(archive), Some(tx))
+        (Some(archive.clone()), Some(Archiving { queue: tx, archive }))
     } else {
         (None, None)
     };
@@ -47,7 +47,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
         keys,
         limits: IngestLimits { max_frame: cfg.max_frame, ..Default::default() },
         metrics: IngestMetrics::default(),
-        archive_queue,
+        archiving,
     });
 
     let material = tls::load_or_create(cfg.tls_cert.as_deref(), cfg.tls_key.as_deref(), &data.join("tls"))
@@ -107,6 +107,9 @@ pub fn open_archive(cfg: &ServeConfig, live: &Arc<dyn LiveTier>, meta: &Arc<dyn 
     let archive_cfg = ArchiveConfig {
         level: cfg.archive_level,
         segment_bytes: cfg.archive_segment_mib.max(1) * 1024 * 1024,
+        live_bytes: cfg.archive_live_mib.max(1) * 1024 * 1024,
+        live_age: Duration::from_secs(cfg.archive_live_age_secs),
+        sweep_every: Duration::from_secs(cfg.archive_sweep_secs.max(1)),
         ..Default::default()
     };
     Ok(Arc::new(Archive::new(store, live.clone(), meta.clone(), archive_cfg)))

@@ -33,8 +33,9 @@ fn segment_files(server: &Server, job: &str, step: &str) -> Vec<PathBuf> {
 #[test]
 fn an_archived_step_reads_back_exactly_and_zstd_can_read_its_segments() {
     let cfg = tempfile::NamedTempFile::new().unwrap();
-    // Small segments so that a 110 MB step spans several objects.
-    std::fs::write(cfg.path(), "archive_segment_mib = 32\n").unwrap();
+    // Small segments so that a 110 MB step spans several objects, all written when it ends
+    // (incremental archiving of running steps is tests/archive_running.rs).
+    std::fs::write(cfg.path(), "archive_segment_mib = 32\narchive_live_mib = 1024\n").unwrap();
     let server = Server::start_with(vec![("TAILRACE_CONFIG".into(), cfg.path().display().to_string())]);
     let (job, token) = server.create_job();
     let data = awkward_bytes(41, 110 << 20);

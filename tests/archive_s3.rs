@@ -31,7 +31,8 @@ fn s3_archive_round_trips_and_survives_an_outage() {
     let _one_at_a_time = S3_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let mut s3 = S3Server::start();
     let cfg = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(cfg.path(), "archive_segment_mib = 48\n").unwrap();
+    // Segments written when steps end (running steps: tests/archive_running.rs).
+    std::fs::write(cfg.path(), "archive_segment_mib = 48\narchive_live_mib = 1024\n").unwrap();
     let mut env = s3.serve_env();
     env.push(("TAILRACE_CONFIG".into(), cfg.path().display().to_string()));
     let server = Server::start_with(env);

@@ -15,7 +15,7 @@ use tailrace_protocol::{
     Accept, Data, Decoder, End, ErrorFrame, ErrorKind, Frame, FrameError, Open,
 };
 use tailrace_storage::meta::now_ms;
-use tailrace_storage::{AppendOutcome, LiveError, LiveTier, MetaStore, StepEnd, StepKey};
+use tailrace_storage::{AppendOutcome, Archive, LiveError, LiveTier, MetaStore, StepEnd, StepKey};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
@@ -45,9 +45,18 @@ pub struct IngestCore {
     pub keys: TokenKey,
     pub limits: IngestLimits,
     pub metrics: IngestMetrics,
-    /// Told about every verified step, so it can be archived at once. When the queue is full
-    /// the archiver's periodic sweep picks the step up instead.
-    pub archive_queue: Option<mpsc::Sender<StepKey>>,
+    /// The archiver, when there is one.
+    pub archiving: Option<Archiving>,
+}
+
+/// How ingest works with the archiver.
+pub struct Archiving {
+    /// Told about every verified step, and about a running step each time its durable bytes
+    /// grow by the archive's `live_bytes`, so it is archived at once. When the queue is full the
+    /// archiver's periodic sweep picks the step up instead.
+    pub queue: mpsc::Sender<StepKey>,
+    /// Hashes a step whose live tier lost the hash of its archived prefix in a restart.
+    pub archive: Arc<Archive>,
 }
 
 /// Outgoing encoded frames of one stream; bounded, so a peer that does not read its acks stalls
@@ -269,6 +278,15 @@ impl IngestCore {
                     Err(e) => Outcome::Refused(ErrorKind::Unavailable, format!("could not look up step {key}: {e}; retry")),
                 });
             }
+            // A restart lost the hash of the prefix already archived: hash it from the archive.
+            Err(released @ LiveError::Released { .. }) => {
+                let Some(a) = &self.archiving else { return Err(released) };
+                let len = self.live.sync(key).await?;
+                a.archive.stream_checksum(key, len).await.map_err(|e| LiveError::Io {
+                    what: format!("archived prefix of {key}"),
+                    source: std::io::Error::other(e.to_string()),
+                })?
+            }
             Err(e) => return Err(e),
         };
         if end.length != len || end.checksum != checksum {
@@ -303,8 +321,8 @@ impl IngestCore {
             return Ok(Outcome::Refused(ErrorKind::Unavailable, format!("could not record step end: {e}; retry")));
         }
         IngestMetrics::inc(&self.metrics.steps_verified);
-        if let Some(q) = &self.archive_queue {
-            let _ = q.try_send(key.clone());
+        if let Some(a) = &self.archiving {
+            let _ = a.queue.try_send(key.clone());
         }
         let _ = out.send(Frame::End(end).to_bytes()).await;
         Ok(Outcome::Verified)
@@ -350,6 +368,10 @@ async fn confirm_recorded_end(key: &StepKey, step: &tailrace_storage::Step, end:
 /// Acknowledges durable bytes as the reader writes them; ends (after a last sync) when the
 /// reader drops its sender.
 async fn ack_loop(core: Arc<IngestCore>, key: StepKey, mut written: watch::Receiver<u64>, mut acked: u64, out: FrameSink) {
+    // Tell the archiver each time the durable bytes cross a multiple of its `live_bytes`.
+    let every = core.archiving.as_ref().map(|a| a.archive.live_bytes()).filter(|&e| e > 0);
+    let next_due = |acked: u64| every.map_or(u64::MAX, |e| (acked / e + 1) * e);
+    let mut archive_due = next_due(acked);
     loop {
         let closed = written.changed().await.is_err();
         let target = *written.borrow_and_update();
@@ -357,6 +379,12 @@ async fn ack_loop(core: Arc<IngestCore>, key: StepKey, mut written: watch::Recei
             match core.live.sync(&key).await {
                 Ok(durable) if durable > acked => {
                     acked = durable;
+                    if acked >= archive_due {
+                        if let Some(a) = &core.archiving {
+                            let _ = a.queue.try_send(key.clone());
+                        }
+                        archive_due = next_due(acked);
+                    }
                     IngestMetrics::inc(&core.metrics.acks_sent);
                     if out.send(Frame::Ack { durable }.to_bytes()).await.is_err() {
                         return;

@@ -10,5 +10,5 @@ pub mod metrics;
 pub mod quic;
 pub mod tls;
 
-pub use crate::core::{IngestCore, IngestLimits};
+pub use crate::core::{Archiving, IngestCore, IngestLimits};
 pub use crate::metrics::IngestMetrics;

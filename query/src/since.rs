@@ -13,7 +13,7 @@ use crate::AppState;
 
 /// The offset to serve `?since=t_us` from.
 pub async fn offset_since(state: &AppState, key: &StepKey, source: &mut Source, t_us: u64) -> Result<u64, ApiError> {
-    if let Source::Live(_) = source {
+    if let Source::Live { .. } = source {
         match state.core.live.time_index(key).await {
             Ok(points) => {
                 let i = points.partition_point(|&(_, t)| t <= t_us);

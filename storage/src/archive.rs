@@ -1,14 +1,15 @@
-//! The archive: moves ended steps from the live tier into an object store as seekable zstd
-//! segments, records their manifest in the metadata store, then releases the live bytes; and
-//! reads any byte range back by fetching and decompressing only the frames it covers.
+//! The archive: moves steps' output from the live tier into an object store as seekable zstd
+//! segments — running steps incrementally, by size and age, ended steps to the end — records
+//! their manifest in the metadata store, then releases the live bytes; and reads any byte range
+//! back by fetching and decompressing only the frames it covers.
 //!
-//! Crash safety: object keys are deterministic (kind, end date, job, step, sequence), so an
-//! archiver that died mid-way simply rewrites the same objects; the manifest and the "archived"
-//! mark are one metadata transaction; the live bytes are released only after it. A restart
-//! re-queues every step that ended but is not archived, and releases live bytes of steps that
-//! are already archived.
+//! Crash safety: object keys are deterministic (kind, start date, job, step, sequence), so an
+//! archiver that died mid-way simply rewrites the same objects; new segments and the "archived"
+//! mark are one metadata transaction; live bytes are released only after it. A restart re-queues
+//! every step that ended but is not archived, and releases live bytes of steps that are already
+//! archived.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -23,12 +24,20 @@ use tokio::sync::{mpsc, Semaphore};
 use tracing::{info, warn};
 
 use crate::live::{LiveError, LiveTier, StepKey};
-use crate::meta::{MetaError, MetaStore, Segment};
+use crate::meta::{now_ms, MetaError, MetaStore, Segment, Step};
 use crate::time::civil_date;
 use crate::segment::{compress_frame, covering, decompress_frames, seek_table, SegmentError, FRAME_INPUT};
 
 /// Bytes read from the live tier at once while archiving (a whole number of frames).
 const READ_BLOCK: usize = 16 * FRAME_INPUT;
+
+/// How long ago (µs, before `now_us`) the byte at `offset` arrived, by the time index: the last
+/// point at or before it (every byte after a point arrived within `TIME_INDEX_GAP_US` of it).
+fn oldest_waiting_age_us(times: &[(u64, u64)], offset: u64, now_us: u64) -> u64 {
+    let i = times.partition_point(|&(off, _)| off <= offset);
+    let at = if i == 0 { times.first().map_or(now_us, |t| t.1) } else { times[i - 1].1 };
+    now_us.saturating_sub(at)
+}
 
 /// How segments are written.
 #[derive(Debug, Clone)]
@@ -37,6 +46,11 @@ pub struct ArchiveConfig {
     pub level: i32,
     /// Stream bytes per segment object at most; a larger step gets several segments.
     pub segment_bytes: u64,
+    /// A running step is archived in segments of this many bytes as soon as that many wait in
+    /// the live tier (which so holds about this much per running step).
+    pub live_bytes: u64,
+    /// A running step's waiting bytes are archived once the oldest is this old.
+    pub live_age: Duration,
     /// Multipart upload part size (S3 needs at least 5 MiB). Memory per archiving step is about
     /// two parts plus one frame.
     pub part_bytes: usize,
@@ -53,6 +67,8 @@ impl Default for ArchiveConfig {
         Self {
             level: 1,
             segment_bytes: 256 * 1024 * 1024,
+            live_bytes: 64 * 1024 * 1024,
+            live_age: Duration::from_secs(600),
             part_bytes: 8 * 1024 * 1024,
             compress_threads: 2,
             concurrent_steps: 2,
@@ -95,6 +111,7 @@ pub struct ArchiveMetrics {
     pub read_bytes: AtomicU64,
     pub fetched_bytes: AtomicU64,
     pub expired: AtomicU64,
+    pub running_bytes: AtomicU64,
 }
 
 impl ArchiveMetrics {
@@ -107,6 +124,7 @@ impl ArchiveMetrics {
             ("tailrace_archive_failures_total", "Archiving attempts that failed and will be retried.", &self.failures),
             ("tailrace_archive_read_bytes_total", "Output bytes served from the archive.", &self.read_bytes),
             ("tailrace_archive_fetched_bytes_total", "Compressed bytes fetched from the object store to serve reads.", &self.fetched_bytes),
+            ("tailrace_archive_running_bytes_total", "Output bytes of running steps archived and released from the live tier before the step ended.", &self.running_bytes),
             ("tailrace_archive_expired_steps_total", "Steps whose output retention deleted.", &self.expired),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));
@@ -121,23 +139,34 @@ pub struct Archive {
     meta: Arc<dyn MetaStore>,
     cfg: ArchiveConfig,
     pool: Semaphore,
-    in_flight: Mutex<HashSet<StepKey>>,
+    /// Steps being archived now, each with whether more work arrived meanwhile (run it again).
+    in_flight: Mutex<HashMap<StepKey, bool>>,
     pub metrics: ArchiveMetrics,
 }
 
-/// The object key of a step's segment: kind and date first, so expiry can sweep by prefix.
-pub fn segment_key(ended_at_ms: u64, key: &StepKey, seq: u32) -> String {
-    let (y, m, d) = civil_date(ended_at_ms);
+/// The object key of a step's segment: kind and the step's start date first, so lifecycle rules
+/// can match by prefix. Deterministic, so a retried upload overwrites the same object.
+pub fn segment_key(started_at_ms: u64, key: &StepKey, seq: u32) -> String {
+    let (y, m, d) = civil_date(started_at_ms);
     format!("logs/{y:04}/{m:02}/{d:02}/{}/{}/{seq:06}.zst", key.job, key.step)
 }
 
 impl Archive {
     pub fn new(store: Arc<dyn ObjectStore>, live: Arc<dyn LiveTier>, meta: Arc<dyn MetaStore>, cfg: ArchiveConfig) -> Self {
         let pool = Semaphore::new(cfg.compress_threads.max(1));
-        Self { store, live, meta, cfg, pool, in_flight: Mutex::new(HashSet::new()), metrics: ArchiveMetrics::default() }
+        Self { store, live, meta, cfg, pool, in_flight: Mutex::new(HashMap::new()), metrics: ArchiveMetrics::default() }
     }
 
-    /// Archives one ended step (idempotent: an archived step only has its live bytes released).
+    /// Bytes a running step may gather in the live tier before they are archived.
+    pub fn live_bytes(&self) -> u64 {
+        self.cfg.live_bytes
+    }
+
+    /// Archives what is due of one step (idempotent). An ended step: every byte not archived
+    /// yet, then the step is marked archived and its live bytes released. A running step
+    /// (incremental archiving): whole `live_bytes` segments once that many bytes wait, or every
+    /// durable byte once the oldest waiting one is `live_age` old; then that prefix is released
+    /// from the live tier, which so holds about `live_bytes` per running step.
     pub async fn archive_step(&self, key: &StepKey) -> Result<(), ArchiveError> {
         let step = self
             .meta
@@ -147,34 +176,90 @@ impl Archive {
         if step.archived_at_ms.is_some() || step.expired_at_ms.is_some() {
             return Ok(self.live.release(key).await?);
         }
-        let end = step.end.ok_or_else(|| ArchiveError::State(format!("step {key} has not ended")))?;
-        let len = step.length.unwrap_or(0);
-        let times = self.live.time_index(key).await?;
-        let mut segments = Vec::new();
-        let mut start = 0u64;
-        while start < len {
-            let seg_len = self.cfg.segment_bytes.min(len - start);
-            let seq = segments.len() as u32;
-            segments.push(self.write_segment(key, end.ended_at_ms, seq, start, seg_len, &times).await?);
-            start += seg_len;
+        let done = self.meta.segments(&key.job, &key.step).await?;
+        let archived = done.last().map_or(0, |s| s.start + s.length);
+        let seq = done.len() as u32;
+        if step.end.is_some() {
+            let len = step.length.unwrap_or(0);
+            let times = self.live.time_index(key).await?;
+            let segments = self.write_segments(key, step.started_at_ms, seq, archived..len, self.cfg.segment_bytes, &times).await?;
+            self.meta.record_segments(&key.job, &key.step, &segments, true).await?;
+            self.live.release(key).await?;
+            self.metrics.steps.fetch_add(1, Relaxed);
+            info!(step = %key, bytes = len, segments = seq as usize + segments.len(), "step archived");
+            return Ok(());
         }
-        self.meta.record_archive(&key.job, &key.step, &segments).await?;
-        self.live.release(key).await?;
-        self.metrics.steps.fetch_add(1, Relaxed);
-        info!(step = %key, bytes = len, segments = segments.len(), "step archived");
+        let durable = self.live.subscribe(key).await?.borrow().durable;
+        let waiting = durable.saturating_sub(archived);
+        if waiting == 0 {
+            return Ok(());
+        }
+        let times = self.live.time_index(key).await?;
+        let upto = if waiting >= self.cfg.live_bytes {
+            archived + waiting / self.cfg.live_bytes * self.cfg.live_bytes
+        } else if oldest_waiting_age_us(&times, archived, now_ms() * 1000) >= self.cfg.live_age.as_micros() as u64 {
+            durable
+        } else {
+            return Ok(());
+        };
+        let segments = self.write_segments(key, step.started_at_ms, seq, archived..upto, self.cfg.live_bytes, &times).await?;
+        self.meta.record_segments(&key.job, &key.step, &segments, false).await?;
+        self.live.release_prefix(key, upto).await?;
+        self.metrics.running_bytes.fetch_add(upto - archived, Relaxed);
+        info!(step = %key, from = archived, to = upto, "running step's output archived and released from the live tier");
         Ok(())
+    }
+
+    /// Writes `range` of the step as segments of at most `segment_bytes`, numbered from `seq`.
+    async fn write_segments(
+        &self,
+        key: &StepKey,
+        started_at_ms: u64,
+        seq: u32,
+        range: std::ops::Range<u64>,
+        segment_bytes: u64,
+        times: &[(u64, u64)],
+    ) -> Result<Vec<Segment>, ArchiveError> {
+        let mut segments = Vec::new();
+        let mut start = range.start;
+        while start < range.end {
+            let len = segment_bytes.max(1).min(range.end - start);
+            segments.push(self.write_segment(key, started_at_ms, seq + segments.len() as u32, start, len, times).await?);
+            start += len;
+        }
+        Ok(segments)
+    }
+
+    /// The length and checksum of a step's first `len` bytes, read from the archive below its
+    /// archived prefix and from the live tier above it — for a running step whose live tier lost
+    /// the hash of a released prefix in a restart.
+    pub async fn stream_checksum(&self, key: &StepKey, len: u64) -> Result<(u64, String), ArchiveError> {
+        let segments = self.meta.segments(&key.job, &key.step).await?;
+        let archived = segments.last().map_or(0, |s| s.start + s.length);
+        let mut hasher = StreamHasher::new();
+        let mut pos = 0u64;
+        while pos < len {
+            let max = (READ_BLOCK as u64).min(len - pos) as usize;
+            let b = if pos < archived { self.read(&segments, pos, max).await? } else { self.live.read(key, pos, max).await? };
+            if b.is_empty() {
+                return Err(ArchiveError::State(format!("step {key} holds only {pos} of {len} bytes")));
+            }
+            hasher.update(&b);
+            pos += b.len() as u64;
+        }
+        Ok((len, hasher.hex()))
     }
 
     async fn write_segment(
         &self,
         key: &StepKey,
-        ended_at_ms: u64,
+        started_at_ms: u64,
         seq: u32,
         start: u64,
         len: u64,
         times: &[(u64, u64)],
     ) -> Result<Segment, ArchiveError> {
-        let path = ObjectPath::from(segment_key(ended_at_ms, key, seq));
+        let path = ObjectPath::from(segment_key(started_at_ms, key, seq));
         let upload = self.store.put_multipart(&path).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, self.cfg.part_bytes);
         let result = async {
@@ -281,7 +366,7 @@ impl Archive {
             let last_batch = batch.len() < 256;
             for (job, step) in batch {
                 let key = StepKey::new(job, step);
-                if self.in_flight.lock().contains(&key) {
+                if self.in_flight.lock().contains_key(&key) {
                     // Being archived right now: the next sweep expires it.
                     continue;
                 }
@@ -305,7 +390,8 @@ impl Archive {
         }
     }
 
-    /// Archives steps as they end (sent on `ended`), and every `sweep_every` catches up on
+    /// Archives steps sent on `ended` (as they end, or as a running step's live bytes grow by
+    /// `live_bytes`), and every `sweep_every` catches up on
     /// steps left behind by failures or restarts. Runs until `ended` closes.
     pub async fn run(self: Arc<Self>, mut ended: mpsc::Receiver<StepKey>) {
         let slots = Arc::new(Semaphore::new(self.cfg.concurrent_steps.max(1)));
@@ -316,25 +402,40 @@ impl Archive {
                 _ = sweep.tick() => self.pending().await,
             };
             for key in keys {
-                if !self.in_flight.lock().insert(key.clone()) {
-                    continue;
+                {
+                    let mut in_flight = self.in_flight.lock();
+                    if let Some(again) = in_flight.get_mut(&key) {
+                        // Being archived: run once more when done (the step may have ended).
+                        *again = true;
+                        continue;
+                    }
+                    in_flight.insert(key.clone(), false);
                 }
                 let Ok(slot) = slots.clone().acquire_owned().await else { return };
                 let this = self.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = this.archive_step(&key).await {
-                        this.metrics.failures.fetch_add(1, Relaxed);
-                        warn!(step = %key, error = %e, "archiving failed; output stays in the live tier and will be retried");
+                    loop {
+                        if let Err(e) = this.archive_step(&key).await {
+                            this.metrics.failures.fetch_add(1, Relaxed);
+                            warn!(step = %key, error = %e, "archiving failed; output stays in the live tier and will be retried");
+                        }
+                        let mut in_flight = this.in_flight.lock();
+                        if in_flight.get(&key) == Some(&true) {
+                            in_flight.insert(key.clone(), false);
+                            continue;
+                        }
+                        in_flight.remove(&key);
+                        break;
                     }
-                    this.in_flight.lock().remove(&key);
                     drop(slot);
                 });
             }
         }
     }
 
-    /// Steps that ended but are not archived, and live steps already archived (a crash between
-    /// recording the manifest and releasing the live bytes).
+    /// Steps that ended but are not archived; live steps already archived (a crash between
+    /// recording the manifest and releasing the live bytes); and running steps, whose waiting
+    /// bytes may have grown old.
     async fn pending(&self) -> Vec<StepKey> {
         let mut out: Vec<StepKey> = match self.meta.ended_unarchived(256).await {
             Ok(v) => v.into_iter().map(|(j, s)| StepKey::new(j, s)).collect(),
@@ -345,10 +446,11 @@ impl Archive {
         };
         if let Ok(resident) = self.live.resident(4096).await {
             for key in resident {
-                if let Ok(Some(step)) = self.meta.step(&key.job, &key.step).await {
-                    if step.archived_at_ms.is_some() {
-                        out.push(key);
-                    }
+                let step = self.meta.step(&key.job, &key.step).await;
+                if let Ok(Some(Step { archived_at_ms, end, .. })) = step
+                    && (archived_at_ms.is_some() || end.is_none())
+                {
+                    out.push(key);
                 }
             }
         }

@@ -130,6 +130,10 @@ pub enum LiveError {
         #[source]
         source: std::io::Error,
     },
+    /// The bytes below `below` were archived and dropped from the live tier (the step is still
+    /// running); read them from the archive.
+    #[error("bytes of step {key} below offset {below} moved to the archive")]
+    Released { key: String, below: u64 },
     #[error("step {key} ended with different content: held {held_len} bytes ({held_checksum}), END says {len} bytes ({checksum})")]
     Conflict { key: String, held_len: u64, held_checksum: String, len: u64, checksum: String },
 }
@@ -164,7 +168,8 @@ pub trait LiveTier: Send + Sync + 'static {
     fn subscribe<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<watch::Receiver<Progress>, LiveError>>;
 
     /// The length and xxh3 checksum of every byte written; `NotFound` for a step that is not
-    /// here (never opened, or released).
+    /// here (never opened, or released); `Released` when a restart lost the hash of a released
+    /// prefix (the caller hashes the archived prefix instead).
     fn checksum<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<(u64, String), LiveError>>;
 
     /// Records the verified end durably and wakes every reader. Ending an ended step with the
@@ -175,6 +180,12 @@ pub trait LiveTier: Send + Sync + 'static {
     /// the step open finish their reads; later reads get `NotFound` and go to the archive.
     /// Releasing a step that is not here succeeds.
     fn release<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<(), LiveError>>;
+
+    /// Drops the bytes below `upto` of a step that is still running, once the archive holds them
+    /// durably (incremental archiving keeps the live tier bounded). Later reads below `upto`,
+    /// and — after a restart — the checksum, get `Released`. Offsets do not change. Releasing
+    /// what is already released succeeds.
+    fn release_prefix<'a>(&'a self, key: &'a StepKey, upto: u64) -> BoxFuture<'a, Result<(), LiveError>>;
 
     /// Steps whose bytes are held here, for recovery scans (at most `limit`).
     fn resident<'a>(&'a self, limit: usize) -> BoxFuture<'a, Result<Vec<StepKey>, LiveError>>;

@@ -124,9 +124,10 @@ pub trait MetaStore: Send + Sync + 'static {
     fn step<'a>(&'a self, job: &'a JobId, step: &'a StepId) -> BoxFuture<'a, Result<Option<Step>, MetaError>>;
     /// The job's steps in the order they were opened.
     fn steps<'a>(&'a self, job: &'a JobId) -> BoxFuture<'a, Result<Vec<Step>, MetaError>>;
-    /// Records a step's archive manifest and marks it archived, atomically; replaces any
-    /// earlier manifest of the step (an archiver that retried after a crash).
-    fn record_archive<'a>(&'a self, job: &'a JobId, step: &'a StepId, segments: &'a [Segment])
+    /// Adds segments to a step's archive manifest (replacing any with the same `seq`: an
+    /// archiver that retried after a crash) and, with `complete`, marks the step archived — one
+    /// transaction. A running step gets segments without `complete` (incremental archiving).
+    fn record_segments<'a>(&'a self, job: &'a JobId, step: &'a StepId, segments: &'a [Segment], complete: bool)
     -> BoxFuture<'a, Result<(), MetaError>>;
     /// The step's archived segments in stream order (empty if not archived).
     fn segments<'a>(&'a self, job: &'a JobId, step: &'a StepId) -> BoxFuture<'a, Result<Vec<Segment>, MetaError>>;
@@ -165,6 +166,7 @@ pub fn now_ms() -> u64 {
 
 /// The conformance suite every [`MetaStore`] backend must pass.
 #[doc(hidden)]
+#[allow(clippy::unwrap_used)]
 pub mod conformance {
     use super::*;
     use tailrace_protocol::EndReason;
@@ -228,8 +230,13 @@ pub mod conformance {
             frame_lines: vec![seq + 1],
             frame_times: vec![u64::from(seq) * 10],
         };
-        store.record_archive(&a1.id, &s2, &[seg(0, 0), seg(1, 5), seg(2, 10)]).await.unwrap();
-        store.record_archive(&a1.id, &s2, &[seg(0, 0), seg(1, 5)]).await.unwrap();
+        // A prefix first (incremental), a retried one replaces it, then the rest completes it.
+        store.record_segments(&a1.id, &s2, &[seg(0, 0)], false).await.unwrap();
+        store.record_segments(&a1.id, &s2, &[seg(0, 0)], false).await.unwrap();
+        assert_eq!(store.segments(&a1.id, &s2).await.unwrap(), vec![seg(0, 0)]);
+        assert_eq!(store.ended_unarchived(10).await.unwrap(), vec![(a1.id.clone(), s2.clone())]);
+        assert!(store.step(&a1.id, &s2).await.unwrap().unwrap().archived_at_ms.is_none());
+        store.record_segments(&a1.id, &s2, &[seg(1, 5)], true).await.unwrap();
         assert_eq!(store.segments(&a1.id, &s2).await.unwrap(), vec![seg(0, 0), seg(1, 5)]);
         assert!(store.ended_unarchived(10).await.unwrap().is_empty());
         assert!(store.step(&a1.id, &s2).await.unwrap().unwrap().archived_at_ms.is_some());

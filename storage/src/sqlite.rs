@@ -289,14 +289,19 @@ impl MetaStore for SqliteMeta {
         }))
     }
 
-    fn record_archive<'a>(&'a self, job: &'a JobId, step: &'a StepId, segments: &'a [Segment]) -> BoxFuture<'a, Result<(), MetaError>> {
+    fn record_segments<'a>(
+        &'a self,
+        job: &'a JobId,
+        step: &'a StepId,
+        segments: &'a [Segment],
+        complete: bool,
+    ) -> BoxFuture<'a, Result<(), MetaError>> {
         let (job, step, segments) = (job.clone(), step.clone(), segments.to_vec());
         Box::pin(self.call(move |c| {
             let tx = c.transaction().map_err(backend)?;
-            tx.execute("DELETE FROM segments WHERE job_id = ?1 AND step_id = ?2", [job.as_str(), step.as_str()]).map_err(backend)?;
             for s in &segments {
                 tx.execute(
-                    "INSERT INTO segments VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    "INSERT OR REPLACE INTO segments VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                     params![
                         job.as_str(),
                         step.as_str(),
@@ -313,11 +318,13 @@ impl MetaStore for SqliteMeta {
                 )
                 .map_err(backend)?;
             }
-            tx.execute(
-                "UPDATE steps SET archived_at_ms = ?3 WHERE job_id = ?1 AND step_id = ?2",
-                params![job.as_str(), step.as_str(), now_ms()],
-            )
-            .map_err(backend)?;
+            if complete {
+                tx.execute(
+                    "UPDATE steps SET archived_at_ms = ?3 WHERE job_id = ?1 AND step_id = ?2",
+                    params![job.as_str(), step.as_str(), now_ms()],
+                )
+                .map_err(backend)?;
+            }
             tx.commit().map_err(backend)
         }))
     }

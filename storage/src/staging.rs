@@ -3,7 +3,9 @@
 //!
 //! Layout under the root: `<job>/<step>.log` holds the stream's bytes at their offsets;
 //! `<job>/<step>.end` holds the verified end (JSON, written atomically); `<job>/<step>.idx` is
-//! the sparse time index, 16-byte records `offset: u64 LE, timestamp_us: u64 LE`. After a crash the hwm
+//! the sparse time index, 16-byte records `offset: u64 LE, timestamp_us: u64 LE`; `<job>/<step>.rel`
+//! holds the released prefix of a running step (decimal offset, written atomically before the
+//! prefix's disk blocks are punched out of the log, so offsets never move). After a crash the hwm
 //! is the log file's length: every byte in it was written at its own offset under the offset
 //! rule, so the file is always a prefix of the agent's stream.
 
@@ -33,6 +35,7 @@ struct Entry {
     log_path: PathBuf,
     end_path: PathBuf,
     idx_path: PathBuf,
+    rel_path: PathBuf,
     file: Arc<File>,
     /// The time index; opened with the log.
     idx: Option<File>,
@@ -51,6 +54,8 @@ struct Writer {
     /// Hash of `written` bytes; `None` after recovery until someone asks for the checksum.
     hasher: Option<StreamHasher>,
     ended: bool,
+    /// Bytes below this are in the archive and gone from the log.
+    released: u64,
 }
 
 impl StagingTier {
@@ -76,6 +81,10 @@ impl StagingTier {
         self.root.join(key.job.as_str()).join(format!("{}.idx", key.step))
     }
 
+    fn rel_path(&self, key: &StepKey) -> PathBuf {
+        self.root.join(key.job.as_str()).join(format!("{}.rel", key.step))
+    }
+
     /// The step's in-memory entry, loading it from disk if needed. With `create`, a missing step
     /// is created; otherwise it is `NotFound`.
     async fn entry(&self, key: &StepKey, create: bool) -> Result<Arc<Entry>, LiveError> {
@@ -83,9 +92,9 @@ impl StagingTier {
             return Ok(e.clone());
         }
         let (log_path, end_path) = self.paths(key);
-        let idx_path = self.idx_path(key);
+        let paths = StepPaths { log: log_path, end: end_path, idx: self.idx_path(key), rel: self.rel_path(key) };
         let name = key.to_string();
-        let loaded = tokio::task::spawn_blocking(move || load(log_path, end_path, idx_path, create, name))
+        let loaded = tokio::task::spawn_blocking(move || load(paths, create, name))
             .await
             .map_err(|e| LiveError::Io { what: "load task".into(), source: std::io::Error::other(e) })??;
         if !create && loaded.writer.lock().ended {
@@ -113,7 +122,16 @@ fn parse_index(bytes: &[u8], written: u64) -> Vec<(u64, u64)> {
         .collect()
 }
 
-fn load(log_path: PathBuf, end_path: PathBuf, idx_path: PathBuf, create: bool, name: String) -> Result<Entry, LiveError> {
+/// The files of one step.
+struct StepPaths {
+    log: PathBuf,
+    end: PathBuf,
+    idx: PathBuf,
+    rel: PathBuf,
+}
+
+fn load(paths: StepPaths, create: bool, name: String) -> Result<Entry, LiveError> {
+    let StepPaths { log: log_path, end: end_path, idx: idx_path, rel: rel_path } = paths;
     if create {
         if let Some(dir) = log_path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
@@ -140,6 +158,11 @@ fn load(log_path: PathBuf, end_path: PathBuf, idx_path: PathBuf, create: bool, n
         // it ended.)
         file.sync_data().map_err(|e| io(&log_path, e))?;
     }
+    let released = match std::fs::read_to_string(&rel_path) {
+        Ok(t) => t.trim().parse::<u64>().map_err(|e| io(&rel_path, std::io::Error::new(ErrorKind::InvalidData, e)))?,
+        Err(e) if e.kind() == ErrorKind::NotFound => 0,
+        Err(e) => return Err(io(&rel_path, e)),
+    };
     let hasher = (written == 0).then(StreamHasher::new);
     // The index is best effort: keep whole records that point into the log, drop the rest.
     let (idx, idx_len, last_point) = if ended {
@@ -155,9 +178,10 @@ fn load(log_path: PathBuf, end_path: PathBuf, idx_path: PathBuf, create: bool, n
         log_path,
         end_path,
         idx_path,
+        rel_path,
         file: Arc::new(file),
         idx,
-        writer: Mutex::new(Writer { written, idx_len, last_point, hasher, ended }),
+        writer: Mutex::new(Writer { written, idx_len, last_point, hasher, ended, released }),
         sync_lock: tokio::sync::Mutex::new(()),
         progress: watch::Sender::new(Progress { durable: written, end }),
     })
@@ -257,6 +281,10 @@ impl LiveTier for StagingTier {
     fn read<'a>(&'a self, key: &'a StepKey, offset: u64, max: usize) -> BoxFuture<'a, Result<Bytes, LiveError>> {
         Box::pin(async move {
             let e = self.entry(key, false).await?;
+            let released = e.writer.lock().released;
+            if offset < released {
+                return Err(LiveError::Released { key: key.to_string(), below: released });
+            }
             let durable = e.progress.borrow().durable;
             if offset >= durable || max == 0 {
                 return Ok(Bytes::new());
@@ -289,7 +317,13 @@ impl LiveTier for StagingTier {
                 }
             }
             // Recovered step: hash the file once, then keep the hasher for later appends.
-            let written = e.writer.lock().written;
+            let (written, released) = {
+                let w = e.writer.lock();
+                (w.written, w.released)
+            };
+            if released > 0 {
+                return Err(LiveError::Released { key: key.to_string(), below: released });
+            }
             let file = e.file.clone();
             let path = e.log_path.clone();
             let hasher = tokio::task::spawn_blocking(move || -> Result<StreamHasher, LiveError> {
@@ -362,10 +396,12 @@ impl LiveTier for StagingTier {
             self.steps.lock().remove(key);
             let (log, end) = self.paths(key);
             let idx = self.idx_path(key);
+            let rel = self.rel_path(key);
             tokio::task::spawn_blocking(move || -> Result<(), LiveError> {
                 // The log first: a step with an end marker but no log is released, never "empty".
                 remove_if_present(&log)?;
                 remove_if_present(&idx)?;
+                remove_if_present(&rel)?;
                 remove_if_present(&end)?;
                 if let Some(dir) = log.parent() {
                     // Only succeeds once the job's last step is gone.
@@ -375,6 +411,38 @@ impl LiveTier for StagingTier {
             })
             .await
             .map_err(join_err)?
+        })
+    }
+
+    fn release_prefix<'a>(&'a self, key: &'a StepKey, upto: u64) -> BoxFuture<'a, Result<(), LiveError>> {
+        Box::pin(async move {
+            let e = self.entry(key, false).await?;
+            {
+                let w = e.writer.lock();
+                if upto <= w.released {
+                    return Ok(());
+                }
+                if upto > e.progress.borrow().durable {
+                    return Err(LiveError::Io {
+                        what: key.to_string(),
+                        source: std::io::Error::other(format!("cannot release {upto} bytes: only {} are durable", e.progress.borrow().durable)),
+                    });
+                }
+            }
+            // Serialise with `finish` and other releases.
+            let _turn = e.sync_lock.lock().await;
+            let (rel_path, file, log_path) = (e.rel_path.clone(), e.file.clone(), e.log_path.clone());
+            tokio::task::spawn_blocking(move || -> Result<(), LiveError> {
+                // The mark first: after a crash, reads below it are refused, never served from
+                // punched-out (zeroed) blocks.
+                write_atomically(&rel_path, upto.to_string().as_bytes())?;
+                punch_hole(&file, upto).map_err(|err| io(&log_path, err))
+            })
+            .await
+            .map_err(join_err)??;
+            let mut w = e.writer.lock();
+            w.released = w.released.max(upto);
+            Ok(())
         })
     }
 
@@ -427,9 +495,31 @@ fn remove_if_present(path: &Path) -> Result<(), LiveError> {
     }
 }
 
+/// Frees the disk blocks of the log's first `len` bytes, keeping its size and every offset.
+/// A filesystem without hole punching keeps the blocks (the mark still refuses reads).
+fn punch_hole(file: &File, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let len = libc::off_t::try_from(len).map_err(std::io::Error::other)?;
+    // SAFETY: `fallocate` on a file descriptor we own, with no pointers involved.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, 0, len) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => {
+            tracing::debug!(error = %err, "filesystem cannot punch holes; released bytes stay on disk until the step ends");
+            Ok(())
+        }
+        _ => Err(err),
+    }
+}
+
 /// Writes `bytes` to `path` via a synced temporary file and a rename, then syncs the directory.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), LiveError> {
-    let tmp = path.with_extension("end.tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     let mut f = File::create(&tmp).map_err(|e| io(&tmp, e))?;
     f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| io(path, e))?;

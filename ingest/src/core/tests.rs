@@ -28,7 +28,7 @@ async fn harness() -> Harness {
         keys,
         limits: IngestLimits { max_frame: 4096, ..Default::default() },
         metrics: IngestMetrics::default(),
-        archive_queue: None,
+        archiving: None,
     });
     Harness { core, job: job.id, token, _dir: dir }
 }

@@ -117,3 +117,44 @@ async fn the_time_index_is_sparse_increasing_and_survives_a_restart() {
     tier.append(&k, 64 * 16 * 1024, 99_000_000, chunk.clone()).await.unwrap();
     assert_eq!(tier.time_index(&k).await.unwrap().last(), Some(&(64 * 16 * 1024, 99_000_000)));
 }
+
+#[tokio::test]
+async fn a_released_prefix_is_refused_frees_disk_and_survives_a_restart() {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let k = key("big");
+    let data: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+    let upto = 3u64 << 20;
+    let log = dir.path().join("job1/big.log");
+    {
+        let tier = StagingTier::new(dir.path(), Durability::Fsync).unwrap();
+        tier.open(&k).await.unwrap();
+        tier.append(&k, 0, 0, Bytes::from(data.clone())).await.unwrap();
+        // Only durable bytes may be released.
+        assert!(tier.release_prefix(&k, upto).await.is_err());
+        tier.sync(&k).await.unwrap();
+        let blocks_before = std::fs::metadata(&log).unwrap().blocks();
+        tier.release_prefix(&k, upto).await.unwrap();
+        // Releasing less than what is released is a no-op.
+        tier.release_prefix(&k, 1).await.unwrap();
+        let meta = std::fs::metadata(&log).unwrap();
+        assert_eq!(meta.len(), data.len() as u64, "offsets stay: the log keeps its size");
+        assert!(meta.blocks() < blocks_before, "the released prefix's blocks are freed ({} → {})", blocks_before, meta.blocks());
+        match tier.read(&k, upto - 1, 10).await {
+            Err(LiveError::Released { below, .. }) => assert_eq!(below, upto),
+            other => panic!("read below the released mark: {other:?}"),
+        }
+        assert_eq!(tier.read(&k, upto, 5).await.unwrap(), Bytes::copy_from_slice(&data[upto as usize..upto as usize + 5]));
+        // Still running in this process: the hasher saw every byte.
+        assert_eq!(tier.checksum(&k).await.unwrap(), (data.len() as u64, end_for(&data).checksum));
+    }
+    let tier = StagingTier::new(dir.path(), Durability::Fsync).unwrap();
+    assert_eq!(tier.open(&k).await.unwrap().durable, data.len() as u64);
+    assert!(matches!(tier.read(&k, 0, 10).await, Err(LiveError::Released { below, .. }) if below == upto));
+    assert!(matches!(tier.checksum(&k).await, Err(LiveError::Released { below, .. }) if below == upto));
+    let tail = tier.read(&k, data.len() as u64 - 3, 10).await.unwrap();
+    assert_eq!(&tail[..], &data[data.len() - 3..]);
+    tier.finish(&k, end_for(&data)).await.unwrap();
+    tier.release(&k).await.unwrap();
+    assert!(!dir.path().join("job1/big.rel").exists());
+}
