@@ -28,8 +28,11 @@ for l in 1 3; do
     'BEGIN { printf "zstd -%d -T1: ratio=%.2f MB/s=%.0f cpu_s_per_GB=%.2f\n", l, b / c, b / 1e6 / e, (u + s) / (b / 1e9) }'
 done
 
+# One whole step archived at its end (no incremental archiving while it streams), so the span
+# from END to "archived" is the archiver's whole cost.
 cat > "$WORK/cfg.toml" <<CFG
 archive_level = $LEVEL
+archive_live_mib = 1048576
 CFG
 TAILRACE_LOG=warn "$BIN" serve --config "$WORK/cfg.toml" --data-dir "$WORK/data" \
   --http-addr 127.0.0.1:$HTTP_PORT --quic-addr 127.0.0.1:$QUIC_PORT 2>"$WORK/serve.log" &

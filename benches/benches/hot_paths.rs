@@ -88,5 +88,22 @@ fn staging_append(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode, offset_rule_and_checksum, staging_append);
+/// JUnit parsing of large real files from the corpus (MB/s of XML).
+fn junit_parse(c: &mut Criterion) {
+    use tailrace_ingest::results::{parse_junit, JunitLimits};
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/junit/");
+    let mut g = c.benchmark_group("junit_parse");
+    for (name, path) in [
+        ("junit-report-huge", "junit-plugin/src__test__resources__hudson__tasks__junit__junit-report-huge.xml"),
+        ("jest-test-results", "test-reporter/__tests____fixtures__external__jest__jest-test-results.xml"),
+        ("eclipse-plugin", "junit-plugin/src__test__resources__hudson__tasks__junit__eclipse-plugin-test-report.xml"),
+    ] {
+        let Ok(xml) = std::fs::read(format!("{dir}{path}")) else { continue };
+        g.throughput(Throughput::Bytes(xml.len() as u64));
+        g.bench_function(name, |b| b.iter(|| parse_junit(&xml[..], &JunitLimits::default()).map(|p| p.tests.len()).unwrap_or(0)));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, decode, offset_rule_and_checksum, staging_append, junit_parse);
 criterion_main!(benches);
