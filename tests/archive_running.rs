@@ -7,50 +7,11 @@ mod common;
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 
 const MIB: usize = 1 << 20;
-
-/// A step that prints `first`, waits until `gate` exists, then prints `rest`: the test decides
-/// when the step goes on.
-struct GatedStep {
-    _dir: tempfile::TempDir,
-    gate: PathBuf,
-    cmd: Vec<String>,
-}
-
-impl GatedStep {
-    fn new(first: &[u8], rest: &[u8]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let (a, b, gate) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("go"));
-        std::fs::write(&a, first).unwrap();
-        std::fs::write(&b, rest).unwrap();
-        let script = r#"cat "$1"; while [ ! -e "$3" ]; do sleep 0.05; done; cat "$2""#;
-        let cmd = ["sh", "-c", script, "sh"].iter().map(|s| s.to_string()).chain([&a, &b, &gate].iter().map(|p| p.display().to_string())).collect();
-        GatedStep { _dir: dir, gate, cmd }
-    }
-
-    fn agent(&self, server: &Server, token: &str, job: &str, step: &str) -> Command {
-        let cmd: Vec<&str> = self.cmd.iter().map(String::as_str).collect();
-        agent(&server.url(), token, job, step, &["--quiet"], &cmd)
-    }
-
-    fn open(&self) {
-        std::fs::write(&self.gate, b"").unwrap();
-    }
-}
-
-fn tail_from(server: &Server, job: &str, step: &str, from: u64) -> std::process::Child {
-    Command::new(BIN)
-        .args(["tail", "--server", &server.url(), "--job", job, "--step", step, "--from", &from.to_string()])
-        .env("TAILRACE_TOKEN", server.admin_token())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
 
 fn running(server: &Server, job: &str, step: &str) -> bool {
     server.step(job, step).is_some_and(|s| s["status"] == "running")

@@ -1,5 +1,6 @@
-//! The archive against a real S3 server (SeaweedFS): byte-exact round trips, and an outage of
-//! the S3 server in the middle of archiving that loses nothing.
+//! The archive against a real S3 server (SeaweedFS): byte-exact round trips, an outage of the
+//! S3 server in the middle of archiving that loses nothing, and a running step archived as it
+//! grows that readers see as one stream.
 
 mod common;
 
@@ -91,4 +92,34 @@ fn s3_archive_round_trips_and_survives_an_outage() {
     assert_eq!(objects, data3.len().div_ceil(48 << 20), "one object per 48 MiB segment, no leftovers");
     assert!(decoded == data3);
     eprintln!("archived before S3 was stopped: {was_archived}");
+}
+
+#[test]
+fn s3_a_running_step_archived_as_it_grows_reads_as_one_stream() {
+    let _one_at_a_time = S3_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let s3 = S3Server::start();
+    let mut env = s3.serve_env();
+    env.push(("TAILRACE_ARCHIVE_LIVE_MIB".into(), "5".into()));
+    let server = Server::start_with(env);
+    let (job, token) = server.create_job();
+    let data = awkward_bytes(67, 24 << 20);
+    let cut = (15 << 20) + 4321;
+    let step = GatedStep::new(&data[..cut], &data[cut..]);
+    let agent = spawn_detached(step.agent(&server, &token, &job, "grow"));
+    // S3 multipart parts are at least 5 MiB: three 5 MiB segments while the step waits.
+    wait_until("running prefix archived to S3", 120, || metric(&server, "tailrace_archive_running_bytes_total") >= 15 << 20);
+    assert!(server.step(&job, "grow").is_some_and(|s| s["status"] == "running"));
+    let seam = 15usize << 20;
+    let r = server.output(&job, "grow", Some(&format!("bytes={}-{}", seam - 100, seam + 100)));
+    assert!(r.body == data[seam - 100..seam + 101], "GET across the S3/live seam differs");
+    let tail = tail_from(&server, &job, "grow", 0);
+    step.open();
+    assert!(wait_output(agent, 120).status.success());
+    let out = wait_output(tail, 180);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout == data, "tail from 0 across the S3/live seam differs");
+    wait_until("step archived to S3", 180, || archived(&server, &job, "grow"));
+    let (_, decoded) = decoded_objects(&s3, &job, "grow");
+    assert!(decoded == data, "zstd over the S3 objects differs from the original");
+    assert!(server.output(&job, "grow", None).body == data);
 }

@@ -586,3 +586,43 @@ impl Drop for S3Server {
         self.stop();
     }
 }
+
+/// A step that prints `first`, waits until `gate` exists, then prints `rest`: the test decides
+/// when the step goes on.
+pub struct GatedStep {
+    _dir: tempfile::TempDir,
+    gate: PathBuf,
+    cmd: Vec<String>,
+}
+
+impl GatedStep {
+    pub fn new(first: &[u8], rest: &[u8]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b, gate) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("go"));
+        std::fs::write(&a, first).expect("write");
+        std::fs::write(&b, rest).expect("write");
+        let script = r#"cat "$1"; while [ ! -e "$3" ]; do sleep 0.05; done; cat "$2""#;
+        let cmd = ["sh", "-c", script, "sh"].iter().map(|s| s.to_string()).chain([&a, &b, &gate].iter().map(|p| p.display().to_string())).collect();
+        GatedStep { _dir: dir, gate, cmd }
+    }
+
+    pub fn agent(&self, server: &Server, token: &str, job: &str, step: &str) -> Command {
+        let cmd: Vec<&str> = self.cmd.iter().map(String::as_str).collect();
+        agent(&server.url(), token, job, step, &["--quiet"], &cmd)
+    }
+
+    pub fn open(&self) {
+        std::fs::write(&self.gate, b"").expect("write gate");
+    }
+}
+
+/// `tailrace tail` of a step from byte `from`, its stdout and stderr piped.
+pub fn tail_from(server: &Server, job: &str, step: &str, from: u64) -> std::process::Child {
+    Command::new(BIN)
+        .args(["tail", "--server", &server.url(), "--job", job, "--step", step, "--from", &from.to_string()])
+        .env("TAILRACE_TOKEN", server.admin_token())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tail")
+}
