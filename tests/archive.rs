@@ -135,7 +135,8 @@ fn expired_output_is_deleted_and_answers_410() {
     wait_until("archived", 60, || archived(&server, &job, "old"));
     assert_eq!(segment_files(&server, &job, "old").len(), 1);
     // A step that is still running when the sweep comes.
-    let mut running = spawn_detached(agent(&server.url(), &token, &job, "running", &["--quiet"], &["sh", "-c", "echo still here; sleep 30"]));
+    let held = GatedStep::new(&[b"still here\n", b""]);
+    let running = spawn_detached(held.agent(&server, &token, &job, "running"));
     wait_until("running step", 60, || server.step_len(&job, "running") > 0);
 
     let day = 86_400u64;
@@ -170,8 +171,8 @@ fn expired_output_is_deleted_and_answers_410() {
         .unwrap();
     assert!(!tail.status.success() && String::from_utf8_lossy(&tail.stderr).contains("410"), "{}", String::from_utf8_lossy(&tail.stderr));
     assert_eq!(server.output(&job, "running", None).body, b"still here\n");
-    let _ = running.kill();
-    let _ = running.wait();
+    held.open(1);
+    assert!(wait_output(running, 60).status.success());
 }
 
 /// The whole-job download concatenates every step (archived or running) under a header line;
@@ -182,23 +183,24 @@ fn whole_job_download_and_query_ranges() {
     let (job, token) = server.create_job();
     stream_step(&server, &job, &token, "first", b"one\ntwo\n");
     wait_until("archived", 60, || archived(&server, &job, "first"));
-    let mut running = spawn_detached(agent(&server.url(), &token, &job, "second", &["--quiet"], &["sh", "-c", "printf 'three\\n'; sleep 30"]));
+    let held = GatedStep::new(&[b"three\n", b""]);
+    let running = spawn_detached(held.agent(&server, &token, &job, "second"));
     wait_until("second step output", 60, || server.step_len(&job, "second") == 6);
     let r = http_get(&server.url(), &format!("/api/v1/jobs/{job}/output"), Some(&server.admin_token()), None).unwrap();
     assert_eq!(r.status, 200);
     let text = String::from_utf8(r.body).unwrap();
+    let name = |step: &str| server.step(&job, step).unwrap()["name"].as_str().unwrap().to_string();
     assert_eq!(
         text,
-        "==> step first (cat /dev/stdin): success, 8 bytes <==\none\ntwo\n\n==> step second (sh -c printf 'three\\n'; sleep 30): running, 6 bytes <==\nthree\n\n"
-            .replace("cat /dev/stdin", &server.step(&job, "first").unwrap()["name"].as_str().unwrap().to_string())
+        format!("==> step first ({}): success, 8 bytes <==\none\ntwo\n\n==> step second ({}): running, 6 bytes <==\nthree\n\n", name("first"), name("second"))
     );
     let path = format!("/api/v1/jobs/{job}/steps/first/output?offset=4&length=3");
     let r = http_get(&server.url(), &path, Some(&server.admin_token()), None).unwrap();
     assert_eq!((r.status, r.body.as_slice()), (206, &b"two"[..]));
     let path = format!("/api/v1/jobs/{job}/steps/first/output?offset=9");
     assert_eq!(http_get(&server.url(), &path, Some(&server.admin_token()), None).unwrap().status, 416);
-    let _ = running.kill();
-    let _ = running.wait();
+    held.open(1);
+    assert!(wait_output(running, 60).status.success());
 }
 
 /// `?lines=A-B` returns whole lines, from the live tier (by scanning) and from the archive (by
@@ -207,16 +209,13 @@ fn whole_job_download_and_query_ranges() {
 fn lines_are_served_from_live_and_archived_output() {
     let server = Server::start();
     let (job, token) = server.create_job();
-    let tmp = tempfile::tempdir().unwrap();
     // ~3.9 MB of numbered lines of varying length: many 256 KiB frames.
     let mut text = String::new();
     for i in 1..=200_000u32 {
         text.push_str(&format!("line {i} {}\n", "x".repeat((i % 17) as usize)));
     }
-    let file = tmp.path().join("lines");
-    std::fs::write(&file, &text).unwrap();
-    let script = format!("cat '{}'; sleep 2", file.display());
-    let run = spawn_detached(agent(&server.url(), &token, &job, "s", &["--quiet"], &["sh", "-c", &script]));
+    let step = GatedStep::new(&[text.as_bytes(), b""]);
+    let run = spawn_detached(step.agent(&server, &token, &job, "s"));
     wait_until("all lines streamed", 60, || server.step_len(&job, "s") == text.len() as u64);
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
     let check = |spec: &str, first: usize, last: usize| {
@@ -243,6 +242,7 @@ fn lines_are_served_from_live_and_archived_output() {
     }
     let path = format!("/api/v1/jobs/{job}/steps/s/output?lines={}", all + 1);
     assert_eq!(http_get(&server.url(), &path, Some(&server.admin_token()), None).unwrap().status, 416);
+    step.open(1);
     let out = wait_output(run, 60);
     assert!(out.status.success());
     wait_until("archived", 60, || archived(&server, &job, "s"));
@@ -309,16 +309,18 @@ async fn a_reconnect_after_archiving_is_answered_from_the_record() {
 fn since_serves_output_from_a_point_in_time() {
     let server = Server::start();
     let (job, token) = server.create_job();
-    let tmp = tempfile::tempdir().unwrap();
     let before = awkward_bytes(71, 600 << 10);
     let after = awkward_bytes(73, 600 << 10);
-    std::fs::write(tmp.path().join("before"), &before).unwrap();
-    std::fs::write(tmp.path().join("after"), &after).unwrap();
-    let script = format!("cat '{0}/before'; sleep 3; cat '{0}/after'; sleep 1", tmp.path().display());
-    let run = agent(&server.url(), &token, &job, "s", &["--quiet"], &["sh", "-c", &script]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    // The second part waits for a gate; the third (empty) keeps the step live for the checks.
+    let step = GatedStep::new(&[&before, &after, b""]);
+    let run = step.agent(&server, &token, &job, "s").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     wait_until("first part", 60, || server.step_len(&job, "s") == before.len() as u64);
-    // A moment inside the 3 s pause, at least a second after the first part was read.
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() + 1000;
+    // A moment inside the pause, a second after the first part was read and a second before
+    // the second part is let out.
+    let now_ms = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    let t = now_ms() + 1000;
+    wait_until("a second past t", 10, || now_ms() >= t + 1000);
+    step.open(1);
     let total = (before.len() + after.len()) as u64;
     wait_until("second part", 60, || server.step_len(&job, "s") == total);
     let since = |t: u128| {
@@ -333,6 +335,7 @@ fn since_serves_output_from_a_point_in_time() {
     assert!(body == after);
     let (offset, _) = since(t - 60_000);
     assert_eq!(offset, 0, "a time before the step gives everything");
+    step.open(2);
     let out = wait_output(run, 60);
     assert!(out.status.success());
     wait_until("archived", 60, || archived(&server, &job, "s"));

@@ -49,7 +49,7 @@ fn a_running_step_moves_to_the_archive_by_size_and_readers_see_one_stream() {
     let (job, token) = server.create_job();
     let data = awkward_bytes(71, 14 * MIB + 777);
     let cut = 6 * MIB + 1000;
-    let step = GatedStep::new(&data[..cut], &data[cut..]);
+    let step = GatedStep::new(&[&data[..cut], &data[cut..]]);
     let agent = spawn_detached(step.agent(&server, &token, &job, "s"));
 
     // The first 6 MiB are archived in 1 MiB segments while the step waits at the gate.
@@ -72,7 +72,7 @@ fn a_running_step_moves_to_the_archive_by_size_and_readers_see_one_stream() {
     let from_zero = tail_from(&server, &job, "s", 0);
     let from_mid = tail_from(&server, &job, "s", 3 * MIB as u64 + 5);
 
-    step.open();
+    step.open(1);
     let out = wait_output(agent, 120);
     assert!(out.status.success());
     wait_until("step archived", 120, || archived(&server, &job, "s"));
@@ -99,13 +99,13 @@ fn a_quiet_running_step_moves_to_the_archive_by_age() {
     let (job, token) = server.create_job();
     let data = awkward_bytes(72, 300_000);
     let cut = 100_000;
-    let step = GatedStep::new(&data[..cut], &data[cut..]);
+    let step = GatedStep::new(&[&data[..cut], &data[cut..]]);
     let agent = spawn_detached(step.agent(&server, &token, &job, "q"));
     // Far below the size threshold (64 MiB), but older than a second.
     wait_until("old output archived", 60, || metric(&server, "tailrace_archive_running_bytes_total") == cut as u64);
     assert!(running(&server, &job, "q"));
     assert!(server.output(&job, "q", Some(&format!("bytes=0-{}", cut - 1))).body == data[..cut]);
-    step.open();
+    step.open(1);
     assert!(wait_output(agent, 60).status.success());
     wait_until("step archived", 60, || archived(&server, &job, "q"));
     assert!(server.output(&job, "q", None).body == data);
@@ -118,7 +118,7 @@ fn kill_9_after_a_running_step_was_partly_archived_loses_nothing() {
     let (job, token) = server.create_job();
     let data = awkward_bytes(73, 9 * MIB + 12345);
     let cut = 4 * MIB + 99;
-    let step = GatedStep::new(&data[..cut], &data[cut..]);
+    let step = GatedStep::new(&[&data[..cut], &data[cut..]]);
     let agent = Watched::spawn(step.agent(&server, &token, &job, "k"));
     wait_until("running prefix archived", 60, || metric(&server, "tailrace_archive_running_bytes_total") >= 4 * MIB as u64);
 
@@ -126,7 +126,7 @@ fn kill_9_after_a_running_step_was_partly_archived_loses_nothing() {
     server.restart();
     // The restarted live tier no longer has the hash of the archived prefix; END is verified
     // against the archive's bytes plus the live ones.
-    step.open();
+    step.open(1);
     let out = agent.finish(180);
     assert!(out.status.success(), "agent: {}", String::from_utf8_lossy(&out.stderr));
     wait_until("step archived after restart", 120, || archived(&server, &job, "k"));

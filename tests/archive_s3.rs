@@ -104,7 +104,7 @@ fn s3_a_running_step_archived_as_it_grows_reads_as_one_stream() {
     let (job, token) = server.create_job();
     let data = awkward_bytes(67, 24 << 20);
     let cut = (15 << 20) + 4321;
-    let step = GatedStep::new(&data[..cut], &data[cut..]);
+    let step = GatedStep::new(&[&data[..cut], &data[cut..]]);
     let agent = spawn_detached(step.agent(&server, &token, &job, "grow"));
     // S3 multipart parts are at least 5 MiB: three 5 MiB segments while the step waits.
     wait_until("running prefix archived to S3", 120, || metric(&server, "tailrace_archive_running_bytes_total") >= 15 << 20);
@@ -113,7 +113,7 @@ fn s3_a_running_step_archived_as_it_grows_reads_as_one_stream() {
     let r = server.output(&job, "grow", Some(&format!("bytes={}-{}", seam - 100, seam + 100)));
     assert!(r.body == data[seam - 100..seam + 101], "GET across the S3/live seam differs");
     let tail = tail_from(&server, &job, "grow", 0);
-    step.open();
+    step.open(1);
     assert!(wait_output(agent, 120).status.success());
     let out = wait_output(tail, 180);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -587,23 +587,27 @@ impl Drop for S3Server {
     }
 }
 
-/// A step that prints `first`, waits until `gate` exists, then prints `rest`: the test decides
-/// when the step goes on.
+/// A step that prints `parts[0]`, then each further part once the test opens its gate
+/// ([`GatedStep::open`]`(i)` lets `parts[i]` out): the test, not the clock, decides when the step
+/// goes on. An empty last part keeps the step running until its gate opens.
 pub struct GatedStep {
-    _dir: tempfile::TempDir,
-    gate: PathBuf,
+    dir: tempfile::TempDir,
     cmd: Vec<String>,
 }
 
 impl GatedStep {
-    pub fn new(first: &[u8], rest: &[u8]) -> Self {
+    pub fn new(parts: &[&[u8]]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (a, b, gate) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("go"));
-        std::fs::write(&a, first).expect("write");
-        std::fs::write(&b, rest).expect("write");
-        let script = r#"cat "$1"; while [ ! -e "$3" ]; do sleep 0.05; done; cat "$2""#;
-        let cmd = ["sh", "-c", script, "sh"].iter().map(|s| s.to_string()).chain([&a, &b, &gate].iter().map(|p| p.display().to_string())).collect();
-        GatedStep { _dir: dir, gate, cmd }
+        let mut script = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            let file = dir.path().join(format!("part{i}"));
+            std::fs::write(&file, part).expect("write");
+            if i > 0 {
+                script.push(format!("while [ ! -e '{}' ]; do sleep 0.05; done", dir.path().join(format!("gate{i}")).display()));
+            }
+            script.push(format!("cat '{}'", file.display()));
+        }
+        GatedStep { cmd: vec!["sh".into(), "-c".into(), script.join("; ")], dir }
     }
 
     pub fn agent(&self, server: &Server, token: &str, job: &str, step: &str) -> Command {
@@ -611,8 +615,9 @@ impl GatedStep {
         agent(&server.url(), token, job, step, &["--quiet"], &cmd)
     }
 
-    pub fn open(&self) {
-        std::fs::write(&self.gate, b"").expect("write gate");
+    /// Lets `parts[i]` out.
+    pub fn open(&self, i: usize) {
+        std::fs::write(self.dir.path().join(format!("gate{i}")), b"").expect("write gate");
     }
 }
 
