@@ -6,7 +6,7 @@
 mod common;
 
 use std::os::unix::fs::MetadataExt as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;
@@ -19,22 +19,6 @@ fn running(server: &Server, job: &str, step: &str) -> bool {
 
 fn live_log(server: &Server, job: &str, step: &str) -> PathBuf {
     server.data_dir().join(format!("live/{job}/{step}.log"))
-}
-
-/// Every segment object of a step under the local store, in key order.
-fn segment_files(server: &Server, job: &str, step: &str) -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() { walk(&p, out) } else { out.push(p) }
-        }
-    }
-    let mut all = Vec::new();
-    walk(&server.data_dir().join("objects/logs"), &mut all);
-    let needle = format!("/{job}/{step}/");
-    let mut mine: Vec<PathBuf> = all.into_iter().filter(|p| p.to_string_lossy().contains(&needle)).collect();
-    mine.sort();
-    mine
 }
 
 fn zstd_dc(files: &[PathBuf]) -> Vec<u8> {

@@ -631,3 +631,23 @@ pub fn tail_from(server: &Server, job: &str, step: &str, from: u64) -> std::proc
         .spawn()
         .expect("spawn tail")
 }
+
+/// Every segment object of a step under the local store, in key order.
+pub fn segment_files(server: &Server, job: &str, step: &str) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    let mut all = Vec::new();
+    walk(&server.data_dir().join("objects/logs"), &mut all);
+    let needle = format!("/{job}/{step}/");
+    let mut mine: Vec<PathBuf> = all.into_iter().filter(|p| p.to_string_lossy().contains(&needle)).collect();
+    mine.sort();
+    mine
+}
