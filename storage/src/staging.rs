@@ -14,6 +14,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Write as _};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Acquire, Release};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -44,6 +46,9 @@ struct Entry {
     /// before it (group commit).
     sync_lock: tokio::sync::Mutex<()>,
     progress: watch::Sender<Progress>,
+    /// Bytes below this are in the archive and (about to be) gone from the log. Raised before
+    /// the blocks are punched; readers check it before and after they read.
+    released: AtomicU64,
 }
 
 struct Writer {
@@ -54,8 +59,6 @@ struct Writer {
     /// Hash of `written` bytes; `None` after recovery until someone asks for the checksum.
     hasher: Option<StreamHasher>,
     ended: bool,
-    /// Bytes below this are in the archive and gone from the log.
-    released: u64,
 }
 
 impl StagingTier {
@@ -181,7 +184,8 @@ fn load(paths: StepPaths, create: bool, name: String) -> Result<Entry, LiveError
         rel_path,
         file: Arc::new(file),
         idx,
-        writer: Mutex::new(Writer { written, idx_len, last_point, hasher, ended, released }),
+        writer: Mutex::new(Writer { written, idx_len, last_point, hasher, ended }),
+        released: AtomicU64::new(released),
         sync_lock: tokio::sync::Mutex::new(()),
         progress: watch::Sender::new(Progress { durable: written, end }),
     })
@@ -281,9 +285,12 @@ impl LiveTier for StagingTier {
     fn read<'a>(&'a self, key: &'a StepKey, offset: u64, max: usize) -> BoxFuture<'a, Result<Bytes, LiveError>> {
         Box::pin(async move {
             let e = self.entry(key, false).await?;
-            let released = e.writer.lock().released;
-            if offset < released {
-                return Err(LiveError::Released { key: key.to_string(), below: released });
+            let released = |e: &Entry| {
+                let below = e.released.load(Acquire);
+                (offset < below).then(|| LiveError::Released { key: key.to_string(), below })
+            };
+            if let Some(err) = released(&e) {
+                return Err(err);
             }
             let durable = e.progress.borrow().durable;
             if offset >= durable || max == 0 {
@@ -292,13 +299,18 @@ impl LiveTier for StagingTier {
             let len = (durable - offset).min(max as u64) as usize;
             let file = e.file.clone();
             let path = e.log_path.clone();
-            tokio::task::spawn_blocking(move || {
+            let bytes = tokio::task::spawn_blocking(move || {
                 let mut buf = BytesMut::zeroed(len);
                 file.read_exact_at(&mut buf, offset).map_err(|err| io(&path, err))?;
-                Ok(buf.freeze())
+                Ok::<_, LiveError>(buf.freeze())
             })
             .await
-            .map_err(join_err)?
+            .map_err(join_err)??;
+            // Released while we read: the blocks may have been punched under us.
+            match released(&e) {
+                Some(err) => Err(err),
+                None => Ok(bytes),
+            }
         })
     }
 
@@ -317,10 +329,8 @@ impl LiveTier for StagingTier {
                 }
             }
             // Recovered step: hash the file once, then keep the hasher for later appends.
-            let (written, released) = {
-                let w = e.writer.lock();
-                (w.written, w.released)
-            };
+            let written = e.writer.lock().written;
+            let released = e.released.load(Acquire);
             if released > 0 {
                 return Err(LiveError::Released { key: key.to_string(), below: released });
             }
@@ -417,32 +427,28 @@ impl LiveTier for StagingTier {
     fn release_prefix<'a>(&'a self, key: &'a StepKey, upto: u64) -> BoxFuture<'a, Result<(), LiveError>> {
         Box::pin(async move {
             let e = self.entry(key, false).await?;
-            {
-                let w = e.writer.lock();
-                if upto <= w.released {
-                    return Ok(());
-                }
-                if upto > e.progress.borrow().durable {
-                    return Err(LiveError::Io {
-                        what: key.to_string(),
-                        source: std::io::Error::other(format!("cannot release {upto} bytes: only {} are durable", e.progress.borrow().durable)),
-                    });
-                }
+            if upto <= e.released.load(Acquire) {
+                return Ok(());
+            }
+            let durable = e.progress.borrow().durable;
+            if upto > durable {
+                return Err(LiveError::Io {
+                    what: key.to_string(),
+                    source: std::io::Error::other(format!("cannot release {upto} bytes: only {durable} are durable")),
+                });
             }
             // Serialise with `finish` and other releases.
             let _turn = e.sync_lock.lock().await;
-            let (rel_path, file, log_path) = (e.rel_path.clone(), e.file.clone(), e.log_path.clone());
+            let entry = e.clone();
             tokio::task::spawn_blocking(move || -> Result<(), LiveError> {
-                // The mark first: after a crash, reads below it are refused, never served from
-                // punched-out (zeroed) blocks.
-                write_atomically(&rel_path, upto.to_string().as_bytes())?;
-                punch_hole(&file, upto).map_err(|err| io(&log_path, err))
+                // The mark first, on disk and in memory: after a crash or during the punch,
+                // reads below it are refused, never served from punched-out (zeroed) blocks.
+                write_atomically(&entry.rel_path, upto.to_string().as_bytes())?;
+                entry.released.fetch_max(upto, Release);
+                punch_hole(&entry.file, upto).map_err(|err| io(&entry.log_path, err))
             })
             .await
-            .map_err(join_err)??;
-            let mut w = e.writer.lock();
-            w.released = w.released.max(upto);
-            Ok(())
+            .map_err(join_err)?
         })
     }
 
