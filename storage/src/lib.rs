@@ -10,10 +10,11 @@ pub mod meta;
 pub mod segment;
 pub mod sqlite;
 pub mod staging;
+pub mod test_runs;
 pub mod time;
 
 pub use live::{AppendOutcome, Durability, LiveError, LiveTier, Progress, StepEnd, StepKey, StepStatus};
 pub use archive::{remove_local_upload_leftovers, Archive, ArchiveConfig, ArchiveError};
-pub use meta::{Job, MetaError, MetaStore, NewJob, Segment, Step};
+pub use meta::{Job, MetaError, MetaStore, NewJob, Segment, Step, TestRun};
 pub use sqlite::SqliteMeta;
 pub use staging::StagingTier;

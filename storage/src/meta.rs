@@ -1,11 +1,12 @@
-//! The metadata-store contract: jobs and steps (later issues add segment manifests, artifacts and
-//! test runs). One narrow trait, one conformance suite, one backend per deployment shape.
+//! The metadata-store contract: jobs, steps, segment manifests and test runs (later issues add
+//! artifacts and test rollups). One narrow trait, one conformance suite, one backend per deployment shape.
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tailrace_protocol::{JobId, StepId};
 
 use crate::live::{StepEnd, StepStatus};
+pub use crate::test_runs::TestRun;
 
 /// What a new job is created with.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -122,6 +123,12 @@ pub trait MetaStore: Send + Sync + 'static {
     fn finish_step<'a>(&'a self, job: &'a JobId, step: &'a StepId, end: &'a StepEnd)
     -> BoxFuture<'a, Result<(), MetaError>>;
     fn step<'a>(&'a self, job: &'a JobId, step: &'a StepId) -> BoxFuture<'a, Result<Option<Step>, MetaError>>;
+    /// A project's job by its number.
+    fn job_by_number<'a>(&'a self, project: &'a str, number: u64) -> BoxFuture<'a, Result<Option<Job>, MetaError>>;
+    /// Appends test runs to a job (one uploaded result file), atomically.
+    fn record_test_runs<'a>(&'a self, job: &'a JobId, runs: &'a [TestRun]) -> BoxFuture<'a, Result<(), MetaError>>;
+    /// The job's test runs numbered `from` on, in upload order, at most `limit`, with their numbers.
+    fn test_runs<'a>(&'a self, job: &'a JobId, from: u64, limit: usize) -> BoxFuture<'a, Result<Vec<(u64, TestRun)>, MetaError>>;
     /// The job's steps in the order they were opened.
     fn steps<'a>(&'a self, job: &'a JobId) -> BoxFuture<'a, Result<Vec<Step>, MetaError>>;
     /// Adds segments to a step's archive manifest (replacing any with the same `seq`: an
@@ -240,6 +247,30 @@ pub mod conformance {
         assert_eq!(store.segments(&a1.id, &s2).await.unwrap(), vec![seg(0, 0), seg(1, 5)]);
         assert!(store.ended_unarchived(10).await.unwrap().is_empty());
         assert!(store.step(&a1.id, &s2).await.unwrap().unwrap().archived_at_ms.is_some());
+
+        // Jobs by number; test runs appended per upload and paged in order.
+        assert_eq!(store.job_by_number("gh/acme/app", a2.number).await.unwrap().as_ref(), Some(&a2));
+        assert_eq!(store.job_by_number("gh/acme/app", 99).await.unwrap(), None);
+        assert_eq!(store.job_by_number("gh/acme/lib", b1.number).await.unwrap().map(|j| j.id), Some(b1.id.clone()));
+        let run = |name: &str, result: &str| TestRun {
+            classname: "c".into(),
+            name: name.into(),
+            file: Some("f.py".into()),
+            source: "junit.xml".into(),
+            result: result.into(),
+            run_time: Some(0.5),
+            message: (result != "success").then(|| "boom".into()),
+            attempts: 1,
+            flaky: false,
+        };
+        assert!(store.test_runs(&a1.id, 0, 10).await.unwrap().is_empty());
+        store.record_test_runs(&a1.id, &[run("t1", "success"), run("t2", "failure")]).await.unwrap();
+        store.record_test_runs(&a1.id, &[run("t3", "skipped")]).await.unwrap();
+        let all = store.test_runs(&a1.id, 0, 10).await.unwrap();
+        assert_eq!(all.iter().map(|(n, r)| (*n, r.name.as_str())).collect::<Vec<_>>(), [(0, "t1"), (1, "t2"), (2, "t3")]);
+        assert_eq!(all[1].1, run("t2", "failure"));
+        assert_eq!(store.test_runs(&a1.id, 1, 1).await.unwrap().iter().map(|(n, _)| *n).collect::<Vec<_>>(), [1]);
+        assert!(store.test_runs(&a2.id, 0, 10).await.unwrap().is_empty());
 
         // Expiry: by end time, once.
         assert!(store.expiry_candidates(7, 10).await.unwrap().is_empty(), "ended at 8, not before 7");

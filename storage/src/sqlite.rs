@@ -9,7 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use tailrace_protocol::{JobId, StepId};
 
 use crate::live::{StepEnd, StepStatus};
-use crate::meta::{now_ms, validate_project, Job, MetaError, MetaStore, NewJob, Segment, Step, StepEndFields};
+use crate::meta::{now_ms, validate_project, Job, MetaError, MetaStore, NewJob, Segment, Step, StepEndFields, TestRun};
 use crate::segment::FrameEntry;
 
 /// Migrations, applied in order; `PRAGMA user_version` counts how many ran.
@@ -57,7 +57,24 @@ CREATE INDEX steps_to_expire ON steps (ended_at_ms) WHERE expired_at_ms IS NULL;
 ALTER TABLE segments ADD COLUMN frame_lines BLOB;
 "#, r#"
 ALTER TABLE segments ADD COLUMN frame_times BLOB;
+"#, r#"
+CREATE TABLE test_runs (
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    seq INTEGER NOT NULL,
+    classname TEXT NOT NULL,
+    name TEXT NOT NULL,
+    file TEXT,
+    source TEXT NOT NULL,
+    result TEXT NOT NULL,
+    run_time REAL,
+    message TEXT,
+    attempts INTEGER NOT NULL,
+    flaky INTEGER NOT NULL,
+    PRIMARY KEY (job_id, seq)
+);
 "#];
+
+mod test_runs;
 
 /// SQLite behind a mutex; every call runs on the blocking pool.
 #[derive(Clone)]
@@ -391,6 +408,26 @@ impl MetaStore for SqliteMeta {
             .map_err(backend)?;
             tx.commit().map_err(backend)
         }))
+    }
+
+    fn job_by_number<'a>(&'a self, project: &'a str, number: u64) -> BoxFuture<'a, Result<Option<Job>, MetaError>> {
+        let project = project.to_string();
+        Box::pin(self.call(move |c| {
+            c.query_row("SELECT * FROM jobs WHERE project = ?1 AND number = ?2", params![project, number], job_from_row)
+                .optional()
+                .map(|o| o.map(|(_, j)| j))
+                .map_err(backend)
+        }))
+    }
+
+    fn record_test_runs<'a>(&'a self, job: &'a JobId, runs: &'a [TestRun]) -> BoxFuture<'a, Result<(), MetaError>> {
+        let (job, runs) = (job.to_string(), runs.to_vec());
+        Box::pin(self.call(move |c| test_runs::record(c, &job, &runs)))
+    }
+
+    fn test_runs<'a>(&'a self, job: &'a JobId, from: u64, limit: usize) -> BoxFuture<'a, Result<Vec<(u64, TestRun)>, MetaError>> {
+        let job = job.to_string();
+        Box::pin(self.call(move |c| test_runs::list(c, &job, from, limit)))
     }
 
     fn ended_unarchived(&self, limit: usize) -> BoxFuture<'_, Result<Vec<(JobId, StepId)>, MetaError>> {
