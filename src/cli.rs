@@ -57,6 +57,11 @@ pub enum Command {
     /// Tokens for readers (dashboards, people, `tailrace tail`).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Upload test results (JUnit XML, or JSON records) to a job: files, or directories
+    /// searched recursively for *.xml and *.json, as CircleCI's store_test_results does. Use the
+    /// job's token; results may be uploaded while the job still runs. Prints each file's counts
+    /// and the parser's notes; exits 1 if any file was refused (with the reason).
+    StoreTestResults(crate::test_results::StoreTestResultsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -299,6 +304,10 @@ pub async fn dispatch(cli: Cli) -> i32 {
         }
         Command::Token(TokenCommand::Create(a)) => token_create(a).await,
         Command::Gc(a) => gc(a).await,
+        Command::StoreTestResults(a) => {
+            init_logs("warn", false);
+            crate::test_results::store_test_results(a).await
+        }
         Command::Job(JobCommand::Create(a)) => {
             init_logs("warn", false);
             let server = match Server::parse(&a.client.server) {
@@ -388,7 +397,7 @@ fn http_method_post() -> tailrace_agent::client::Method {
     tailrace_agent::client::Method::POST
 }
 
-fn fail(msg: &str) -> i32 {
+pub fn fail(msg: &str) -> i32 {
     eprintln!("tailrace: {msg}");
     1
 }

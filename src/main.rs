@@ -1,9 +1,11 @@
-//! The `tailrace` binary: `serve` runs the server; `run`, `tail` and `job` are its clients.
+//! The `tailrace` binary: `serve` runs the server; `run`, `tail`, `job` and
+//! `store-test-results` are its clients.
 
 mod cli;
 mod config;
 mod serve;
 mod store;
+mod test_results;
 mod units;
 
 use clap::Parser;

@@ -58,6 +58,18 @@ impl Server {
         token: Option<&str>,
         body: Option<serde_json::Value>,
     ) -> Result<T, ClientError> {
+        self.call(method, path, token, body.map(|v| ("application/json", Bytes::from(v.to_string())))).await
+    }
+
+    /// Sends one request with a body of the given content type and decodes a JSON answer, like
+    /// [`Server::json`].
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<(&str, Bytes)>,
+    ) -> Result<T, ClientError> {
         let (status, bytes) = self.request(method, path, token, body).await?;
         if !status.is_success() {
             let message = serde_json::from_slice::<serde_json::Value>(&bytes)
@@ -74,7 +86,7 @@ impl Server {
         method: Method,
         path: &str,
         token: Option<&str>,
-        body: Option<serde_json::Value>,
+        body: Option<(&str, Bytes)>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
         let http_err = |e: &dyn std::fmt::Display| ClientError::Http(e.to_string(), self.authority.clone());
         let tcp = TcpStream::connect(&self.authority)
@@ -87,9 +99,9 @@ impl Server {
             req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
         }
         let body = match body {
-            Some(v) => {
-                req = req.header(http::header::CONTENT_TYPE, "application/json");
-                Bytes::from(v.to_string())
+            Some((content_type, bytes)) => {
+                req = req.header(http::header::CONTENT_TYPE, content_type);
+                bytes
             }
             None => Bytes::new(),
         };

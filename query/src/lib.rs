@@ -1,4 +1,5 @@
-//! Tailrace query: the HTTP API — jobs, steps, output by range, the websocket live tail — plus
+//! Tailrace query: the HTTP API — jobs, steps, output by range, the websocket live tail, test
+//! results (upload and listing) — plus
 //! `/healthz`, `/readyz` and `/metrics`. The HTTP/2 ingest route is mounted on the same server.
 
 pub mod auth;
@@ -12,10 +13,12 @@ pub mod server;
 pub mod since;
 pub mod source;
 pub mod tail;
+pub mod tests_api;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Serialize;
@@ -62,6 +65,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/jobs/{job}/output", get(job_output::get_job_output))
         .route("/api/v1/jobs/{job}/steps/{step}/output", get(output::get_output))
         .route("/api/v1/jobs/{job}/steps/{step}/tail", get(tail::tail))
+        .route(
+            "/api/v1/jobs/{job}/tests",
+            get(tests_api::job_tests).post(tests_api::upload).layer(DefaultBodyLimit::max(tests_api::MAX_UPLOAD)),
+        )
+        .route("/api/v2/project/{vcs}/{org}/{repo}/{number}/tests", get(tests_api::circle_job_tests))
         .with_state(state.clone());
     api.merge(tailrace_ingest::http2::router(state.core.clone()))
 }

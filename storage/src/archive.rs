@@ -157,6 +157,13 @@ impl Archive {
         Self { store, live, meta, cfg, pool, in_flight: Mutex::new(HashMap::new()), metrics: ArchiveMetrics::default() }
     }
 
+    /// Stores an object of another kind (e.g. a raw test-result file under `test-results/`) in
+    /// the archive's store.
+    pub async fn put_object(&self, key: &str, bytes: Bytes) -> Result<(), ArchiveError> {
+        self.store.put(&ObjectPath::from(key), bytes.into()).await?;
+        Ok(())
+    }
+
     /// Bytes a running step may gather in the live tier before they are archived.
     pub fn live_bytes(&self) -> u64 {
         self.cfg.live_bytes
