@@ -220,6 +220,12 @@ pub struct JobCreateArgs {
     pub workflow: Option<String>,
     #[arg(long)]
     pub name: Option<String>,
+    /// The CI system's pipeline number (shown by insights as `pipeline-number`).
+    #[arg(long)]
+    pub pipeline_number: Option<u64>,
+    /// The workflow run this job belongs to; give every job of one run the same id.
+    #[arg(long)]
+    pub workflow_id: Option<String>,
     /// Print JSON `{"job_id":…,"job_number":…,"token":…}` instead of `export` lines for `eval`.
     #[arg(long)]
     pub json: bool,
@@ -316,6 +322,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
             };
             let body = serde_json::json!({
                 "project": a.project, "branch": a.branch, "commit": a.commit, "workflow": a.workflow, "name": a.name,
+                "pipeline_number": a.pipeline_number, "workflow_id": a.workflow_id,
             });
             let created: serde_json::Value =
                 match server.json(http_method_post(), "/api/v1/jobs", Some(&a.client.token), Some(body)).await {

@@ -63,9 +63,9 @@ pub async fn upload(
         return Err(ApiError::Forbidden(format!("this token cannot write job {job}; upload with the job's own token")));
     }
     let id = JobId::new(&job).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    if state.core.meta.job(&id).await?.is_none() {
+    let Some(job_record) = state.core.meta.job(&id).await? else {
         return Err(ApiError::NotFound(format!("job {job} not found")));
-    }
+    };
     let source = clean_source(q.source.as_deref().unwrap_or("upload"));
     let json = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("json"));
     let raw = body.clone();
@@ -97,9 +97,10 @@ pub async fn upload(
             message: t.attempts.iter().rev().find_map(|a| a.message.clone()),
             attempts: t.attempts.len() as u32,
             flaky: t.is_flaky(),
+            wasted_time: if t.is_flaky() { t.attempts.iter().filter(|a| a.result.is_failed()).filter_map(|a| a.time).sum() } else { 0.0 },
         })
         .collect();
-    state.core.meta.record_test_runs(&id, &runs).await?;
+    state.core.meta.record_test_runs(&job_record, &runs).await?;
     let counts = parsed.counts();
     tracing::info!(job = %job, source = %source, tests = counts.tests, failed = counts.failure + counts.error, "test results stored");
     Ok((StatusCode::CREATED, Json(UploadReport { source, counts, warnings: parsed.warnings })))

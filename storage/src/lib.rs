@@ -5,6 +5,7 @@
 //! shaped so that the scale-out backends (Redis Streams, MongoDB) fit them unchanged.
 
 pub mod archive;
+pub mod insights;
 pub mod live;
 pub mod meta;
 pub mod segment;

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use tailrace_protocol::{JobId, StepId};
 
 use crate::live::{StepEnd, StepStatus};
+use crate::insights::{FlakyTest, MetricsQuery, TestMetrics};
 pub use crate::test_runs::TestRun;
 
 /// What a new job is created with.
@@ -22,6 +23,13 @@ pub struct NewJob {
     pub workflow: Option<String>,
     #[serde(default)]
     pub name: Option<String>,
+    /// The CI system's pipeline number (CircleCI's `pipeline-number`), for insights.
+    #[serde(default)]
+    pub pipeline_number: Option<u64>,
+    /// The workflow run this job belongs to (CircleCI's `workflow-id`); jobs of one workflow run
+    /// share it. Insights count workflow runs by it (a job without one is its own run).
+    #[serde(default)]
+    pub workflow_id: Option<String>,
 }
 
 /// A job: one unit of CI work whose steps stream output.
@@ -35,6 +43,8 @@ pub struct Job {
     pub commit: Option<String>,
     pub workflow: Option<String>,
     pub name: Option<String>,
+    pub pipeline_number: Option<u64>,
+    pub workflow_id: Option<String>,
     pub created_at_ms: u64,
 }
 
@@ -125,8 +135,13 @@ pub trait MetaStore: Send + Sync + 'static {
     fn step<'a>(&'a self, job: &'a JobId, step: &'a StepId) -> BoxFuture<'a, Result<Option<Step>, MetaError>>;
     /// A project's job by its number.
     fn job_by_number<'a>(&'a self, project: &'a str, number: u64) -> BoxFuture<'a, Result<Option<Job>, MetaError>>;
-    /// Appends test runs to a job (one uploaded result file), atomically.
-    fn record_test_runs<'a>(&'a self, job: &'a JobId, runs: &'a [TestRun]) -> BoxFuture<'a, Result<(), MetaError>>;
+    /// Appends test runs to a job (one uploaded result file) and folds them into the insights
+    /// rollups, atomically.
+    fn record_test_runs<'a>(&'a self, job: &'a Job, runs: &'a [TestRun]) -> BoxFuture<'a, Result<(), MetaError>>;
+    /// A project's flaky tests, most flaked first.
+    fn flaky_tests<'a>(&'a self, project: &'a str) -> BoxFuture<'a, Result<Vec<FlakyTest>, MetaError>>;
+    /// Test metrics of one workflow of a project, from the rollups.
+    fn test_metrics<'a>(&'a self, project: &'a str, query: &'a MetricsQuery) -> BoxFuture<'a, Result<TestMetrics, MetaError>>;
     /// The job's test runs numbered `from` on, in upload order, at most `limit`, with their numbers.
     fn test_runs<'a>(&'a self, job: &'a JobId, from: u64, limit: usize) -> BoxFuture<'a, Result<Vec<(u64, TestRun)>, MetaError>>;
     /// The job's steps in the order they were opened.
@@ -181,7 +196,13 @@ pub mod conformance {
     pub async fn run(store: &dyn MetaStore) {
         let a1 = store.create_job(NewJob { project: "gh/acme/app".into(), ..Default::default() }).await.unwrap();
         let a2 = store
-            .create_job(NewJob { project: "gh/acme/app".into(), branch: Some("main".into()), ..Default::default() })
+            .create_job(NewJob {
+                project: "gh/acme/app".into(),
+                branch: Some("main".into()),
+                pipeline_number: Some(41),
+                workflow_id: Some("wf-1".into()),
+                ..Default::default()
+            })
             .await
             .unwrap();
         let b1 = store.create_job(NewJob { project: "gh/acme/lib".into(), ..Default::default() }).await.unwrap();
@@ -262,15 +283,53 @@ pub mod conformance {
             message: (result != "success").then(|| "boom".into()),
             attempts: 1,
             flaky: false,
+            wasted_time: 0.0,
         };
         assert!(store.test_runs(&a1.id, 0, 10).await.unwrap().is_empty());
-        store.record_test_runs(&a1.id, &[run("t1", "success"), run("t2", "failure")]).await.unwrap();
-        store.record_test_runs(&a1.id, &[run("t3", "skipped")]).await.unwrap();
+        store.record_test_runs(&a1, &[run("t1", "success"), run("t2", "failure")]).await.unwrap();
+        store.record_test_runs(&a1, &[run("t3", "skipped")]).await.unwrap();
         let all = store.test_runs(&a1.id, 0, 10).await.unwrap();
         assert_eq!(all.iter().map(|(n, r)| (*n, r.name.as_str())).collect::<Vec<_>>(), [(0, "t1"), (1, "t2"), (2, "t3")]);
         assert_eq!(all[1].1, run("t2", "failure"));
         assert_eq!(store.test_runs(&a1.id, 1, 1).await.unwrap().iter().map(|(n, _)| *n).collect::<Vec<_>>(), [1]);
         assert!(store.test_runs(&a2.id, 0, 10).await.unwrap().is_empty());
+
+        // Insights rollups: flaky by retry and by commit, most failed, slowest, workflow runs.
+        let job_of = |commit: &str, wf: &str, pipeline: u64| NewJob {
+            project: "gh/acme/ins".into(),
+            branch: Some("main".into()),
+            commit: Some(commit.into()),
+            workflow: Some("build".into()),
+            name: Some("test".into()),
+            pipeline_number: Some(pipeline),
+            workflow_id: Some(wf.into()),
+        };
+        let timed = |name: &str, result: &str, t: f64| TestRun { run_time: Some(t), ..run(name, result) };
+        let c1 = store.create_job(job_of("aaa", "w1", 1)).await.unwrap();
+        let c2 = store.create_job(job_of("aaa", "w2", 2)).await.unwrap();
+        let retried = TestRun { flaky: true, wasted_time: 0.5, attempts: 2, ..timed("retry", "success", 1.0) };
+        store
+            .record_test_runs(&c1, &[timed("commit", "success", 0.1), timed("fail", "failure", 1.0), timed("slow", "success", 10.0), retried])
+            .await
+            .unwrap();
+        store.record_test_runs(&c2, &[timed("commit", "failure", 0.2), timed("fail", "failure", 1.0), run("skip", "skipped")]).await.unwrap();
+        let flaky = store.flaky_tests("gh/acme/ins").await.unwrap();
+        let got: Vec<_> = flaky.iter().map(|f| (f.name.as_str(), f.times_flaked, f.time_wasted, f.job_number, f.workflow_id.as_str())).collect();
+        assert_eq!(got, [("retry", 1, 0.5, c1.number, "w1"), ("commit", 1, 0.2, c2.number, "w2")]);
+        assert_eq!((flaky[0].pipeline_number, flaky[0].workflow_name.as_deref()), (Some(1), Some("build")));
+        assert!(store.flaky_tests("gh/acme/app").await.unwrap().is_empty());
+        let q = crate::insights::MetricsQuery { workflow: "build".into(), branch: None, since_ms: 0, limit: 10 };
+        let m = store.test_metrics("gh/acme/ins", &q).await.unwrap();
+        assert_eq!((m.total_test_runs, m.workflow_runs), (6, 2), "skipped runs are not test runs");
+        let failed: Vec<_> = m.most_failed.iter().map(|t| (t.name.as_str(), t.failed_runs, t.total_runs, t.flaky)).collect();
+        assert_eq!(failed, [("fail", 2, 2, false), ("commit", 1, 2, true)]);
+        assert_eq!(m.slowest[0].name, "slow");
+        assert!((10.0..=11.9).contains(&m.slowest[0].p95_duration), "{}", m.slowest[0].p95_duration);
+        let mut runs: Vec<_> = m.runs.iter().map(|r| (r.workflow_id.as_str(), r.success, r.failure, r.skipped, r.pipeline_number)).collect();
+        runs.sort();
+        assert_eq!(runs, [("w1", 3, 1, 0, Some(1)), ("w2", 0, 2, 1, Some(2))]);
+        let other_branch = crate::insights::MetricsQuery { branch: Some("dev".into()), ..q.clone() };
+        assert_eq!(store.test_metrics("gh/acme/ins", &other_branch).await.unwrap(), crate::insights::TestMetrics::default());
 
         // Expiry: by end time, once.
         assert!(store.expiry_candidates(7, 10).await.unwrap().is_empty(), "ended at 8, not before 7");

@@ -8,6 +8,7 @@ use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use tailrace_protocol::{JobId, StepId};
 
+use crate::insights::{FlakyTest, MetricsQuery, TestMetrics};
 use crate::live::{StepEnd, StepStatus};
 use crate::meta::{now_ms, validate_project, Job, MetaError, MetaStore, NewJob, Segment, Step, StepEndFields, TestRun};
 use crate::segment::FrameEntry;
@@ -70,10 +71,15 @@ CREATE TABLE test_runs (
     message TEXT,
     attempts INTEGER NOT NULL,
     flaky INTEGER NOT NULL,
+    wasted_time REAL NOT NULL,
     PRIMARY KEY (job_id, seq)
 );
-"#];
+"#, r#"
+ALTER TABLE jobs ADD COLUMN pipeline_number INTEGER;
+ALTER TABLE jobs ADD COLUMN workflow_id TEXT;
+"#, insights::SCHEMA];
 
+mod insights;
 mod test_runs;
 
 /// SQLite behind a mutex; every call runs on the blocking pool.
@@ -139,6 +145,8 @@ fn job_from_row(r: &Row<'_>) -> rusqlite::Result<(String, Job)> {
             workflow: r.get(5)?,
             name: r.get(6)?,
             created_at_ms: r.get(7)?,
+            pipeline_number: r.get(8)?,
+            workflow_id: r.get(9)?,
         },
     ))
 }
@@ -209,8 +217,8 @@ impl MetaStore for SqliteMeta {
                 let id = new_job_id();
                 let created = now_ms();
                 tx.execute(
-                    "INSERT INTO jobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![id, new.project, number, new.branch, new.commit, new.workflow, new.name, created],
+                    "INSERT INTO jobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    params![id, new.project, number, new.branch, new.commit, new.workflow, new.name, created, new.pipeline_number, new.workflow_id],
                 )
                 .map_err(backend)?;
                 tx.commit().map_err(backend)?;
@@ -222,6 +230,8 @@ impl MetaStore for SqliteMeta {
                     commit: new.commit,
                     workflow: new.workflow,
                     name: new.name,
+                    pipeline_number: new.pipeline_number,
+                    workflow_id: new.workflow_id,
                     created_at_ms: created,
                 })
             })
@@ -420,9 +430,24 @@ impl MetaStore for SqliteMeta {
         }))
     }
 
-    fn record_test_runs<'a>(&'a self, job: &'a JobId, runs: &'a [TestRun]) -> BoxFuture<'a, Result<(), MetaError>> {
-        let (job, runs) = (job.to_string(), runs.to_vec());
-        Box::pin(self.call(move |c| test_runs::record(c, &job, &runs)))
+    fn record_test_runs<'a>(&'a self, job: &'a Job, runs: &'a [TestRun]) -> BoxFuture<'a, Result<(), MetaError>> {
+        let (job, runs) = (job.clone(), runs.to_vec());
+        Box::pin(self.call(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            test_runs::record(&tx, job.id.as_str(), &runs)?;
+            insights::update(&tx, &job, &runs)?;
+            tx.commit().map_err(backend)
+        }))
+    }
+
+    fn flaky_tests<'a>(&'a self, project: &'a str) -> BoxFuture<'a, Result<Vec<FlakyTest>, MetaError>> {
+        let project = project.to_string();
+        Box::pin(self.call(move |c| insights::flaky_tests(c, &project)))
+    }
+
+    fn test_metrics<'a>(&'a self, project: &'a str, query: &'a MetricsQuery) -> BoxFuture<'a, Result<TestMetrics, MetaError>> {
+        let (project, query) = (project.to_string(), query.clone());
+        Box::pin(self.call(move |c| insights::test_metrics(c, &project, &query)))
     }
 
     fn test_runs<'a>(&'a self, job: &'a JobId, from: u64, limit: usize) -> BoxFuture<'a, Result<Vec<(u64, TestRun)>, MetaError>> {

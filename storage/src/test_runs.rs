@@ -19,4 +19,7 @@ pub struct TestRun {
     pub attempts: u32,
     /// Passed after a failed attempt.
     pub flaky: bool,
+    /// Seconds spent in failed attempts of a test that passed in the end (CircleCI's
+    /// `time-wasted`); 0 otherwise.
+    pub wasted_time: f64,
 }
