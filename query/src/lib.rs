@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod insights_api;
 pub mod job_output;
 pub mod jobs;
 pub mod lines;
@@ -70,6 +71,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(tests_api::job_tests).post(tests_api::upload).layer(DefaultBodyLimit::max(tests_api::MAX_UPLOAD)),
         )
         .route("/api/v2/project/{vcs}/{org}/{repo}/{number}/tests", get(tests_api::circle_job_tests))
+        .route("/api/v2/insights/{vcs}/{org}/{repo}/flaky-tests", get(insights_api::flaky_tests))
+        .route("/api/v2/insights/{vcs}/{org}/{repo}/workflows/{workflow}/test-metrics", get(insights_api::test_metrics))
         .with_state(state.clone());
     api.merge(tailrace_ingest::http2::router(state.core.clone()))
 }
