@@ -13,7 +13,8 @@ pub const HIST_BUCKETS: usize = 82;
 /// The bucket of a duration in seconds.
 pub fn bucket(seconds: f64) -> usize {
     let ms = seconds * 1000.0;
-    if !(ms > 1.0) {
+    // Also NaN: no duration goes to the first bucket.
+    if ms.is_nan() || ms <= 1.0 {
         return 0;
     }
     ((ms.log2() * 4.0).ceil() as usize).min(HIST_BUCKETS - 1)

@@ -225,7 +225,7 @@ pub(super) fn test_metrics(c: &rusqlite::Connection, project: &str, q: &MetricsQ
     }).collect();
     all.sort_by(|a, b| (&a.classname, &a.name, &a.file).cmp(&(&b.classname, &b.name, &b.file)));
     let mut most_failed: Vec<TestMetric> = all.iter().filter(|m| m.failed_runs > 0).cloned().collect();
-    most_failed.sort_by(|a, b| b.failed_runs.cmp(&a.failed_runs));
+    most_failed.sort_by_key(|m| std::cmp::Reverse(m.failed_runs));
     most_failed.truncate(q.limit);
     let mut slowest = all;
     slowest.sort_by(|a, b| b.p95_duration.total_cmp(&a.p95_duration));
