@@ -51,7 +51,8 @@ pub enum Command {
     #[command(subcommand)]
     Job(JobCommand),
     /// Delete step output past its retention (`retention_logs_days`) from the archive and the
-    /// live tier, and forget its manifests. `serve` does the same every `expiry_sweep_secs`;
+    /// live tier, forgetting its manifests, and raw test-result files past
+    /// `retention_test_results_days`. `serve` does the same every `expiry_sweep_secs`;
     /// this runs one sweep now, against the same data directory and config.
     Gc(GcArgs),
     /// Tokens for readers (dashboards, people, `tailrace tail`).
@@ -357,27 +358,35 @@ async fn gc(a: GcArgs) -> i32 {
         Err(e) => return fail(&e),
     };
     let now = a.as_of.unwrap_or_else(tailrace_storage::meta::now_ms);
-    let Some(cutoff) = cfg.logs_cutoff_ms(now) else {
-        println!("retention of logs is unlimited (retention_logs_days is not set): nothing to delete");
+    if cfg.retention_logs_days.is_none() && cfg.retention_test_results_days.is_none() {
+        println!("retention is unlimited (neither retention_logs_days nor retention_test_results_days is set): nothing to delete");
         return 0;
-    };
+    }
     if !cfg.data_dir.join("meta.db").exists() {
         return fail(&format!("{} holds no tailrace data (no meta.db); pass --data-dir", cfg.data_dir.display()));
     }
     let result = async {
         let (live, meta) = crate::serve::open_storage(&cfg)?;
         let archive = crate::serve::open_archive(&cfg, &live, &meta)?;
-        archive.expire(cutoff, a.dry_run).await.map_err(|e| e.to_string())
+        crate::serve::sweep(&cfg, &archive, now, a.dry_run).await
     }
     .await;
     match result {
-        Ok(done) => {
+        Ok(swept) => {
             let verb = if a.dry_run { "would expire" } else { "expired" };
-            for (key, len) in &done {
+            for (key, len) in &swept.steps {
                 println!("{verb} {key} ({len} bytes)");
             }
-            let total: u64 = done.iter().map(|(_, l)| l).sum();
-            println!("{verb} {} steps, {total} bytes of output that ended before {} ms", done.len(), cutoff);
+            for key in &swept.test_results {
+                println!("{verb} {key}");
+            }
+            if let Some(cutoff) = cfg.logs_cutoff_ms(now) {
+                let total: u64 = swept.steps.iter().map(|(_, l)| l).sum();
+                println!("{verb} {} steps, {total} bytes of output that ended before {cutoff} ms", swept.steps.len());
+            }
+            if let Some(cutoff) = cfg.test_results_cutoff_ms(now) {
+                println!("{verb} {} test-result files stored before {cutoff} ms", swept.test_results.len());
+            }
             0
         }
         Err(e) => fail(&e),

@@ -67,6 +67,9 @@ pub struct ServeConfig {
     /// CircleCI Server). Expired output is deleted from the archive and the live tier, and
     /// readers get `410 Gone`.
     pub retention_logs_days: Option<u32>,
+    /// Days to keep raw test-result files (`test-results/` in the object store), by the day
+    /// they were uploaded; unset keeps them forever. Parsed runs and insights rollups stay.
+    pub retention_test_results_days: Option<u32>,
     /// How often `serve` runs the expiry sweep, in seconds.
     pub expiry_sweep_secs: u64,
 }
@@ -96,6 +99,7 @@ impl Default for ServeConfig {
             archive_live_age_secs: 600,
             archive_sweep_secs: 10,
             retention_logs_days: None,
+            retention_test_results_days: None,
             expiry_sweep_secs: 3600,
         }
     }
@@ -111,13 +115,23 @@ pub enum ArchiveStore {
     Azure,
 }
 
+/// The start of the first day kept `days` days back from `now_ms`; `None` for unlimited.
+fn cutoff_ms(days: Option<u32>, now_ms: u64) -> Option<u64> {
+    const DAY: u64 = 86_400_000;
+    let days = u64::from(days?);
+    Some((now_ms.saturating_sub(days * DAY) / DAY) * DAY)
+}
+
 impl ServeConfig {
     /// The start of the first day whose output is kept at `now_ms`: output of steps that ended
     /// before it is expired. `None` when retention is unlimited.
     pub fn logs_cutoff_ms(&self, now_ms: u64) -> Option<u64> {
-        const DAY: u64 = 86_400_000;
-        let days = u64::from(self.retention_logs_days?);
-        Some((now_ms.saturating_sub(days * DAY) / DAY) * DAY)
+        cutoff_ms(self.retention_logs_days, now_ms)
+    }
+
+    /// The same for raw test-result files, by upload day.
+    pub fn test_results_cutoff_ms(&self, now_ms: u64) -> Option<u64> {
+        cutoff_ms(self.retention_test_results_days, now_ms)
     }
 
     /// Reads the file (if any) and applies environment overrides from `env`.
@@ -178,6 +192,9 @@ impl ServeConfig {
         }
         if let Some(n) = num("TAILRACE_ARCHIVE_SWEEP_SECS")? {
             cfg.archive_sweep_secs = n;
+        }
+        if let Some(n) = num("TAILRACE_RETENTION_TEST_RESULTS_DAYS")? {
+            cfg.retention_test_results_days = Some(u32::try_from(n).map_err(|_| "TAILRACE_RETENTION_TEST_RESULTS_DAYS is too large".to_string())?);
         }
         if let Some(v) = get("TAILRACE_LOG_FORMAT") {
             cfg.log_format = v.clone();

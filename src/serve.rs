@@ -34,7 +34,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(archive.clone().run(rx));
         info!(level = cfg.archive_level, live_mib = cfg.archive_live_mib, live_age_secs = cfg.archive_live_age_secs, "archiving steps as they run and end");
-        if cfg.retention_logs_days.is_some() {
+        if cfg.retention_logs_days.is_some() || cfg.retention_test_results_days.is_some() {
             tokio::spawn(expiry_loop(cfg.clone(), archive.clone()));
         }
         (Some(archive.clone()), Some(Archiving { queue: tx, archive }))
@@ -115,14 +115,37 @@ pub fn open_archive(cfg: &ServeConfig, live: &Arc<dyn LiveTier>, meta: &Arc<dyn 
     Ok(Arc::new(Archive::new(store, live.clone(), meta.clone(), archive_cfg)))
 }
 
+/// What one expiry sweep deleted (or, dry, would delete).
+#[derive(Debug, Default)]
+pub struct Swept {
+    /// Steps whose output expired, with their length in bytes.
+    pub steps: Vec<(tailrace_storage::StepKey, u64)>,
+    /// Raw test-result objects deleted.
+    pub test_results: Vec<String>,
+}
+
+/// One expiry sweep as of `now_ms`: step output past `retention_logs_days`, raw test-result
+/// files past `retention_test_results_days`.
+pub async fn sweep(cfg: &ServeConfig, archive: &Archive, now_ms: u64, dry_run: bool) -> Result<Swept, String> {
+    let mut swept = Swept::default();
+    if let Some(cutoff) = cfg.logs_cutoff_ms(now_ms) {
+        swept.steps = archive.expire(cutoff, dry_run).await.map_err(|e| e.to_string())?;
+    }
+    if let Some(cutoff) = cfg.test_results_cutoff_ms(now_ms) {
+        swept.test_results = archive.expire_kind("test-results", cutoff, dry_run).await.map_err(|e| e.to_string())?;
+    }
+    Ok(swept)
+}
+
 /// Runs the expiry sweep every `expiry_sweep_secs`.
 async fn expiry_loop(cfg: ServeConfig, archive: Arc<Archive>) {
     let mut every = tokio::time::interval(Duration::from_secs(cfg.expiry_sweep_secs.max(1)));
     loop {
         every.tick().await;
-        let Some(cutoff) = cfg.logs_cutoff_ms(tailrace_storage::meta::now_ms()) else { return };
-        match archive.expire(cutoff, false).await {
-            Ok(done) if !done.is_empty() => info!(steps = done.len(), "expired step output past retention"),
+        match sweep(&cfg, &archive, tailrace_storage::meta::now_ms(), false).await {
+            Ok(s) if !s.steps.is_empty() || !s.test_results.is_empty() => {
+                info!(steps = s.steps.len(), test_result_files = s.test_results.len(), "expired data past retention")
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "expiry sweep failed; will retry"),
         }

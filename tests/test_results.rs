@@ -102,6 +102,27 @@ fn results_uploaded_from_a_directory_answer_both_api_shapes() {
     let raw: Vec<String> = walk_files(&server.data_dir().join("objects/test-results"));
     assert_eq!(raw.len(), 3, "{raw:?}");
     assert!(raw.iter().any(|p| p.ends_with("-nextest.xml")), "{raw:?}");
+
+    // Retention of raw files: kept today, gone for a sweep eight days on; the tests stay listed.
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(cfg.path(), "retention_test_results_days = 7\n").unwrap();
+    let gc = |days_on: u64, extra: &[&str]| {
+        let as_of = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + days_on * 86_400;
+        let out = Command::new(BIN)
+            .args(["gc", "--data-dir", server.data_dir().to_str().unwrap(), "--config", cfg.path().to_str().unwrap()])
+            .args(["--as-of", &as_of.to_string()])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(gc(0, &[]).contains("expired 0 test-result files"));
+    assert!(gc(8, &["--dry-run"]).contains("would expire 3 test-result files"));
+    assert_eq!(walk_files(&server.data_dir().join("objects/test-results")).len(), 3, "a dry run deletes nothing");
+    assert!(gc(8, &[]).contains("expired 3 test-result files"));
+    assert!(walk_files(&server.data_dir().join("objects/test-results")).is_empty());
+    assert_eq!(all_pages(&server, &format!("/api/v1/jobs/{job}/tests"), &server.admin_token()).0.len(), 11);
 }
 
 fn walk_files(dir: &Path) -> Vec<String> {

@@ -397,6 +397,36 @@ impl Archive {
         }
     }
 
+    /// Deletes the objects of one kind (`prefix`, e.g. `test-results/`, keys `prefix/Y/M/D/…`)
+    /// stored on a day before `cutoff_ms`; with `dry_run`, only lists them. Returns their keys.
+    pub async fn expire_kind(&self, prefix: &str, cutoff_ms: u64, dry_run: bool) -> Result<Vec<String>, ArchiveError> {
+        use futures_util::TryStreamExt as _;
+        let cutoff_day = (cutoff_ms / 86_400_000) as i64;
+        let listed: Vec<_> = self.store.list(Some(&ObjectPath::from(prefix))).map_ok(|m| m.location).try_collect().await?;
+        let mut expired = Vec::new();
+        for key in listed {
+            let parts: Vec<&str> = key.as_ref().split('/').collect();
+            let day = match parts.get(1..4) {
+                Some([y, m, d]) => match (y.parse(), m.parse(), d.parse()) {
+                    (Ok(y), Ok(m), Ok(d)) => crate::time::days_from_civil(y, m, d),
+                    _ => continue,
+                },
+                _ => continue,
+            };
+            if day >= cutoff_day {
+                continue;
+            }
+            if !dry_run {
+                match self.store.delete(&key).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            expired.push(key.to_string());
+        }
+        Ok(expired)
+    }
+
     /// Archives steps sent on `ended` (as they end, or as a running step's live bytes grow by
     /// `live_bytes`), and every `sweep_every` catches up on
     /// steps left behind by failures or restarts. Runs until `ended` closes.
