@@ -1,7 +1,7 @@
 //! Insights end to end: a scripted history — several commits and branches, a workflow rerun, a
 //! retried test, a test that flips on one commit, one that always fails, a slow one — stored
 //! through `tailrace store-test-results` against `tailrace serve`, answers CircleCI's flaky-tests
-//! and test-metrics endpoints correctly.
+//! and test-metrics endpoints correctly, and Tailrace's per-test history by day.
 
 mod common;
 
@@ -120,6 +120,16 @@ fn a_scripted_history_answers_flaky_tests_and_test_metrics() {
     assert_eq!((dev["total_test_runs"].as_u64(), dev["test_runs"].as_array().map(Vec::len)), (Some(5), Some(1)), "{dev}");
     let (_, none) = get(&server, "/api/v2/insights/gh/acme/app/workflows/deploy/test-metrics", &reader);
     assert_eq!(none["total_test_runs"], 0);
+
+    // Per-test history by day (all four jobs ran today).
+    let (status, h) = get(&server, "/api/v1/projects/gh/acme/app/tests/history?classname=db&name=migrate&file=db.rs&days=7", &reader);
+    assert_eq!(status, 200, "{h}");
+    assert_eq!((h["total_runs"].as_u64(), h["failed_runs"].as_u64(), h["flaky_runs"].as_u64()), (Some(4), Some(4), Some(0)), "{h}");
+    assert_eq!(h["days"].as_array().map(Vec::len), Some(1));
+    assert_eq!(h["days"][0]["success_rate"].as_f64(), Some(0.0));
+    let (_, h) = get(&server, "/api/v1/projects/gh/acme/app/tests/history?classname=ui&name=render&file=ui.rs", &reader);
+    assert_eq!((h["total_runs"].as_u64(), h["failed_runs"].as_u64(), h["flaky_runs"].as_u64()), (Some(4), Some(1), Some(1)), "{h}");
+    assert_eq!(h["days"][0]["success_rate"].as_f64(), Some(0.75));
 
     // Insights need a project read token: a job token is not enough.
     let (status, _) = get(&server, "/api/v2/insights/gh/acme/app/flaky-tests", &t1);

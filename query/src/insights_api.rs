@@ -1,6 +1,7 @@
 //! Test insights in CircleCI API v2's shapes, answered from the rollups (never from raw runs):
 //! `GET /api/v2/insights/{slug}/flaky-tests` and
-//! `GET /api/v2/insights/{slug}/workflows/{workflow}/test-metrics?branch=&all-branches=`.
+//! `GET /api/v2/insights/{slug}/workflows/{workflow}/test-metrics?branch=&all-branches=`; and
+//! Tailrace's per-test history by day, `GET /api/v1/projects/{slug}/tests/history`.
 //!
 //! Test metrics cover the last 90 days. Without `branch` (or with `all-branches=true`) they
 //! cover every branch: Tailrace does not know a project's default branch.
@@ -184,6 +185,78 @@ pub async fn test_metrics(
         slowest_tests: m.slowest.into_iter().map(Into::into).collect(),
         total_test_runs: m.total_test_runs,
         test_runs,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryParams {
+    pub name: String,
+    #[serde(default)]
+    pub classname: String,
+    #[serde(default)]
+    pub file: String,
+    /// Days back from today (default 30, at most 365).
+    pub days: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HistoryDay {
+    /// `YYYY-MM-DD` (UTC).
+    pub date: String,
+    pub runs: u64,
+    pub failed_runs: u64,
+    pub flaky_runs: u64,
+    pub success_rate: f64,
+    pub p95_duration: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TestHistory {
+    pub classname: String,
+    pub name: String,
+    pub file: String,
+    pub total_runs: u64,
+    pub failed_runs: u64,
+    pub flaky_runs: u64,
+    /// Days with runs, oldest first.
+    pub days: Vec<HistoryDay>,
+}
+
+/// `GET /api/v1/projects/{vcs}/{org}/{repo}/tests/history?name=&classname=&file=&days=`: one
+/// test's runs, failures, flaky runs and p95 per day over every workflow and branch.
+pub async fn test_history(
+    State(state): State<Arc<AppState>>,
+    Caller(claims): Caller,
+    Path((vcs, org, repo)): Path<(String, String, String)>,
+    Query(p): Query<HistoryParams>,
+) -> Result<Json<TestHistory>, ApiError> {
+    let project = project_reader(&claims, &vcs, &org, &repo)?;
+    let days = p.days.unwrap_or(30).clamp(1, 365);
+    let since = (now_ms() / 86_400_000).saturating_sub(days - 1) * 86_400_000;
+    let rows = state.core.meta.test_history(&project, (&p.classname, &p.name, &p.file), since).await?;
+    let days: Vec<HistoryDay> = rows
+        .into_iter()
+        .map(|d| {
+            let (y, m, dd) = tailrace_storage::time::civil_date(d.day * 86_400_000);
+            HistoryDay {
+                date: format!("{y:04}-{m:02}-{dd:02}"),
+                runs: d.runs,
+                failed_runs: d.failed_runs,
+                flaky_runs: d.flaky_runs,
+                success_rate: if d.runs == 0 { 0.0 } else { (d.runs - d.failed_runs) as f64 / d.runs as f64 },
+                p95_duration: d.p95_duration,
+            }
+        })
+        .collect();
+    Ok(Json(TestHistory {
+        total_runs: days.iter().map(|d| d.runs).sum(),
+        failed_runs: days.iter().map(|d| d.failed_runs).sum(),
+        flaky_runs: days.iter().map(|d| d.flaky_runs).sum(),
+        classname: p.classname,
+        name: p.name,
+        file: p.file,
+        days,
     }))
 }
 

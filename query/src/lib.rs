@@ -72,6 +72,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/v2/project/{vcs}/{org}/{repo}/{number}/tests", get(tests_api::circle_job_tests))
         .route("/api/v2/insights/{vcs}/{org}/{repo}/flaky-tests", get(insights_api::flaky_tests))
+        .route("/api/v1/projects/{vcs}/{org}/{repo}/tests/history", get(insights_api::test_history))
         .route("/api/v2/insights/{vcs}/{org}/{repo}/workflows/{workflow}/test-metrics", get(insights_api::test_metrics))
         .with_state(state.clone());
     api.merge(tailrace_ingest::http2::router(state.core.clone()))

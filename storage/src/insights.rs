@@ -76,6 +76,18 @@ pub struct TestMetric {
     pub p95_duration: f64,
 }
 
+/// One test's figures on one day (all workflows and branches).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestDay {
+    /// Days since the Unix epoch.
+    pub day: u64,
+    pub runs: u64,
+    pub failed_runs: u64,
+    pub flaky_runs: u64,
+    /// Seconds.
+    pub p95_duration: f64,
+}
+
 /// Test counts of one workflow run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkflowTestRun {

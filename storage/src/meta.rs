@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use tailrace_protocol::{JobId, StepId};
 
 use crate::live::{StepEnd, StepStatus};
-use crate::insights::{FlakyTest, MetricsQuery, TestMetrics};
+use crate::insights::{FlakyTest, MetricsQuery, TestDay, TestMetrics};
 pub use crate::test_runs::TestRun;
 
 /// What a new job is created with.
@@ -140,6 +140,10 @@ pub trait MetaStore: Send + Sync + 'static {
     fn record_test_runs<'a>(&'a self, job: &'a Job, runs: &'a [TestRun]) -> BoxFuture<'a, Result<(), MetaError>>;
     /// A project's flaky tests, most flaked first.
     fn flaky_tests<'a>(&'a self, project: &'a str) -> BoxFuture<'a, Result<Vec<FlakyTest>, MetaError>>;
+    /// One test's (classname, name, file; `""` for none) days from `since_ms` on, oldest first,
+    /// over every workflow and branch, from the rollups.
+    fn test_history<'a>(&'a self, project: &'a str, test: (&'a str, &'a str, &'a str), since_ms: u64)
+    -> BoxFuture<'a, Result<Vec<TestDay>, MetaError>>;
     /// Test metrics of one workflow of a project, from the rollups.
     fn test_metrics<'a>(&'a self, project: &'a str, query: &'a MetricsQuery) -> BoxFuture<'a, Result<TestMetrics, MetaError>>;
     /// The job's test runs numbered `from` on, in upload order, at most `limit`, with their numbers.
@@ -328,6 +332,12 @@ pub mod conformance {
         let mut runs: Vec<_> = m.runs.iter().map(|r| (r.workflow_id.as_str(), r.success, r.failure, r.skipped, r.pipeline_number)).collect();
         runs.sort();
         assert_eq!(runs, [("w1", 3, 1, 0, Some(1)), ("w2", 0, 2, 1, Some(2))]);
+        let history = store.test_history("gh/acme/ins", ("c", "fail", "f.py"), 0).await.unwrap();
+        assert_eq!(history.iter().map(|d| (d.runs, d.failed_runs, d.flaky_runs)).collect::<Vec<_>>(), [(2, 2, 0)]);
+        assert_eq!(history[0].day, c1.created_at_ms / 86_400_000);
+        let commit = store.test_history("gh/acme/ins", ("c", "commit", "f.py"), 0).await.unwrap();
+        assert_eq!((commit[0].runs, commit[0].failed_runs, commit[0].flaky_runs), (2, 1, 1));
+        assert!(store.test_history("gh/acme/ins", ("c", "commit", "f.py"), now_ms() + 86_400_000).await.unwrap().is_empty());
         let other_branch = crate::insights::MetricsQuery { branch: Some("dev".into()), ..q.clone() };
         assert_eq!(store.test_metrics("gh/acme/ins", &other_branch).await.unwrap(), crate::insights::TestMetrics::default());
 

@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use tailrace_protocol::{JobId, StepId};
 
-use crate::insights::{FlakyTest, MetricsQuery, TestMetrics};
+use crate::insights::{FlakyTest, MetricsQuery, TestDay, TestMetrics};
 use crate::live::{StepEnd, StepStatus};
 use crate::meta::{now_ms, validate_project, Job, MetaError, MetaStore, NewJob, Segment, Step, StepEndFields, TestRun};
 use crate::segment::FrameEntry;
@@ -443,6 +443,16 @@ impl MetaStore for SqliteMeta {
     fn flaky_tests<'a>(&'a self, project: &'a str) -> BoxFuture<'a, Result<Vec<FlakyTest>, MetaError>> {
         let project = project.to_string();
         Box::pin(self.call(move |c| insights::flaky_tests(c, &project)))
+    }
+
+    fn test_history<'a>(
+        &'a self,
+        project: &'a str,
+        test: (&'a str, &'a str, &'a str),
+        since_ms: u64,
+    ) -> BoxFuture<'a, Result<Vec<TestDay>, MetaError>> {
+        let (project, c, n, f) = (project.to_string(), test.0.to_string(), test.1.to_string(), test.2.to_string());
+        Box::pin(self.call(move |conn| insights::test_history(conn, &project, (&c, &n, &f), since_ms)))
     }
 
     fn test_metrics<'a>(&'a self, project: &'a str, query: &'a MetricsQuery) -> BoxFuture<'a, Result<TestMetrics, MetaError>> {

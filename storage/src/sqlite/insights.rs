@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::backend;
-use crate::insights::{bucket, p95, FlakyTest, MetricsQuery, TestMetric, TestMetrics, WorkflowTestRun, HIST_BUCKETS};
+use crate::insights::{bucket, p95, FlakyTest, MetricsQuery, TestDay, TestMetric, TestMetrics, WorkflowTestRun, HIST_BUCKETS};
 use crate::meta::{Job, MetaError};
 use crate::test_runs::TestRun;
 
@@ -42,6 +42,7 @@ CREATE TABLE workflow_test_runs (
     PRIMARY KEY (project, workflow, run_id)
 );
 CREATE INDEX workflow_test_runs_recent ON workflow_test_runs (project, workflow, created_at_ms);
+CREATE INDEX test_rollups_by_test ON test_rollups (project, classname, name, file, day);
 "#;
 
 const DAY_MS: u64 = 86_400_000;
@@ -261,4 +262,37 @@ pub(super) fn test_metrics(c: &rusqlite::Connection, project: &str, q: &MetricsQ
         .collect::<Result<Vec<_>, _>>()
         .map_err(backend)?;
     Ok(TestMetrics { total_test_runs: total, workflow_runs, most_failed, slowest, runs })
+}
+
+/// One test's days from `since_ms` on, oldest first, merged over workflows and branches.
+pub(super) fn test_history(c: &rusqlite::Connection, project: &str, test: (&str, &str, &str), since_ms: u64) -> Result<Vec<TestDay>, MetaError> {
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT day, runs, failed, flaky, hist FROM test_rollups
+             WHERE project = ?1 AND classname = ?2 AND name = ?3 AND file = ?4 AND day >= ?5 ORDER BY day",
+        )
+        .map_err(backend)?;
+    let mut rows = stmt.query(params![project, test.0, test.1, test.2, since_ms / DAY_MS]).map_err(backend)?;
+    let mut days: Vec<(TestDay, Vec<u32>)> = Vec::new();
+    while let Some(r) = rows.next().map_err(backend)? {
+        let day: u64 = r.get(0).map_err(backend)?;
+        if days.last().is_none_or(|(d, _)| d.day != day) {
+            days.push((TestDay { day, runs: 0, failed_runs: 0, flaky_runs: 0, p95_duration: 0.0 }, vec![0; HIST_BUCKETS]));
+        }
+        if let Some((d, h)) = days.last_mut() {
+            d.runs += r.get::<_, u64>(1).map_err(backend)?;
+            d.failed_runs += r.get::<_, u64>(2).map_err(backend)?;
+            d.flaky_runs += r.get::<_, u64>(3).map_err(backend)?;
+            for (a, b) in h.iter_mut().zip(hist_from_blob(&r.get::<_, Vec<u8>>(4).map_err(backend)?)) {
+                *a += b;
+            }
+        }
+    }
+    Ok(days
+        .into_iter()
+        .map(|(mut d, h)| {
+            d.p95_duration = p95(&h);
+            d
+        })
+        .collect())
 }
