@@ -1,11 +1,14 @@
 //! SQLite rollups for test insights: updated in the transaction that records a job's test runs,
-//! read by the flaky-tests and test-metrics queries.
+//! read by the flaky-tests, test-metrics and history queries. Queries scan narrow rows only.
 //!
-//! * `test_rollups`: per project, workflow, branch, day and test — runs, failed runs, flaky
-//!   events and a duration histogram.
-//! * `test_commits`: per project, test and commit — whether it passed and failed there (the
-//!   moment both are true is a flaky event).
-//! * `flaky_tests`: per project and test — times flaked, time wasted, the job it last flaked in.
+//! * `tests`: each test of a project once (interned id), with its flaky record — times flaked,
+//!   time wasted, the job it last flaked in.
+//! * `test_rollups`: per project, workflow, day, branch and test — runs, failed runs, flaky events
+//!   and that row's p95 (integers and a float: what test metrics scan).
+//! * `test_hists`: the duration histogram of each rollup row, keyed by test first, read only for
+//!   the tests a query lists.
+//! * `test_commits`: per test and commit — whether it passed and failed there (the moment both
+//!   are true is a flaky event).
 //! * `workflow_test_runs`: per workflow run — test counts by result.
 
 use std::collections::HashMap;
@@ -18,23 +21,29 @@ use crate::meta::{Job, MetaError};
 use crate::test_runs::TestRun;
 
 pub(super) const SCHEMA: &str = r#"
-CREATE TABLE test_rollups (
-    project TEXT NOT NULL, workflow TEXT NOT NULL, branch TEXT NOT NULL, day INTEGER NOT NULL,
-    classname TEXT NOT NULL, name TEXT NOT NULL, file TEXT NOT NULL,
-    source TEXT NOT NULL, job_name TEXT NOT NULL,
-    runs INTEGER NOT NULL, failed INTEGER NOT NULL, flaky INTEGER NOT NULL, hist BLOB NOT NULL,
-    PRIMARY KEY (project, workflow, day, branch, classname, name, file)
-);
-CREATE TABLE test_commits (
-    project TEXT NOT NULL, classname TEXT NOT NULL, name TEXT NOT NULL, file TEXT NOT NULL, commit_sha TEXT NOT NULL,
-    passed INTEGER NOT NULL, failed INTEGER NOT NULL, failed_time REAL NOT NULL,
-    PRIMARY KEY (project, classname, name, file, commit_sha)
-);
-CREATE TABLE flaky_tests (
+CREATE TABLE tests (
+    id INTEGER PRIMARY KEY,
     project TEXT NOT NULL, classname TEXT NOT NULL, name TEXT NOT NULL, file TEXT NOT NULL,
-    source TEXT NOT NULL, times_flaked INTEGER NOT NULL, time_wasted REAL NOT NULL, last_job_id TEXT NOT NULL,
-    PRIMARY KEY (project, classname, name, file)
+    source TEXT NOT NULL, job_name TEXT NOT NULL,
+    times_flaked INTEGER NOT NULL DEFAULT 0, time_wasted REAL NOT NULL DEFAULT 0, last_flaky_job TEXT,
+    UNIQUE (project, classname, name, file)
 );
+CREATE INDEX tests_flaky ON tests (project) WHERE times_flaked > 0;
+CREATE TABLE test_rollups (
+    project TEXT NOT NULL, workflow TEXT NOT NULL, day INTEGER NOT NULL, branch TEXT NOT NULL, test INTEGER NOT NULL,
+    runs INTEGER NOT NULL, failed INTEGER NOT NULL, flaky INTEGER NOT NULL, p95_ms REAL NOT NULL,
+    PRIMARY KEY (project, workflow, day, branch, test)
+) WITHOUT ROWID;
+CREATE INDEX test_rollups_by_test ON test_rollups (test, day);
+CREATE TABLE test_hists (
+    test INTEGER NOT NULL, day INTEGER NOT NULL, workflow TEXT NOT NULL, branch TEXT NOT NULL, hist BLOB NOT NULL,
+    PRIMARY KEY (test, day, workflow, branch)
+) WITHOUT ROWID;
+CREATE TABLE test_commits (
+    test INTEGER NOT NULL, commit_sha TEXT NOT NULL,
+    passed INTEGER NOT NULL, failed INTEGER NOT NULL, failed_time REAL NOT NULL,
+    PRIMARY KEY (test, commit_sha)
+) WITHOUT ROWID;
 CREATE TABLE workflow_test_runs (
     project TEXT NOT NULL, workflow TEXT NOT NULL, run_id TEXT NOT NULL, branch TEXT NOT NULL,
     pipeline_number INTEGER, created_at_ms INTEGER NOT NULL,
@@ -42,7 +51,6 @@ CREATE TABLE workflow_test_runs (
     PRIMARY KEY (project, workflow, run_id)
 );
 CREATE INDEX workflow_test_runs_recent ON workflow_test_runs (project, workflow, created_at_ms);
-CREATE INDEX test_rollups_by_test ON test_rollups (project, classname, name, file, day);
 "#;
 
 const DAY_MS: u64 = 86_400_000;
@@ -65,23 +73,29 @@ pub(super) fn update(tx: &Transaction<'_>, job: &Job, runs: &[TestRun]) -> Resul
     let job_name = job.name.clone().unwrap_or_default();
     let run_id = job.workflow_id.clone().unwrap_or_else(|| job.id.to_string());
     let mut counts = [0u64; 4];
-    let mut get_rollup = tx
+    let mut test_id = tx
         .prepare_cached(
-            "SELECT runs, failed, flaky, hist FROM test_rollups
-             WHERE project = ?1 AND workflow = ?2 AND day = ?3 AND branch = ?4 AND classname = ?5 AND name = ?6 AND file = ?7",
+            "INSERT INTO tests (project, classname, name, file, source, job_name) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT DO UPDATE SET source = excluded.source, job_name = excluded.job_name RETURNING id",
         )
         .map_err(backend)?;
-    let mut put_rollup = tx.prepare_cached("INSERT OR REPLACE INTO test_rollups VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)").map_err(backend)?;
+    let mut get_hist = tx
+        .prepare_cached("SELECT hist FROM test_hists WHERE test = ?1 AND day = ?2 AND workflow = ?3 AND branch = ?4")
+        .map_err(backend)?;
+    let mut put_hist = tx.prepare_cached("INSERT OR REPLACE INTO test_hists VALUES (?1, ?2, ?3, ?4, ?5)").map_err(backend)?;
+    let mut put_rollup = tx
+        .prepare_cached(
+            "INSERT INTO test_rollups VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8)
+             ON CONFLICT DO UPDATE SET runs = runs + 1, failed = failed + excluded.failed, flaky = flaky + excluded.flaky,
+                 p95_ms = excluded.p95_ms",
+        )
+        .map_err(backend)?;
     let mut get_commit = tx
-        .prepare_cached("SELECT passed, failed, failed_time FROM test_commits WHERE project = ?1 AND classname = ?2 AND name = ?3 AND file = ?4 AND commit_sha = ?5")
+        .prepare_cached("SELECT passed, failed, failed_time FROM test_commits WHERE test = ?1 AND commit_sha = ?2")
         .map_err(backend)?;
-    let mut put_commit = tx.prepare_cached("INSERT OR REPLACE INTO test_commits VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)").map_err(backend)?;
+    let mut put_commit = tx.prepare_cached("INSERT OR REPLACE INTO test_commits VALUES (?1, ?2, ?3, ?4, ?5)").map_err(backend)?;
     let mut flaked = tx
-        .prepare_cached(
-            "INSERT INTO flaky_tests VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7)
-             ON CONFLICT DO UPDATE SET times_flaked = times_flaked + 1, time_wasted = time_wasted + excluded.time_wasted,
-                 source = excluded.source, last_job_id = excluded.last_job_id",
-        )
+        .prepare_cached("UPDATE tests SET times_flaked = times_flaked + 1, time_wasted = time_wasted + ?2, last_flaky_job = ?3 WHERE id = ?1")
         .map_err(backend)?;
     for r in runs {
         let file = r.file.clone().unwrap_or_default();
@@ -93,49 +107,34 @@ pub(super) fn update(tx: &Transaction<'_>, job: &Job, runs: &[TestRun]) -> Resul
             "error" => 2,
             _ => 3,
         }] += 1;
+        let id: i64 = test_id
+            .query_row(params![job.project, r.classname, r.name, file, r.source, job_name], |x| x.get(0))
+            .map_err(backend)?;
         // Flaky: a retry made it pass, or it both passed and failed on this commit.
         let mut wasted = r.flaky.then_some(r.wasted_time);
         if let (Some(commit), true) = (job.commit.as_deref(), passed || failed) {
-            let prior: Option<(bool, bool, f64)> = get_commit
-                .query_row(params![job.project, r.classname, r.name, file, commit], |x| Ok((x.get(0)?, x.get(1)?, x.get(2)?)))
-                .optional()
-                .map_err(backend)?;
+            let prior: Option<(bool, bool, f64)> =
+                get_commit.query_row(params![id, commit], |x| Ok((x.get(0)?, x.get(1)?, x.get(2)?))).optional().map_err(backend)?;
             let (was_passed, was_failed, failed_time) = prior.unwrap_or((false, false, 0.0));
             let failed_time = failed_time + if failed { r.run_time.unwrap_or(0.0) } else { 0.0 };
             let (now_passed, now_failed) = (was_passed || passed, was_failed || failed);
             if now_passed && now_failed && !(was_passed && was_failed) {
                 wasted = Some(wasted.unwrap_or(0.0) + failed_time);
             }
-            put_commit.execute(params![job.project, r.classname, r.name, file, commit, now_passed, now_failed, failed_time]).map_err(backend)?;
+            put_commit.execute(params![id, commit, now_passed, now_failed, failed_time]).map_err(backend)?;
         }
         if let Some(w) = wasted {
-            flaked.execute(params![job.project, r.classname, r.name, file, r.source, w, job.id.as_str()]).map_err(backend)?;
+            flaked.execute(params![id, w, job.id.as_str()]).map_err(backend)?;
         }
         if r.result == "skipped" {
             continue;
         }
-        let key = params![job.project, workflow, day, branch, r.classname, r.name, file];
-        let prior: Option<(u64, u64, u64, Vec<u8>)> =
-            get_rollup.query_row(key, |x| Ok((x.get(0)?, x.get(1)?, x.get(2)?, x.get(3)?))).optional().map_err(backend)?;
-        let (runs_n, failed_n, flaky_n, blob) = prior.unwrap_or((0, 0, 0, Vec::new()));
-        let mut hist = hist_from_blob(&blob);
+        let blob: Option<Vec<u8>> = get_hist.query_row(params![id, day, workflow, branch], |x| x.get(0)).optional().map_err(backend)?;
+        let mut hist = hist_from_blob(&blob.unwrap_or_default());
         hist[bucket(r.run_time.unwrap_or(0.0))] += 1;
+        put_hist.execute(params![id, day, workflow, branch, hist_to_blob(&hist)]).map_err(backend)?;
         put_rollup
-            .execute(params![
-                job.project,
-                workflow,
-                branch,
-                day,
-                r.classname,
-                r.name,
-                file,
-                r.source,
-                job_name,
-                runs_n + 1,
-                failed_n + u64::from(failed),
-                flaky_n + u64::from(wasted.is_some()),
-                hist_to_blob(&hist)
-            ])
+            .execute(params![job.project, workflow, day, branch, id, u64::from(failed), u64::from(wasted.is_some()), p95(&hist) * 1000.0])
             .map_err(backend)?;
     }
     tx.execute(
@@ -152,10 +151,10 @@ pub(super) fn update(tx: &Transaction<'_>, job: &Job, runs: &[TestRun]) -> Resul
 pub(super) fn flaky_tests(c: &rusqlite::Connection, project: &str) -> Result<Vec<FlakyTest>, MetaError> {
     let mut stmt = c
         .prepare_cached(
-            "SELECT f.classname, f.name, f.file, f.source, f.times_flaked, f.time_wasted,
+            "SELECT t.classname, t.name, t.file, t.source, t.times_flaked, t.time_wasted,
                     j.name, j.number, j.pipeline_number, j.workflow_id, j.id, j.workflow, j.created_at_ms
-             FROM flaky_tests f JOIN jobs j ON j.id = f.last_job_id
-             WHERE f.project = ?1 ORDER BY f.times_flaked DESC, f.time_wasted DESC, f.classname, f.name",
+             FROM tests t JOIN jobs j ON j.id = t.last_flaky_job
+             WHERE t.project = ?1 AND t.times_flaked > 0 ORDER BY t.times_flaked DESC, t.time_wasted DESC, t.classname, t.name",
         )
         .map_err(backend)?;
     let rows = stmt
@@ -179,56 +178,76 @@ pub(super) fn flaky_tests(c: &rusqlite::Connection, project: &str) -> Result<Vec
     rows.collect::<Result<_, _>>().map_err(backend)
 }
 
-/// Test metrics of one workflow, merged over the window's days from the rollups.
+/// A test's totals over a window, by id.
+#[derive(Default)]
+struct Totals {
+    runs: u64,
+    failed: u64,
+    flaky: bool,
+    /// The largest p95 of any one of its rows: a merged p95 is never above it, so it ranks the
+    /// candidates for "slowest".
+    max_p95_ms: f64,
+}
+
+/// Test metrics of one workflow: narrow rollup rows are scanned and summed by test id; exact
+/// p95s come from the histograms of the listed tests (and the slowest-test candidates) only.
 pub(super) fn test_metrics(c: &rusqlite::Connection, project: &str, q: &MetricsQuery) -> Result<TestMetrics, MetaError> {
-    let branch = q.branch.clone();
-    let mut stmt = c
-        .prepare_cached(
-            "SELECT classname, name, file, source, job_name, runs, failed, flaky, hist FROM test_rollups
-             WHERE project = ?1 AND workflow = ?2 AND day >= ?3 AND (?4 IS NULL OR branch = ?4)",
-        )
-        .map_err(backend)?;
-    let mut tests: HashMap<(String, String, String), (TestMetric, Vec<u32>)> = HashMap::new();
-    let mut total = 0u64;
-    let mut rows = stmt.query(params![project, q.workflow, q.since_ms / DAY_MS, branch]).map_err(backend)?;
-    while let Some(r) = rows.next().map_err(backend)? {
-        let key: (String, String, String) = (r.get(0).map_err(backend)?, r.get(1).map_err(backend)?, r.get(2).map_err(backend)?);
-        let (runs, failed, flaky): (u64, u64, u64) = (r.get(5).map_err(backend)?, r.get(6).map_err(backend)?, r.get(7).map_err(backend)?);
-        let blob: Vec<u8> = r.get(8).map_err(backend)?;
-        total += runs;
-        let (source, job_name): (String, String) = (r.get(3).map_err(backend)?, r.get(4).map_err(backend)?);
-        let e = tests.entry(key.clone()).or_insert_with(|| {
-            (
-                TestMetric {
-                    classname: key.0,
-                    name: key.1,
-                    file: key.2,
-                    source,
-                    job_name,
-                    failed_runs: 0,
-                    total_runs: 0,
-                    flaky: false,
-                    p95_duration: 0.0,
-                },
-                vec![0; HIST_BUCKETS],
+    let since_day = q.since_ms / DAY_MS;
+    let mut by_test: HashMap<i64, Totals> = HashMap::new();
+    {
+        let mut stmt = c
+            .prepare_cached(
+                "SELECT test, runs, failed, flaky, p95_ms FROM test_rollups
+                 WHERE project = ?1 AND workflow = ?2 AND day >= ?3 AND (?4 IS NULL OR branch = ?4)",
             )
-        });
-        e.0.total_runs += runs;
-        e.0.failed_runs += failed;
-        e.0.flaky |= flaky > 0;
-        for (a, b) in e.1.iter_mut().zip(hist_from_blob(&blob)) {
-            *a += b;
+            .map_err(backend)?;
+        let mut rows = stmt.query(params![project, q.workflow, since_day, q.branch]).map_err(backend)?;
+        while let Some(r) = rows.next().map_err(backend)? {
+            let t = by_test.entry(r.get(0).map_err(backend)?).or_default();
+            t.runs += r.get::<_, u64>(1).map_err(backend)?;
+            t.failed += r.get::<_, u64>(2).map_err(backend)?;
+            t.flaky |= r.get::<_, u64>(3).map_err(backend)? > 0;
+            t.max_p95_ms = t.max_p95_ms.max(r.get(4).map_err(backend)?);
         }
     }
-    let mut all: Vec<TestMetric> = tests.into_values().map(|(mut m, h)| {
-        m.p95_duration = p95(&h);
-        m
-    }).collect();
-    all.sort_by(|a, b| (&a.classname, &a.name, &a.file).cmp(&(&b.classname, &b.name, &b.file)));
-    let mut most_failed: Vec<TestMetric> = all.iter().filter(|m| m.failed_runs > 0).cloned().collect();
-    most_failed.sort_by_key(|m| std::cmp::Reverse(m.failed_runs));
-    most_failed.truncate(q.limit);
-    let mut slowest = all;
+    let total = by_test.values().map(|t| t.runs).sum();
+    let mut ids: Vec<(i64, &Totals)> = by_test.iter().map(|(id, t)| (*id, t)).collect();
+    ids.sort_by_key(|(id, t)| (std::cmp::Reverse(t.failed), *id));
+    let most_failed: Vec<i64> = ids.iter().filter(|(_, t)| t.failed > 0).take(q.limit).map(|(id, _)| *id).collect();
+    ids.sort_by(|a, b| b.1.max_p95_ms.total_cmp(&a.1.max_p95_ms).then(a.0.cmp(&b.0)));
+    let candidates: Vec<i64> = ids.iter().take(q.limit * 3).map(|(id, _)| *id).collect();
+
+    let mut hist = c
+        .prepare_cached("SELECT hist FROM test_hists WHERE test = ?1 AND day >= ?2 AND workflow = ?3 AND (?4 IS NULL OR branch = ?4)")
+        .map_err(backend)?;
+    let mut names = c.prepare_cached("SELECT classname, name, file, source, job_name FROM tests WHERE id = ?1").map_err(backend)?;
+    let mut metric = |id: i64| -> Result<TestMetric, MetaError> {
+        let mut merged = vec![0u32; HIST_BUCKETS];
+        let mut rows = hist.query(params![id, since_day, q.workflow, q.branch]).map_err(backend)?;
+        while let Some(r) = rows.next().map_err(backend)? {
+            for (a, b) in merged.iter_mut().zip(hist_from_blob(&r.get::<_, Vec<u8>>(0).map_err(backend)?)) {
+                *a += b;
+            }
+        }
+        let t = &by_test[&id];
+        names
+            .query_row([id], |r| {
+                Ok(TestMetric {
+                    classname: r.get(0)?,
+                    name: r.get(1)?,
+                    file: r.get(2)?,
+                    source: r.get(3)?,
+                    job_name: r.get(4)?,
+                    failed_runs: t.failed,
+                    total_runs: t.runs,
+                    flaky: t.flaky,
+                    p95_duration: p95(&merged),
+                })
+            })
+            .map_err(backend)
+    };
+    let most_failed = most_failed.into_iter().map(&mut metric).collect::<Result<Vec<_>, _>>()?;
+    let mut slowest = candidates.into_iter().map(&mut metric).collect::<Result<Vec<_>, _>>()?;
     slowest.sort_by(|a, b| b.p95_duration.total_cmp(&a.p95_duration));
     slowest.truncate(q.limit);
 
@@ -266,24 +285,33 @@ pub(super) fn test_metrics(c: &rusqlite::Connection, project: &str, q: &MetricsQ
 
 /// One test's days from `since_ms` on, oldest first, merged over workflows and branches.
 pub(super) fn test_history(c: &rusqlite::Connection, project: &str, test: (&str, &str, &str), since_ms: u64) -> Result<Vec<TestDay>, MetaError> {
-    let mut stmt = c
-        .prepare_cached(
-            "SELECT day, runs, failed, flaky, hist FROM test_rollups
-             WHERE project = ?1 AND classname = ?2 AND name = ?3 AND file = ?4 AND day >= ?5 ORDER BY day",
-        )
+    let id: Option<i64> = c
+        .query_row("SELECT id FROM tests WHERE project = ?1 AND classname = ?2 AND name = ?3 AND file = ?4", params![project, test.0, test.1, test.2], |r| r.get(0))
+        .optional()
         .map_err(backend)?;
-    let mut rows = stmt.query(params![project, test.0, test.1, test.2, since_ms / DAY_MS]).map_err(backend)?;
+    let Some(id) = id else { return Ok(Vec::new()) };
+    let since_day = since_ms / DAY_MS;
     let mut days: Vec<(TestDay, Vec<u32>)> = Vec::new();
+    let mut stmt = c
+        .prepare_cached("SELECT day, SUM(runs), SUM(failed), SUM(flaky) FROM test_rollups WHERE test = ?1 AND day >= ?2 GROUP BY day ORDER BY day")
+        .map_err(backend)?;
+    let mut rows = stmt.query(params![id, since_day]).map_err(backend)?;
+    while let Some(r) = rows.next().map_err(backend)? {
+        let d = TestDay {
+            day: r.get(0).map_err(backend)?,
+            runs: r.get(1).map_err(backend)?,
+            failed_runs: r.get(2).map_err(backend)?,
+            flaky_runs: r.get(3).map_err(backend)?,
+            p95_duration: 0.0,
+        };
+        days.push((d, vec![0; HIST_BUCKETS]));
+    }
+    let mut stmt = c.prepare_cached("SELECT day, hist FROM test_hists WHERE test = ?1 AND day >= ?2").map_err(backend)?;
+    let mut rows = stmt.query(params![id, since_day]).map_err(backend)?;
     while let Some(r) = rows.next().map_err(backend)? {
         let day: u64 = r.get(0).map_err(backend)?;
-        if days.last().is_none_or(|(d, _)| d.day != day) {
-            days.push((TestDay { day, runs: 0, failed_runs: 0, flaky_runs: 0, p95_duration: 0.0 }, vec![0; HIST_BUCKETS]));
-        }
-        if let Some((d, h)) = days.last_mut() {
-            d.runs += r.get::<_, u64>(1).map_err(backend)?;
-            d.failed_runs += r.get::<_, u64>(2).map_err(backend)?;
-            d.flaky_runs += r.get::<_, u64>(3).map_err(backend)?;
-            for (a, b) in h.iter_mut().zip(hist_from_blob(&r.get::<_, Vec<u8>>(4).map_err(backend)?)) {
+        if let Some((_, h)) = days.iter_mut().find(|(d, _)| d.day == day) {
+            for (a, b) in h.iter_mut().zip(hist_from_blob(&r.get::<_, Vec<u8>>(1).map_err(backend)?)) {
                 *a += b;
             }
         }
