@@ -3,6 +3,7 @@
 //! Every transport (QUIC stream, HTTP/2 request body) carries the same byte stream of frames,
 //! so the agent and the ingest core speak one protocol whatever the network allows.
 
+pub mod artifact_path;
 pub mod codec;
 pub mod frame;
 pub mod ids;

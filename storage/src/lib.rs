@@ -1,10 +1,12 @@
 //! Tailrace storage: the live tier (where a running step's bytes are held durably and followed by
-//! readers) and the metadata store (jobs and steps).
+//! readers), the archive, artifacts, and the metadata store.
 //!
 //! Both are traits with one embedded backend each today — staging files on local disk and SQLite —
 //! shaped so that the scale-out backends (Redis Streams, MongoDB) fit them unchanged.
 
 pub mod archive;
+pub mod artifacts;
+pub mod digest;
 pub mod insights;
 pub mod live;
 pub mod meta;
@@ -15,6 +17,7 @@ pub mod test_runs;
 pub mod time;
 
 pub use live::{AppendOutcome, Durability, LiveError, LiveTier, Progress, StepEnd, StepKey, StepStatus};
+pub use artifacts::{Artifact, ArtifactConfig, ArtifactError, Artifacts, UploadOutcome, UploadRequest};
 pub use archive::{remove_local_upload_leftovers, Archive, ArchiveConfig, ArchiveError};
 pub use meta::{Job, MetaError, MetaStore, NewJob, Segment, Step, TestRun};
 pub use sqlite::SqliteMeta;

@@ -1,10 +1,11 @@
-//! The metadata-store contract: jobs, steps, segment manifests and test runs (later issues add
-//! artifacts and test rollups). One narrow trait, one conformance suite, one backend per deployment shape.
+//! The metadata-store contract: jobs, steps, segment manifests, test runs with their insights
+//! rollups, and artifacts. One narrow trait, one conformance suite, one backend per deployment shape.
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tailrace_protocol::{JobId, StepId};
 
+use crate::artifacts::Artifact;
 use crate::live::{StepEnd, StepStatus};
 use crate::insights::{FlakyTest, MetricsQuery, TestDay, TestMetrics};
 pub use crate::test_runs::TestRun;
@@ -117,6 +118,12 @@ pub enum MetaError {
     JobNotFound(String),
     #[error("invalid {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
+    /// The operation would contradict what is stored (e.g. an artifact name taken).
+    #[error("{0}")]
+    Conflict(String),
+    /// A configured limit would be exceeded.
+    #[error("{0}")]
+    Limit(String),
     #[error("metadata store error: {0}")]
     Backend(String),
 }
@@ -164,6 +171,27 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Marks a step's output expired and forgets its segment manifest (call after deleting the
     /// objects, so that no object outlives its manifest).
     fn mark_expired<'a>(&'a self, job: &'a JobId, step: &'a StepId) -> BoxFuture<'a, Result<(), MetaError>>;
+
+    /// A job's artifact by normalised path, in any state (uploading, complete, expired).
+    fn artifact<'a>(&'a self, job: &'a JobId, path: &'a str) -> BoxFuture<'a, Result<Option<Artifact>, MetaError>>;
+    /// Records a new artifact unless one with its path exists, and returns what is stored (the
+    /// caller compares ids). Refuses (`Conflict`) a path that is a folder of another artifact or
+    /// has one as its folder, and (`Limit`) one that would take the job's unexpired artifacts
+    /// past `max_job_bytes`. Atomic.
+    fn insert_artifact<'a>(&'a self, art: &'a Artifact, max_job_bytes: u64) -> BoxFuture<'a, Result<Artifact, MetaError>>;
+    /// Records part `part` of an artifact as stored, with the digest state after it, and with
+    /// `completed_ms` marks it complete — only if exactly `part` parts were recorded before
+    /// (so two uploaders cannot both advance it). Returns whether it did.
+    fn advance_artifact<'a>(&'a self, id: &'a str, part: u32, hash_state: &'a [u8], completed_ms: Option<u64>)
+    -> BoxFuture<'a, Result<bool, MetaError>>;
+    /// Forgets an artifact record (its objects are deleted first).
+    fn delete_artifact<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), MetaError>>;
+    /// A job's complete, unexpired artifacts with paths after `after`, by path, at most `limit`.
+    fn artifacts<'a>(&'a self, job: &'a JobId, after: &'a str, limit: usize) -> BoxFuture<'a, Result<Vec<Artifact>, MetaError>>;
+    /// Unexpired artifacts (complete or not) created before `cutoff_ms`, at most `limit`.
+    fn artifacts_to_expire(&self, cutoff_ms: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Artifact>, MetaError>>;
+    /// Marks an artifact expired (after its objects were deleted); its record stays as a tombstone.
+    fn mark_artifact_expired<'a>(&'a self, id: &'a str, at_ms: u64) -> BoxFuture<'a, Result<(), MetaError>>;
 }
 
 /// Checks a project slug: `vcs/org/repo`-like, 1 to 200 of `[A-Za-z0-9._/-]`.
@@ -348,5 +376,59 @@ pub mod conformance {
         assert!(store.expiry_candidates(9, 10).await.unwrap().is_empty());
         assert!(store.segments(&a1.id, &s2).await.unwrap().is_empty());
         assert!(store.step(&a1.id, &s2).await.unwrap().unwrap().expired_at_ms.is_some());
+
+        artifacts(store, &a1.id, &a2.id).await;
+    }
+
+    async fn artifacts(store: &dyn MetaStore, job: &JobId, other: &JobId) {
+        let art = |id: &str, path: &str, size: u64, created_ms: u64| Artifact {
+            id: id.into(),
+            job: job.clone(),
+            path: path.into(),
+            size,
+            sha256: "ab".repeat(32),
+            content_type: "text/plain".into(),
+            part_size: 64,
+            parts_done: 0,
+            hash_state: Vec::new(),
+            created_ms,
+            completed_ms: None,
+            expired_ms: None,
+        };
+        assert!(store.artifact(job, "a/b.txt").await.unwrap().is_none());
+        let big = art("id1", "a/b.txt", 200, 10);
+        assert_eq!(store.insert_artifact(&big, 1000).await.unwrap(), big);
+        // The same path again: what is stored comes back, nothing new is recorded.
+        assert_eq!(store.insert_artifact(&art("id2", "a/b.txt", 200, 11), 1000).await.unwrap().id, "id1");
+        for (path, why) in [("a", "a folder of a/b.txt"), ("a/b.txt/c", "under the file a/b.txt")] {
+            let r = store.insert_artifact(&art("id3", path, 1, 12), 1000).await;
+            assert!(matches!(r, Err(MetaError::Conflict(_))), "{why}: {r:?}");
+        }
+        assert!(matches!(store.insert_artifact(&art("id4", "c", 801, 12), 1000).await, Err(MetaError::Limit(_))), "200 + 801 > 1000");
+        let mut other_job = art("id5", "c", 801, 12);
+        other_job.job = other.clone();
+        store.insert_artifact(&other_job, 1000).await.unwrap();
+        assert!(store.artifacts(job, "", 10).await.unwrap().is_empty(), "incomplete artifacts are not listed");
+
+        assert!(store.advance_artifact("id1", 0, &[1; 40], None).await.unwrap());
+        assert!(!store.advance_artifact("id1", 0, &[2; 40], None).await.unwrap(), "part 0 is recorded already");
+        assert!(store.advance_artifact("id1", 1, &[3; 40], None).await.unwrap());
+        assert!(store.advance_artifact("id1", 2, &[], Some(50)).await.unwrap());
+        let done = store.artifact(job, "a/b.txt").await.unwrap().unwrap();
+        assert_eq!((done.parts_done, done.completed_ms, done.hash_state.len()), (3, Some(50), 0));
+        let small = Artifact { parts_done: 1, completed_ms: Some(60), ..art("id6", "a/c.txt", 5, 13) };
+        store.insert_artifact(&small, 1000).await.unwrap();
+        let listed: Vec<_> = store.artifacts(job, "", 10).await.unwrap().into_iter().map(|a| a.path).collect();
+        assert_eq!(listed, ["a/b.txt", "a/c.txt"]);
+        assert_eq!(store.artifacts(job, "a/b.txt", 10).await.unwrap()[0].path, "a/c.txt", "paged after a path");
+
+        let old: Vec<_> = store.artifacts_to_expire(13, 10).await.unwrap().into_iter().map(|a| a.id).collect();
+        assert_eq!(old, ["id1", "id5"]);
+        store.mark_artifact_expired("id1", 99).await.unwrap();
+        assert_eq!(store.artifact(job, "a/b.txt").await.unwrap().unwrap().expired_ms, Some(99));
+        assert_eq!(store.artifacts(job, "", 10).await.unwrap().len(), 1);
+        assert!(store.insert_artifact(&art("id7", "c", 801, 14), 1000).await.is_ok(), "expired artifacts do not count");
+        store.delete_artifact("id1").await.unwrap();
+        assert!(store.artifact(job, "a/b.txt").await.unwrap().is_none());
     }
 }

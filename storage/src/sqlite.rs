@@ -8,6 +8,7 @@ use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use tailrace_protocol::{JobId, StepId};
 
+use crate::artifacts::Artifact;
 use crate::insights::{FlakyTest, MetricsQuery, TestDay, TestMetrics};
 use crate::live::{StepEnd, StepStatus};
 use crate::meta::{now_ms, validate_project, Job, MetaError, MetaStore, NewJob, Segment, Step, StepEndFields, TestRun};
@@ -77,8 +78,9 @@ CREATE TABLE test_runs (
 "#, r#"
 ALTER TABLE jobs ADD COLUMN pipeline_number INTEGER;
 ALTER TABLE jobs ADD COLUMN workflow_id TEXT;
-"#, insights::SCHEMA];
+"#, insights::SCHEMA, artifacts::SCHEMA];
 
+mod artifacts;
 mod insights;
 mod test_runs;
 
@@ -417,6 +419,42 @@ impl MetaStore for SqliteMeta {
             )
             .map_err(backend)?;
             tx.commit().map_err(backend)
+        }))
+    }
+
+    fn artifact<'a>(&'a self, job: &'a JobId, path: &'a str) -> BoxFuture<'a, Result<Option<Artifact>, MetaError>> {
+        let (job, path) = (job.to_string(), path.to_string());
+        Box::pin(self.call(move |c| artifacts::get(c, &job, &path)))
+    }
+
+    fn insert_artifact<'a>(&'a self, art: &'a Artifact, max_job_bytes: u64) -> BoxFuture<'a, Result<Artifact, MetaError>> {
+        let art = art.clone();
+        Box::pin(self.call(move |c| artifacts::insert(c, &art, max_job_bytes)))
+    }
+
+    fn advance_artifact<'a>(&'a self, id: &'a str, part: u32, hash_state: &'a [u8], completed_ms: Option<u64>) -> BoxFuture<'a, Result<bool, MetaError>> {
+        let (id, state) = (id.to_string(), hash_state.to_vec());
+        Box::pin(self.call(move |c| artifacts::advance(c, &id, part, &state, completed_ms)))
+    }
+
+    fn delete_artifact<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), MetaError>> {
+        let id = id.to_string();
+        Box::pin(self.call(move |c| c.execute("DELETE FROM artifacts WHERE id = ?1", [id]).map(|_| ()).map_err(backend)))
+    }
+
+    fn artifacts<'a>(&'a self, job: &'a JobId, after: &'a str, limit: usize) -> BoxFuture<'a, Result<Vec<Artifact>, MetaError>> {
+        let (job, after) = (job.to_string(), after.to_string());
+        Box::pin(self.call(move |c| artifacts::list(c, &job, &after, limit)))
+    }
+
+    fn artifacts_to_expire(&self, cutoff_ms: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Artifact>, MetaError>> {
+        Box::pin(self.call(move |c| artifacts::to_expire(c, cutoff_ms, limit)))
+    }
+
+    fn mark_artifact_expired<'a>(&'a self, id: &'a str, at_ms: u64) -> BoxFuture<'a, Result<(), MetaError>> {
+        let id = id.to_string();
+        Box::pin(self.call(move |c| {
+            c.execute("UPDATE artifacts SET expired_ms = ?2 WHERE id = ?1", params![id, at_ms]).map(|_| ()).map_err(backend)
         }))
     }
 

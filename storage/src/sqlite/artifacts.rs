@@ -1,0 +1,137 @@
+//! SQLite statements for artifacts (the `artifacts` table): one row per artifact of a job, with
+//! its upload progress (parts stored, digest state) until it completes.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use tailrace_protocol::JobId;
+
+use super::backend;
+use crate::artifacts::Artifact;
+use crate::meta::MetaError;
+
+pub(super) const SCHEMA: &str = r#"
+CREATE TABLE artifacts (
+    id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    part_size INTEGER NOT NULL,
+    parts_done INTEGER NOT NULL,
+    hash_state BLOB NOT NULL,
+    created_ms INTEGER NOT NULL,
+    completed_ms INTEGER,
+    expired_ms INTEGER,
+    UNIQUE (job_id, path)
+);
+CREATE INDEX artifacts_to_expire ON artifacts (created_ms) WHERE expired_ms IS NULL;
+"#;
+
+const COLUMNS: &str = "id, job_id, path, size, sha256, content_type, part_size, parts_done, hash_state, created_ms, completed_ms, expired_ms";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<Artifact> {
+    let job: String = r.get(1)?;
+    Ok(Artifact {
+        id: r.get(0)?,
+        job: JobId::new(job).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+        path: r.get(2)?,
+        size: r.get(3)?,
+        sha256: r.get(4)?,
+        content_type: r.get(5)?,
+        part_size: r.get(6)?,
+        parts_done: r.get(7)?,
+        hash_state: r.get(8)?,
+        created_ms: r.get(9)?,
+        completed_ms: r.get(10)?,
+        expired_ms: r.get(11)?,
+    })
+}
+
+pub(super) fn get(c: &Connection, job: &str, path: &str) -> Result<Option<Artifact>, MetaError> {
+    c.query_row(&format!("SELECT {COLUMNS} FROM artifacts WHERE job_id = ?1 AND path = ?2"), [job, path], from_row)
+        .optional()
+        .map_err(backend)
+}
+
+/// See [`crate::meta::MetaStore::insert_artifact`].
+pub(super) fn insert(c: &mut Connection, a: &Artifact, max_job_bytes: u64) -> Result<Artifact, MetaError> {
+    let tx = c.transaction().map_err(backend)?;
+    let job = a.job.as_str();
+    if let Some(existing) = get(&tx, job, &a.path)? {
+        return Ok(existing);
+    }
+    let live = "expired_ms IS NULL AND job_id = ?1";
+    // A folder of this path that is a file, or a file under this path as a folder.
+    let mut folder = String::new();
+    for c in a.path.split('/') {
+        if !folder.is_empty() {
+            let taken: bool = tx
+                .query_row(&format!("SELECT EXISTS (SELECT 1 FROM artifacts WHERE {live} AND path = ?2)"), [job, &folder], |r| r.get(0))
+                .map_err(backend)?;
+            if taken {
+                return Err(MetaError::Conflict(format!("artifact {} cannot be stored: {folder} is a file, not a folder", a.path)));
+            }
+            folder.push('/');
+        }
+        folder.push_str(c);
+    }
+    let (lo, hi) = (format!("{}/", a.path), format!("{}0", a.path));
+    let under: Option<String> = tx
+        .query_row(&format!("SELECT path FROM artifacts WHERE {live} AND path >= ?2 AND path < ?3 LIMIT 1"), [job, &lo, &hi], |r| r.get(0))
+        .optional()
+        .map_err(backend)?;
+    if let Some(under) = under {
+        return Err(MetaError::Conflict(format!("artifact {} cannot be stored: it is the folder of artifact {under}", a.path)));
+    }
+    let total: u64 = tx
+        .query_row(&format!("SELECT COALESCE(SUM(size), 0) FROM artifacts WHERE {live}"), [job], |r| r.get(0))
+        .map_err(backend)?;
+    if total.saturating_add(a.size) > max_job_bytes {
+        return Err(MetaError::Limit(format!(
+            "job {job} holds {total} bytes of artifacts; {} more would pass the limit of {max_job_bytes} (artifacts_max_job_mib)",
+            a.size
+        )));
+    }
+    tx.execute(
+        &format!("INSERT INTO artifacts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+        params![a.id, job, a.path, a.size, a.sha256, a.content_type, a.part_size, a.parts_done, a.hash_state, a.created_ms, a.completed_ms, a.expired_ms],
+    )
+    .map_err(|e| match e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => MetaError::JobNotFound(job.to_string()),
+        e => backend(e),
+    })?;
+    tx.commit().map_err(backend)?;
+    Ok(a.clone())
+}
+
+pub(super) fn advance(c: &Connection, id: &str, part: u32, state: &[u8], completed_ms: Option<u64>) -> Result<bool, MetaError> {
+    let n = c
+        .execute(
+            "UPDATE artifacts SET parts_done = ?2 + 1, hash_state = ?3, completed_ms = ?4
+             WHERE id = ?1 AND parts_done = ?2 AND completed_ms IS NULL",
+            params![id, part, state, completed_ms],
+        )
+        .map_err(backend)?;
+    Ok(n == 1)
+}
+
+pub(super) fn list(c: &Connection, job: &str, after: &str, limit: usize) -> Result<Vec<Artifact>, MetaError> {
+    let mut stmt = c
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM artifacts WHERE job_id = ?1 AND path > ?2 AND completed_ms IS NOT NULL AND expired_ms IS NULL
+             ORDER BY path LIMIT ?3"
+        ))
+        .map_err(backend)?;
+    let rows = stmt.query_map(params![job, after, limit as i64], from_row).map_err(backend)?;
+    rows.collect::<Result<_, _>>().map_err(backend)
+}
+
+pub(super) fn to_expire(c: &Connection, cutoff_ms: u64, limit: usize) -> Result<Vec<Artifact>, MetaError> {
+    let mut stmt = c
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM artifacts WHERE created_ms < ?1 AND expired_ms IS NULL ORDER BY created_ms, id LIMIT ?2"
+        ))
+        .map_err(backend)?;
+    let rows = stmt.query_map(params![cutoff_ms, limit as i64], from_row).map_err(backend)?;
+    rows.collect::<Result<_, _>>().map_err(backend)
+}
