@@ -63,6 +63,12 @@ pub enum Command {
     /// job's token; results may be uploaded while the job still runs. Prints each file's counts
     /// and the parser's notes; exits 1 if any file was refused (with the reason).
     StoreTestResults(crate::test_results::StoreTestResultsArgs),
+    /// Upload a file or a directory tree as artifacts of a job, as CircleCI's store_artifacts
+    /// does. Use the job's token. Names are checked before anything is sent (no `..`, absolute
+    /// paths, backslashes or collisions); files go up in parallel with a progress display, each
+    /// verified by its SHA-256 on arrival and resumed after a dropped connection without
+    /// resending what the server holds. Exits 1 if any file failed, 2 on bad names.
+    StoreArtifacts(crate::artifacts::StoreArtifactsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -311,6 +317,10 @@ pub async fn dispatch(cli: Cli) -> i32 {
         }
         Command::Token(TokenCommand::Create(a)) => token_create(a).await,
         Command::Gc(a) => gc(a).await,
+        Command::StoreArtifacts(a) => {
+            init_logs("warn", false);
+            crate::artifacts::store_artifacts(a).await
+        }
         Command::StoreTestResults(a) => {
             init_logs("warn", false);
             crate::test_results::store_test_results(a).await
@@ -358,8 +368,8 @@ async fn gc(a: GcArgs) -> i32 {
         Err(e) => return fail(&e),
     };
     let now = a.as_of.unwrap_or_else(tailrace_storage::meta::now_ms);
-    if cfg.retention_logs_days.is_none() && cfg.retention_test_results_days.is_none() {
-        println!("retention is unlimited (neither retention_logs_days nor retention_test_results_days is set): nothing to delete");
+    if cfg.retention_logs_days.is_none() && cfg.retention_test_results_days.is_none() && cfg.retention_artifacts_days.is_none() {
+        println!("retention is unlimited (none of retention_logs_days, retention_test_results_days, retention_artifacts_days is set): nothing to delete");
         return 0;
     }
     if !cfg.data_dir.join("meta.db").exists() {
@@ -367,8 +377,10 @@ async fn gc(a: GcArgs) -> i32 {
     }
     let result = async {
         let (live, meta) = crate::serve::open_storage(&cfg)?;
-        let archive = crate::serve::open_archive(&cfg, &live, &meta)?;
-        crate::serve::sweep(&cfg, &archive, now, a.dry_run).await
+        let store = crate::store::build(&cfg)?;
+        let archive = crate::serve::open_archive(&cfg, store.clone(), &live, &meta);
+        let artifacts = crate::serve::open_artifacts(&cfg, store, &meta);
+        crate::serve::sweep(&cfg, &archive, &artifacts, now, a.dry_run).await
     }
     .await;
     match result {
@@ -384,8 +396,15 @@ async fn gc(a: GcArgs) -> i32 {
                 let total: u64 = swept.steps.iter().map(|(_, l)| l).sum();
                 println!("{verb} {} steps, {total} bytes of output that ended before {cutoff} ms", swept.steps.len());
             }
+            for (job, path, size) in &swept.artifacts {
+                println!("{verb} artifact {job}/{path} ({size} bytes)");
+            }
             if let Some(cutoff) = cfg.test_results_cutoff_ms(now) {
                 println!("{verb} {} test-result files stored before {cutoff} ms", swept.test_results.len());
+            }
+            if let Some(cutoff) = cfg.artifacts_cutoff_ms(now) {
+                let total: u64 = swept.artifacts.iter().map(|a| a.2).sum();
+                println!("{verb} {} artifacts, {total} bytes, uploaded before {cutoff} ms", swept.artifacts.len());
             }
             0
         }

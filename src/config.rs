@@ -70,8 +70,27 @@ pub struct ServeConfig {
     /// Days to keep raw test-result files (`test-results/` in the object store), by the day
     /// they were uploaded; unset keeps them forever. Parsed runs and insights rollups stay.
     pub retention_test_results_days: Option<u32>,
+    /// Days to keep artifacts, by the day their upload began; unset keeps them forever.
+    /// Expired artifacts answer `410 Gone`.
+    pub retention_artifacts_days: Option<u32>,
     /// How often `serve` runs the expiry sweep, in seconds.
     pub expiry_sweep_secs: u64,
+    /// Largest single artifact, in MiB.
+    pub artifacts_max_file_mib: u64,
+    /// Largest total of one job's artifacts, in MiB.
+    pub artifacts_max_job_mib: u64,
+    /// Artifacts are stored in parts of this many MiB; a dropped upload resends at most one part,
+    /// and each receiving upload holds at most one part in memory.
+    pub artifacts_part_mib: u64,
+    /// Uploads receiving at once; more wait. Memory for uploads is at most this many parts.
+    pub artifacts_uploads: usize,
+    /// Serve HTML, SVG, XML and JavaScript artifacts as their real types (sandboxed: scripts
+    /// run in an opaque origin) instead of as inert text attachments. Prefer a separate origin
+    /// (`artifacts_url`) when turning this on.
+    pub artifacts_serve_active: bool,
+    /// Base URL of artifact links in listings, e.g. `https://artifacts.ci.example.com` (a separate
+    /// origin routed to this server). Default: this server, as the request reached it.
+    pub artifacts_url: Option<String>,
 }
 
 impl Default for ServeConfig {
@@ -100,7 +119,14 @@ impl Default for ServeConfig {
             archive_sweep_secs: 10,
             retention_logs_days: None,
             retention_test_results_days: None,
+            retention_artifacts_days: None,
             expiry_sweep_secs: 3600,
+            artifacts_max_file_mib: 10 * 1024,
+            artifacts_max_job_mib: 50 * 1024,
+            artifacts_part_mib: 8,
+            artifacts_uploads: 8,
+            artifacts_serve_active: false,
+            artifacts_url: None,
         }
     }
 }
@@ -132,6 +158,11 @@ impl ServeConfig {
     /// The same for raw test-result files, by upload day.
     pub fn test_results_cutoff_ms(&self, now_ms: u64) -> Option<u64> {
         cutoff_ms(self.retention_test_results_days, now_ms)
+    }
+
+    /// The same for artifacts, by the day their upload began.
+    pub fn artifacts_cutoff_ms(&self, now_ms: u64) -> Option<u64> {
+        cutoff_ms(self.retention_artifacts_days, now_ms)
     }
 
     /// Reads the file (if any) and applies environment overrides from `env`.
@@ -195,6 +226,28 @@ impl ServeConfig {
         }
         if let Some(n) = num("TAILRACE_RETENTION_TEST_RESULTS_DAYS")? {
             cfg.retention_test_results_days = Some(u32::try_from(n).map_err(|_| "TAILRACE_RETENTION_TEST_RESULTS_DAYS is too large".to_string())?);
+        }
+        if let Some(n) = num("TAILRACE_RETENTION_ARTIFACTS_DAYS")? {
+            cfg.retention_artifacts_days = Some(u32::try_from(n).map_err(|_| "TAILRACE_RETENTION_ARTIFACTS_DAYS is too large".to_string())?);
+        }
+        if let Some(n) = num("TAILRACE_ARTIFACTS_MAX_FILE_MIB")? {
+            cfg.artifacts_max_file_mib = n;
+        }
+        if let Some(n) = num("TAILRACE_ARTIFACTS_MAX_JOB_MIB")? {
+            cfg.artifacts_max_job_mib = n;
+        }
+        if let Some(n) = num("TAILRACE_ARTIFACTS_PART_MIB")? {
+            cfg.artifacts_part_mib = n;
+        }
+        if let Some(v) = get("TAILRACE_ARTIFACTS_SERVE_ACTIVE") {
+            cfg.artifacts_serve_active = match v.as_str() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => return Err(format!("TAILRACE_ARTIFACTS_SERVE_ACTIVE={v:?}: expected true or false")),
+            };
+        }
+        if let Some(v) = get("TAILRACE_ARTIFACTS_URL") {
+            cfg.artifacts_url = Some(v.clone());
         }
         if let Some(v) = get("TAILRACE_LOG_FORMAT") {
             cfg.log_format = v.clone();

@@ -1,6 +1,7 @@
-//! The `tailrace` binary: `serve` runs the server; `run`, `tail`, `job` and
-//! `store-test-results` are its clients.
+//! The `tailrace` binary: `serve` runs the server; `run`, `tail`, `job`, `store-test-results`
+//! and `store-artifacts` are its clients.
 
+mod artifacts;
 mod cli;
 mod config;
 mod serve;

@@ -12,7 +12,8 @@ use tailrace_ingest::{tls, Archiving, IngestCore, IngestLimits, IngestMetrics};
 use tailrace_protocol::token::{Claims, Scope, TokenKey};
 use tailrace_query::server::HttpLimits;
 use tailrace_query::{AppState, IngestInfo, QueryMetrics};
-use tailrace_storage::{Archive, ArchiveConfig, LiveTier, MetaStore, SqliteMeta, StagingTier};
+use object_store::ObjectStore;
+use tailrace_storage::{Archive, ArchiveConfig, ArtifactConfig, Artifacts, LiveTier, MetaStore, SqliteMeta, StagingTier};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::info;
 
@@ -29,17 +30,19 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
         write_private(&admin_path, format!("{token}\n").as_bytes())?;
     }
     let (live, meta) = open_storage(&cfg)?;
-    let (archive, archiving) = if cfg.archive {
-        let archive = open_archive(&cfg, &live, &meta)?;
+    let (archive, archiving, artifacts) = if cfg.archive {
+        let store = crate::store::build(&cfg)?;
+        let archive = open_archive(&cfg, store.clone(), &live, &meta);
+        let artifacts = Arc::new(open_artifacts(&cfg, store, &meta));
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(archive.clone().run(rx));
         info!(level = cfg.archive_level, live_mib = cfg.archive_live_mib, live_age_secs = cfg.archive_live_age_secs, "archiving steps as they run and end");
-        if cfg.retention_logs_days.is_some() || cfg.retention_test_results_days.is_some() {
-            tokio::spawn(expiry_loop(cfg.clone(), archive.clone()));
+        if cfg.retention_logs_days.is_some() || cfg.retention_test_results_days.is_some() || cfg.retention_artifacts_days.is_some() {
+            tokio::spawn(expiry_loop(cfg.clone(), archive.clone(), artifacts.clone()));
         }
-        (Some(archive.clone()), Some(Archiving { queue: tx, archive }))
+        (Some(archive.clone()), Some(Archiving { queue: tx, archive }), Some(artifacts))
     } else {
-        (None, None)
+        (None, None, None)
     };
     let core = Arc::new(IngestCore {
         live,
@@ -71,6 +74,11 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
         metrics: QueryMetrics::default(),
         job_token_ttl: Duration::from_secs(cfg.job_token_ttl_secs),
         archive,
+        artifacts,
+        artifact_serving: tailrace_query::artifacts_api::ArtifactServing {
+            serve_active: cfg.artifacts_serve_active,
+            base_url: cfg.artifacts_url.clone(),
+        },
     });
     tokio::spawn(tailrace_ingest::quic::serve(endpoint.clone(), core, limits));
     info!(
@@ -102,8 +110,7 @@ pub fn open_storage(cfg: &ServeConfig) -> Result<(Arc<dyn LiveTier>, Arc<dyn Met
 }
 
 /// The archive on the configured object store.
-pub fn open_archive(cfg: &ServeConfig, live: &Arc<dyn LiveTier>, meta: &Arc<dyn MetaStore>) -> Result<Arc<Archive>, String> {
-    let store = crate::store::build(cfg)?;
+pub fn open_archive(cfg: &ServeConfig, store: Arc<dyn ObjectStore>, live: &Arc<dyn LiveTier>, meta: &Arc<dyn MetaStore>) -> Arc<Archive> {
     let archive_cfg = ArchiveConfig {
         level: cfg.archive_level,
         segment_bytes: cfg.archive_segment_mib.max(1) * 1024 * 1024,
@@ -112,7 +119,22 @@ pub fn open_archive(cfg: &ServeConfig, live: &Arc<dyn LiveTier>, meta: &Arc<dyn 
         sweep_every: Duration::from_secs(cfg.archive_sweep_secs.max(1)),
         ..Default::default()
     };
-    Ok(Arc::new(Archive::new(store, live.clone(), meta.clone(), archive_cfg)))
+    Arc::new(Archive::new(store, live.clone(), meta.clone(), archive_cfg))
+}
+
+/// Artifact storage on the configured object store.
+pub fn open_artifacts(cfg: &ServeConfig, store: Arc<dyn ObjectStore>, meta: &Arc<dyn MetaStore>) -> Artifacts {
+    let mib = 1u64 << 20;
+    Artifacts::new(
+        store,
+        meta.clone(),
+        ArtifactConfig {
+            part_size: cfg.artifacts_part_mib.max(1) * mib,
+            max_file: cfg.artifacts_max_file_mib.saturating_mul(mib),
+            max_job: cfg.artifacts_max_job_mib.saturating_mul(mib),
+            uploads: cfg.artifacts_uploads.max(1),
+        },
+    )
 }
 
 /// What one expiry sweep deleted (or, dry, would delete).
@@ -122,11 +144,19 @@ pub struct Swept {
     pub steps: Vec<(tailrace_storage::StepKey, u64)>,
     /// Raw test-result objects deleted.
     pub test_results: Vec<String>,
+    /// Artifacts deleted: (job, path, size).
+    pub artifacts: Vec<(String, String, u64)>,
+}
+
+impl Swept {
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty() && self.test_results.is_empty() && self.artifacts.is_empty()
+    }
 }
 
 /// One expiry sweep as of `now_ms`: step output past `retention_logs_days`, raw test-result
-/// files past `retention_test_results_days`.
-pub async fn sweep(cfg: &ServeConfig, archive: &Archive, now_ms: u64, dry_run: bool) -> Result<Swept, String> {
+/// files past `retention_test_results_days`, artifacts past `retention_artifacts_days`.
+pub async fn sweep(cfg: &ServeConfig, archive: &Archive, artifacts: &Artifacts, now_ms: u64, dry_run: bool) -> Result<Swept, String> {
     let mut swept = Swept::default();
     if let Some(cutoff) = cfg.logs_cutoff_ms(now_ms) {
         swept.steps = archive.expire(cutoff, dry_run).await.map_err(|e| e.to_string())?;
@@ -134,17 +164,21 @@ pub async fn sweep(cfg: &ServeConfig, archive: &Archive, now_ms: u64, dry_run: b
     if let Some(cutoff) = cfg.test_results_cutoff_ms(now_ms) {
         swept.test_results = archive.expire_kind("test-results", cutoff, dry_run).await.map_err(|e| e.to_string())?;
     }
+    if let Some(cutoff) = cfg.artifacts_cutoff_ms(now_ms) {
+        let gone = artifacts.expire(cutoff, dry_run).await.map_err(|e| e.to_string())?;
+        swept.artifacts = gone.into_iter().map(|a| (a.job.to_string(), a.path, a.size)).collect();
+    }
     Ok(swept)
 }
 
 /// Runs the expiry sweep every `expiry_sweep_secs`.
-async fn expiry_loop(cfg: ServeConfig, archive: Arc<Archive>) {
+async fn expiry_loop(cfg: ServeConfig, archive: Arc<Archive>, artifacts: Arc<Artifacts>) {
     let mut every = tokio::time::interval(Duration::from_secs(cfg.expiry_sweep_secs.max(1)));
     loop {
         every.tick().await;
-        match sweep(&cfg, &archive, tailrace_storage::meta::now_ms(), false).await {
-            Ok(s) if !s.steps.is_empty() || !s.test_results.is_empty() => {
-                info!(steps = s.steps.len(), test_result_files = s.test_results.len(), "expired data past retention")
+        match sweep(&cfg, &archive, &artifacts, tailrace_storage::meta::now_ms(), false).await {
+            Ok(s) if !s.is_empty() => {
+                info!(steps = s.steps.len(), test_result_files = s.test_results.len(), artifacts = s.artifacts.len(), "expired data past retention")
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "expiry sweep failed; will retry"),

@@ -72,11 +72,7 @@ impl Server {
     ) -> Result<T, ClientError> {
         let (status, bytes) = self.request(method, path, token, body).await?;
         if !status.is_success() {
-            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string());
-            return Err(ClientError::Status { status, message });
+            return Err(ClientError::Status { status, message: error_message(&bytes) });
         }
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
     }
@@ -111,6 +107,14 @@ impl Server {
         let bytes = resp.into_body().collect().await.map_err(|e| http_err(&e))?.to_bytes();
         Ok((status, bytes))
     }
+}
+
+/// The `message` of a JSON error answer, or the body as text.
+pub(crate) fn error_message(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string())
 }
 
 /// The server's QUIC discovery document (`GET /api/v1/ingest/info`).

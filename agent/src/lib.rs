@@ -1,6 +1,7 @@
 //! Tailrace agent: the runner side. Runs a command, keeps its output in a bounded on-disk spool,
 //! streams it to ingest over QUIC or HTTP/2, resumes from the server's hwm after any failure, and
-//! ends the step with a verified END. Also the HTTP client used by the CLI (jobs, tail).
+//! ends the step with a verified END. Also the HTTP client used by the CLI (jobs, tail) and
+//! artifact uploads.
 
 pub mod client;
 pub mod command;
@@ -9,6 +10,7 @@ pub mod sender;
 pub mod spool;
 pub mod tail;
 pub mod transport;
+pub mod upload;
 
 pub use run::{run_step, RunOptions, RunOutcome};
 

@@ -74,6 +74,18 @@ pub fn join(prefix: Option<&str>, rel: &str) -> Result<String, PathError> {
     }
 }
 
+/// Percent-encodes one path component (everything but RFC 3986 unreserved characters).
+pub fn encode_component(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+/// Percent-encodes a path for a URL, keeping its `/`.
+pub fn encode_path(path: &str) -> String {
+    path.split('/').map(encode_component).collect::<Vec<_>>().join("/")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +100,7 @@ mod tests {
         assert_eq!(normalize("..foo/bar..").unwrap(), "..foo/bar..");
         assert_eq!(join(Some("out/"), "./x").unwrap(), "out/x");
         assert_eq!(join(None, "x").unwrap(), "x");
+        assert_eq!(encode_path("a b/c?d/%"), "a%20b/c%3Fd/%25");
     }
 
     #[test]

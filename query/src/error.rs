@@ -22,6 +22,14 @@ pub enum ApiError {
     RangeNotSatisfiable(String, u64),
     #[error("{0}")]
     Unprocessable(String),
+    /// 409, with the durable offset to resume an upload from when there is one.
+    #[error("{0}")]
+    Conflict(String, Option<u64>),
+    /// 423: another request holds the resource (an upload in progress); retry later.
+    #[error("{0}")]
+    Locked(String),
+    #[error("{0}")]
+    TooLarge(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -35,6 +43,9 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Conflict(..) => StatusCode::CONFLICT,
+            ApiError::Locked(_) => StatusCode::LOCKED,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Gone(_) => StatusCode::GONE,
@@ -45,10 +56,16 @@ impl IntoResponse for ApiError {
             tracing::error!(%msg, "internal error");
         }
         let mut resp = (status, Json(serde_json::json!({ "message": self.to_string() }))).into_response();
-        if let ApiError::RangeNotSatisfiable(_, len) = self {
-            if let Ok(v) = format!("bytes */{len}").parse() {
-                resp.headers_mut().insert(axum::http::header::CONTENT_RANGE, v);
+        match self {
+            ApiError::RangeNotSatisfiable(_, len) => {
+                if let Ok(v) = format!("bytes */{len}").parse() {
+                    resp.headers_mut().insert(axum::http::header::CONTENT_RANGE, v);
+                }
             }
+            ApiError::Conflict(_, Some(offset)) => {
+                resp.headers_mut().insert("upload-offset", offset.into());
+            }
+            _ => {}
         }
         resp
     }

@@ -32,13 +32,6 @@ fn project_reader(claims: &tailrace_protocol::token::Claims, vcs: &str, org: &st
     Ok(project)
 }
 
-/// RFC 3339 UTC with milliseconds.
-fn rfc3339(ms: u64) -> String {
-    let (y, m, d) = tailrace_storage::time::civil_date(ms);
-    let s = (ms / 1000) % 86_400;
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", s / 3600, (s / 60) % 60, s % 60, ms % 1000)
-}
-
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct CircleFlakyTest {
@@ -85,7 +78,7 @@ pub async fn flaky_tests(
             test_name: f.name,
             time_wasted: f.time_wasted,
             times_flaked: f.times_flaked,
-            workflow_created_at: rfc3339(f.workflow_created_at_ms),
+            workflow_created_at: tailrace_storage::time::rfc3339(f.workflow_created_at_ms),
             workflow_id: f.workflow_id,
             workflow_name: f.workflow_name,
         })
@@ -264,7 +257,7 @@ pub async fn test_history(
 mod tests {
     #[test]
     fn timestamps_are_rfc3339() {
-        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(super::rfc3339(1_764_300_000_123), "2025-11-28T03:20:00.123Z");
+        assert_eq!(tailrace_storage::time::rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(tailrace_storage::time::rfc3339(1_764_300_000_123), "2025-11-28T03:20:00.123Z");
     }
 }

@@ -1,7 +1,9 @@
 //! Tailrace query: the HTTP API — jobs, steps, output by range, the websocket live tail, test
-//! results (upload and listing) — plus
+//! results (upload and listing), artifacts (upload, listing, download) — plus
 //! `/healthz`, `/readyz` and `/metrics`. The HTTP/2 ingest route is mounted on the same server.
 
+pub mod artifact_serving;
+pub mod artifacts_api;
 pub mod auth;
 pub mod error;
 pub mod insights_api;
@@ -10,6 +12,7 @@ pub mod jobs;
 pub mod lines;
 pub mod ops;
 pub mod output;
+pub mod ranges;
 pub mod server;
 pub mod since;
 pub mod source;
@@ -50,6 +53,9 @@ pub struct AppState {
     pub job_token_ttl: Duration,
     /// Where ended steps are archived; `None` keeps everything in the live tier.
     pub archive: Option<Arc<tailrace_storage::Archive>>,
+    /// Artifact storage (on the archive's object store); `None` without one.
+    pub artifacts: Option<Arc<tailrace_storage::Artifacts>>,
+    pub artifact_serving: artifacts_api::ArtifactServing,
 }
 
 /// The whole HTTP API.
@@ -71,6 +77,13 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(tests_api::job_tests).post(tests_api::upload).layer(DefaultBodyLimit::max(tests_api::MAX_UPLOAD)),
         )
         .route("/api/v2/project/{vcs}/{org}/{repo}/{number}/tests", get(tests_api::circle_job_tests))
+        .route("/api/v1/jobs/{job}/artifacts", get(artifacts_api::list))
+        .route(
+            "/api/v1/jobs/{job}/artifacts/{*path}",
+            get(artifacts_api::download).put(artifacts_api::upload).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/api/v1/jobs/{job}/artifact-uploads/{*path}", get(artifacts_api::upload_status))
+        .route("/api/v2/project/{vcs}/{org}/{repo}/{number}/artifacts", get(artifacts_api::circle_list))
         .route("/api/v2/insights/{vcs}/{org}/{repo}/flaky-tests", get(insights_api::flaky_tests))
         .route("/api/v1/projects/{vcs}/{org}/{repo}/tests/history", get(insights_api::test_history))
         .route("/api/v2/insights/{vcs}/{org}/{repo}/workflows/{workflow}/test-metrics", get(insights_api::test_metrics))

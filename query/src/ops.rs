@@ -56,6 +56,9 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     if let Some(archive) = &state.archive {
         archive.metrics.render(&mut out);
     }
+    if let Some(artifacts) = &state.artifacts {
+        artifacts.metrics.render(&mut out);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 

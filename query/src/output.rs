@@ -15,6 +15,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::jobs::readable_job;
 use crate::lines::{after_newline, parse_lines};
+use crate::ranges::parse_range;
 use crate::since::offset_since;
 use crate::source::Source;
 use crate::AppState;
@@ -29,35 +30,6 @@ pub async fn readable_step(state: &AppState, caller: &Caller, job: &str, step: &
     let step = StepId::new(step).map_err(|_| not_found())?;
     state.core.meta.step(&job.id, &step).await?.ok_or_else(not_found)?;
     Ok(StepKey::new(job.id, step))
-}
-
-/// Parses a single `bytes=` range against `len` bytes into `[start, end)`.
-pub fn parse_range(value: &str, len: u64) -> Result<(u64, u64), String> {
-    let spec = value.trim().strip_prefix("bytes=").ok_or("only `bytes=` ranges are supported")?;
-    if spec.contains(',') {
-        return Err("multiple ranges are not supported on output; ask for one range".into());
-    }
-    let (a, b) = spec.split_once('-').ok_or("malformed range: expected bytes=START-END")?;
-    let num = |s: &str| s.trim().parse::<u64>().map_err(|_| format!("malformed range bound {s:?}"));
-    let (start, end) = match (a.trim().is_empty(), b.trim().is_empty()) {
-        (true, false) => {
-            let n = num(b)?;
-            (len.saturating_sub(n), len)
-        }
-        (false, true) => (num(a)?, len),
-        (false, false) => {
-            let (s, e) = (num(a)?, num(b)?);
-            if e < s {
-                return Err("malformed range: end before start".into());
-            }
-            (s, e.saturating_add(1).min(len))
-        }
-        (true, true) => return Err("malformed range: expected bytes=START-END".into()),
-    };
-    if start >= len || start >= end {
-        return Err(format!("range starts at or after the end of the output ({len} bytes)"));
-    }
-    Ok((start, end))
 }
 
 /// `?offset=N&length=M`: the same as `Range: bytes=N-(N+M-1)`, for clients that cannot set headers.
@@ -173,31 +145,4 @@ pub fn byte_stream(
             Err(e) => Some((Err(std::io::Error::other(e.to_string())), (state, key, source, end))),
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_range;
-
-    #[test]
-    fn ranges() {
-        fn check(v: &str, len: u64, expected: Result<(u64, u64), &str>) {
-            let got = parse_range(v, len);
-            match expected {
-                Ok(r) => assert_eq!(got, Ok(r), "{v}"),
-                Err(m) => assert!(got.as_ref().is_err_and(|e| e.contains(m)), "{v}: {got:?}"),
-            }
-        }
-        check("bytes=0-9", 100, Ok((0, 10)));
-        check("bytes=90-200", 100, Ok((90, 100)));
-        check("bytes=10-", 100, Ok((10, 100)));
-        check("bytes=-5", 100, Ok((95, 100)));
-        check("bytes=-500", 100, Ok((0, 100)));
-        check("bytes=100-", 100, Err("at or after the end"));
-        check("bytes=5-4", 100, Err("end before start"));
-        check("bytes=0-1,4-5", 100, Err("multiple ranges"));
-        check("items=0-1", 100, Err("only `bytes=`"));
-        check("bytes=x-1", 100, Err("malformed range bound"));
-        check("bytes=0-0", 0, Err("at or after the end"));
-    }
 }

@@ -18,6 +18,13 @@ pub fn civil_date(ms: u64) -> (i64, u32, u32) {
 }
 
 /// Days since 1970-01-01 of a civil date.
+/// RFC 3339 UTC with milliseconds.
+pub fn rfc3339(ms: u64) -> String {
+    let (y, m, d) = civil_date(ms);
+    let s = (ms / 1000) % 86_400;
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", s / 3600, (s / 60) % 60, s % 60, ms % 1000)
+}
+
 pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
