@@ -205,7 +205,7 @@ async fn upload_one(up: &mut Uploader, e: &Entry, p: &Progress, retries: u32) ->
 }
 
 /// Uploads everything; returns 0 if every file is stored, 1 if any failed, 2 if nothing was sent
-/// because of bad names.
+/// (bad or colliding names, unreadable paths).
 pub async fn store_artifacts(a: StoreArtifactsArgs) -> i32 {
     let server = match Server::parse(&a.client.server) {
         Ok(s) => s,
@@ -214,7 +214,10 @@ pub async fn store_artifacts(a: StoreArtifactsArgs) -> i32 {
     let mut entries = match collect(&a.path, a.destination.as_deref()) {
         Ok(e) if e.is_empty() => return crate::cli::fail(&format!("{} holds no files", a.path.display())),
         Ok(e) => e,
-        Err(e) => return crate::cli::fail(&e),
+        Err(e) => {
+            eprintln!("tailrace: {e}\ntailrace: nothing was uploaded");
+            return 2;
+        }
     };
     let clashes = collisions(&entries);
     if !clashes.is_empty() {

@@ -343,32 +343,107 @@ impl HttpResponse {
 
 /// A minimal blocking HTTP/1.1 GET (connection: close), enough for tests.
 pub fn http_get(base: &str, path: &str, token: Option<&str>, range: Option<&str>) -> std::io::Result<HttpResponse> {
+    let range: Vec<(&str, &str)> = range.map(|r| ("Range", r)).into_iter().collect();
+    http_call(base, "GET", path, token, &range, b"")
+}
+
+/// Writes one request (connection: close) and returns the stream positioned after its head,
+/// with the status and headers.
+fn http_send(base: &str, method: &str, path: &str, token: Option<&str>, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<(TcpStream, Vec<u8>, usize)> {
     let authority = base.trim_start_matches("http://");
     let mut s = TcpStream::connect(authority)?;
     s.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     if let Some(t) = token {
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
-    if let Some(r) = range {
-        req.push_str(&format!("Range: {r}\r\n"));
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
     s.write_all(req.as_bytes())?;
+    // A server may answer (e.g. 413) and close before reading the whole body: read its answer.
+    let _ = s.write_all(body);
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| std::io::Error::other("no header end"))?;
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Ok((s, raw, split));
+        }
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::Error::other("connection closed before the response head"));
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+}
+
+fn parse_head(head: &[u8]) -> (u16, Vec<(String, String)>) {
+    let head = String::from_utf8_lossy(head).to_string();
     let mut lines = head.lines();
     let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let headers: Vec<(String, String)> =
-        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
+    let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
+    (status, headers)
+}
+
+/// Any blocking HTTP/1.1 request with extra headers and a body; the whole answer in memory.
+pub fn http_call(base: &str, method: &str, path: &str, token: Option<&str>, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<HttpResponse> {
+    let (mut s, mut raw, split) = http_send(base, method, path, token, headers, body)?;
+    if method != "HEAD" {
+        s.read_to_end(&mut raw)?;
+    }
+    let (status, headers) = parse_head(&raw[..split]);
     let mut body = raw[split + 4..].to_vec();
     let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
     if chunked {
         body = dechunk(&body);
     }
     Ok(HttpResponse { status, headers, body })
+}
+
+/// A GET whose body is hashed as it arrives (for bodies too large to hold): status, bytes, SHA-256.
+pub fn http_get_sha256(base: &str, path: &str, token: Option<&str>) -> std::io::Result<(u16, u64, String)> {
+    use sha2::Digest;
+    let (mut s, raw, split) = http_send(base, "GET", path, token, &[], b"")?;
+    let (status, _) = parse_head(&raw[..split]);
+    let mut h = sha2::Sha256::new();
+    let mut n = (raw.len() - split - 4) as u64;
+    h.update(&raw[split + 4..]);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let r = s.read(&mut buf)?;
+        if r == 0 {
+            break;
+        }
+        h.update(&buf[..r]);
+        n += r as u64;
+    }
+    Ok((status, n, hex(&h.finalize())))
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// SHA-256 of a file, read in 1 MiB blocks.
+pub fn sha256_file(p: &Path) -> String {
+    use sha2::Digest;
+    let mut f = std::fs::File::open(p).expect("open");
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let r = f.read(&mut buf).expect("read");
+        if r == 0 {
+            return hex(&h.finalize());
+        }
+        h.update(&buf[..r]);
+    }
+}
+
+/// Peak resident memory of a process in KiB (`VmHWM`).
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
 }
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
