@@ -122,6 +122,11 @@ pub async fn upload(
         (None, Some(n)) if offset == 0 => n,
         _ => return Err(ApiError::BadRequest("Upload-Length (the whole file's size in bytes) is required".into())),
     };
+    if let Some(n) = header_u64(&headers, header::CONTENT_LENGTH.as_str())? {
+        if offset.saturating_add(n) > size {
+            return Err(ApiError::BadRequest(format!("a body of {n} bytes from Upload-Offset {offset} passes Upload-Length {size}")));
+        }
+    }
     let sha256 = headers
         .get("x-tailrace-sha256")
         .and_then(|v| v.to_str().ok())
@@ -129,7 +134,14 @@ pub async fn upload(
         .to_string();
     let req = UploadRequest { job: id, content_type: content_type(&path).into(), path, offset, size, sha256 };
     let base = base_url(&state, &headers);
-    let (status, art) = match store.upload(req, body.into_data_stream()).await? {
+    // The upload runs on its own task: a client that goes away ends the body stream with an
+    // error rather than cancelling the upload between storing a part and recording it.
+    let task = {
+        let store = store.clone();
+        tokio::spawn(async move { store.upload(req, body.into_data_stream()).await })
+    };
+    let outcome = task.await.map_err(|e| ApiError::Internal(format!("upload task failed: {e}")))??;
+    let (status, art) = match outcome {
         UploadOutcome::Complete { artifact, new } => {
             if new {
                 tracing::info!(job = %job, path = %artifact.path, size = artifact.size, "artifact stored");

@@ -35,7 +35,7 @@ const READ_CHUNK: usize = 256 * 1024;
 /// One artifact of a job, as the metadata store keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Artifact {
-    /// Random, names the artifact's objects (so a re-upload after expiry never meets old ones).
+    /// Names the artifact's objects; derived from job, path, size and digest.
     pub id: String,
     pub job: JobId,
     /// Normalised path ([`artifact_path::normalize`]).
@@ -319,12 +319,8 @@ impl Artifacts {
                 }
             }
         }
-        if art.is_complete() {
-            if let Some(Ok(extra)) = body.next().await {
-                if !extra.is_empty() {
-                    return Err(ArtifactError::Invalid(format!("the body is longer than Upload-Length {}", art.size)));
-                }
-            }
+        if art.is_complete() && matches!(body.next().await, Some(Ok(extra)) if !extra.is_empty()) {
+            return Err(ArtifactError::Invalid(format!("the body is longer than Upload-Length {}", art.size)));
         }
         match art.is_complete() {
             true => Ok(UploadOutcome::Complete { artifact: art, new: true }),
@@ -333,8 +329,15 @@ impl Artifacts {
     }
 
     fn fresh(&self, req: &UploadRequest, path: String, sha256: String) -> Artifact {
+        // The id (which names the objects) follows from what is uploaded, so a retry after a
+        // crash between storing a part and recording it writes the same objects again.
+        let id = {
+            use sha2::Digest as _;
+            let h = sha2::Sha256::new().chain_update(format!("{}\0{path}\0{sha256}\0{}", req.job, req.size)).finalize();
+            h[..16].iter().map(|b| format!("{b:02x}")).collect()
+        };
         Artifact {
-            id: format!("{:032x}", rand::random::<u128>()),
+            id,
             job: req.job.clone(),
             path,
             size: req.size,
