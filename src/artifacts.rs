@@ -228,7 +228,7 @@ pub async fn store_artifacts(a: StoreArtifactsArgs) -> i32 {
         return 2;
     }
     // Large files first, so that one big file does not start last and run alone.
-    entries.sort_by(|x, y| y.size.cmp(&x.size));
+    entries.sort_by_key(|e| std::cmp::Reverse(e.size));
     let progress = Arc::new(Progress {
         total_bytes: entries.iter().map(|e| e.size).sum(),
         total_files: entries.len(),

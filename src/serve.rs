@@ -101,8 +101,11 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// The live tier and the metadata store of a deployment.
+pub type Storage = (Arc<dyn LiveTier>, Arc<dyn MetaStore>);
+
 /// The live tier and metadata store under the data directory.
-pub fn open_storage(cfg: &ServeConfig) -> Result<(Arc<dyn LiveTier>, Arc<dyn MetaStore>), String> {
+pub fn open_storage(cfg: &ServeConfig) -> Result<Storage, String> {
     let data = &cfg.data_dir;
     let live: Arc<dyn LiveTier> = Arc::new(StagingTier::new(data.join("live"), cfg.durability).map_err(|e| e.to_string())?);
     let meta: Arc<dyn MetaStore> = Arc::new(SqliteMeta::open(&data.join("meta.db")).map_err(|e| e.to_string())?);

@@ -2,6 +2,9 @@
 //! S3 server in the middle of archiving that loses nothing, and a running step archived as it
 //! grows that readers see as one stream.
 
+// Test helpers fail the test by panicking, like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 

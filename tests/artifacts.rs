@@ -3,6 +3,9 @@
 //! memory), uploads cut by a proxy or by `kill -9` of the server resume without resending stored
 //! parts, ranges and conditional requests, names, limits, digests, safe serving and expiry.
 
+// Test helpers fail the test by panicking, like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{Seek, SeekFrom, Write};
@@ -147,7 +150,7 @@ fn an_upload_survives_kill_9_of_the_server() {
         .and_then(|r| r.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no resume in {stderr}"));
-    assert!(resumed_at >= 64 * MIB && resumed_at % (8 * MIB) == 0, "resumed at {resumed_at}: a part boundary after what was stored");
+    assert!(resumed_at >= 64 * MIB && resumed_at.is_multiple_of(8 * MIB), "resumed at {resumed_at}: a part boundary after what was stored");
     let received = metric(&server, "tailrace_artifact_received_bytes_total");
     assert!(received <= (1 << 30) - resumed_at + 8 * MIB, "the restarted server received {received}");
     let (status, _, digest) = http_get_sha256(&server.url(), &format!("/api/v1/jobs/{job}/artifacts/big.bin"), Some(&token)).unwrap();

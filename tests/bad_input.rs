@@ -1,6 +1,9 @@
 //! Hostile and broken input against a real server: each gets a clear error, nothing panics, and
 //! a healthy step on the same server is unaffected.
 
+// Test helpers fail the test by panicking, like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{Read, Write};

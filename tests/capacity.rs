@@ -1,5 +1,8 @@
 //! Memory per open step: 1,000 steps open at once on one server, measured from the server's RSS.
 
+// Test helpers fail the test by panicking, like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use bytes::{Bytes, BytesMut};

@@ -1,6 +1,9 @@
 //! End to end through real processes: `tailrace run` → `tailrace serve` → `tailrace tail` and
 //! the ranged GET, with awkward bytes, server crashes, cut connections and cancelled commands.
 
+// Test helpers fail the test by panicking, like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::Stdio;

@@ -1,6 +1,9 @@
 //! The websocket tail: exact bytes from any offset, reconnecting without gap or duplicate, and
 //! only for callers whose token may read the job.
 
+// Test helpers fail the test by panicking, like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::Stdio;

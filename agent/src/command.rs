@@ -283,9 +283,9 @@ fn spawn_pty(argv: &[String], tx: mpsc::Sender<(StreamTag, Bytes)>) -> std::io::
 fn open_pty() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let mut master = -1;
     let mut slave = -1;
-    let mut size = libc::winsize { ws_row: 50, ws_col: 160, ws_xpixel: 0, ws_ypixel: 0 };
+    let size = libc::winsize { ws_row: 50, ws_col: 160, ws_xpixel: 0, ws_ypixel: 0 };
     // SAFETY: openpty writes two fds into the provided ints; name and termios may be null.
-    let rc = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), &mut size) };
+    let rc = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), &size) };
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }

@@ -57,8 +57,8 @@ pub async fn deliver(
         if ended_at.is_none() && end.borrow().is_some() {
             ended_at = Some(Instant::now());
         }
-        if let Some(t) = ended_at {
-            if t.elapsed() > delivery_timeout {
+        if let Some(t) = ended_at
+            && t.elapsed() > delivery_timeout {
                 let msg = format!(
                     "gave up delivering output {delivery_timeout:?} after the command ended; the server holds {} of {} bytes",
                     spool.acked(),
@@ -67,7 +67,6 @@ pub async fn deliver(
                 state.send_replace(DeliveryState::Failed(msg));
                 return;
             }
-        }
         let err = match connector.open().await {
             Ok(stream) => {
                 let via = stream.via;
@@ -191,15 +190,14 @@ async fn run_stream(
         }
         let w = spool.written();
         let meta = *end.borrow();
-        if !end_sent && w.closed && cursor.offset() == w.len {
-            if let Some(meta) = meta {
+        if !end_sent && w.closed && cursor.offset() == w.len
+            && let Some(meta) = meta {
                 let (length, checksum) = spool.checksum();
                 let frame = Frame::End(End { exit_code: meta.exit_code, reason: meta.reason, duration_ms: meta.duration_ms, length, checksum });
                 tx.send(&mut [frame.to_bytes()]).await.map_err(retry)?;
                 tx.finish();
                 end_sent = true;
             }
-        }
         tokio::select! {
             ev = events.recv() => match ev {
                 Some(ev) => return handle_event(ev, end_sent),

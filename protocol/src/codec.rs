@@ -193,12 +193,7 @@ mod tests {
         fn random_bytes_never_panic(input in proptest::collection::vec(any::<u8>(), 0..4096)) {
             let mut buf = BytesMut::from(&input[..]);
             let decoder = Decoder::new(2048);
-            loop {
-                match decoder.decode(&mut buf) {
-                    Ok(Some(_)) => continue,
-                    Ok(None) | Err(_) => break,
-                }
-            }
+            while let Ok(Some(_)) = decoder.decode(&mut buf) {}
         }
 
         // Random bytes after a valid frame header prefix also never panic.

@@ -122,11 +122,10 @@ pub async fn upload(
         (None, Some(n)) if offset == 0 => n,
         _ => return Err(ApiError::BadRequest("Upload-Length (the whole file's size in bytes) is required".into())),
     };
-    if let Some(n) = header_u64(&headers, header::CONTENT_LENGTH.as_str())? {
-        if offset.saturating_add(n) > size {
+    if let Some(n) = header_u64(&headers, header::CONTENT_LENGTH.as_str())?
+        && offset.saturating_add(n) > size {
             return Err(ApiError::BadRequest(format!("a body of {n} bytes from Upload-Offset {offset} passes Upload-Length {size}")));
         }
-    }
     let sha256 = headers
         .get("x-tailrace-sha256")
         .and_then(|v| v.to_str().ok())

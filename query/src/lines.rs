@@ -53,8 +53,8 @@ pub async fn after_newline(state: &AppState, key: &StepKey, source: &mut Source,
         return Ok(Some(0));
     }
     let (mut pos, mut seen) = (0u64, 0u64);
-    if let Source::Archived { segments, .. } = &*source {
-        if segments.iter().all(|s| s.frame_lines.len() == s.frames.len()) {
+    if let Source::Archived { segments, .. } = &*source
+        && segments.iter().all(|s| s.frame_lines.len() == s.frames.len()) {
             // Skip whole frames with the index, then scan the one frame holding the newline.
             let mut found = None;
             'outer: for seg in segments {
@@ -73,7 +73,6 @@ pub async fn after_newline(state: &AppState, key: &StepKey, source: &mut Source,
                 None => return Ok(None),
             }
         }
-    }
     loop {
         let chunk = source.read(state, key, pos, SCAN_CHUNK).await?;
         if chunk.is_empty() {

@@ -135,11 +135,10 @@ struct StepPaths {
 
 fn load(paths: StepPaths, create: bool, name: String) -> Result<Entry, LiveError> {
     let StepPaths { log: log_path, end: end_path, idx: idx_path, rel: rel_path } = paths;
-    if create {
-        if let Some(dir) = log_path.parent() {
+    if create
+        && let Some(dir) = log_path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         }
-    }
     let file = OpenOptions::new().read(true).write(true).create(create).truncate(false).open(&log_path);
     let file = match file {
         Ok(f) => f,
