@@ -77,7 +77,7 @@ impl Artifact {
     }
 
     fn part_len(&self, n: u32) -> u64 {
-        (self.size - u64::from(n) * self.part_size).min(self.part_size)
+        self.size.saturating_sub(u64::from(n) * self.part_size).min(self.part_size)
     }
 }
 
@@ -287,7 +287,6 @@ impl Artifacts {
         let mut part: Vec<Bytes> = Vec::new();
         let mut part_len = 0u64;
         while art.parts_done < art.parts() {
-            let want = art.part_len(art.parts_done);
             let mut chunk = match body.next().await {
                 Some(Ok(c)) => c,
                 Some(Err(e)) => {
@@ -301,6 +300,7 @@ impl Artifacts {
             skip -= skipped;
             let _ = chunk.split_to(skipped as usize);
             while !chunk.is_empty() {
+                let want = art.part_len(art.parts_done);
                 let take = (want - part_len).min(chunk.len() as u64) as usize;
                 let piece = chunk.split_to(take);
                 hasher.update(&piece);
@@ -309,18 +309,14 @@ impl Artifacts {
                 if part_len < want {
                     continue;
                 }
+                let last = art.parts_done + 1 == art.parts();
+                // Nothing may follow the last byte: refuse before the artifact completes.
+                if last && (!chunk.is_empty() || matches!(body.next().await, Some(Ok(extra)) if !extra.is_empty())) {
+                    return Err(ArtifactError::Invalid(format!("the body is longer than Upload-Length {}", art.size)));
+                }
                 art = self.store_part(art, std::mem::take(&mut part), &hasher).await?;
                 part_len = 0;
-                if art.parts_done == art.parts() {
-                    if !chunk.is_empty() {
-                        return Err(ArtifactError::Invalid(format!("the body is longer than Upload-Length {}", art.size)));
-                    }
-                    break;
-                }
             }
-        }
-        if art.is_complete() && matches!(body.next().await, Some(Ok(extra)) if !extra.is_empty()) {
-            return Err(ArtifactError::Invalid(format!("the body is longer than Upload-Length {}", art.size)));
         }
         match art.is_complete() {
             true => Ok(UploadOutcome::Complete { artifact: art, new: true }),
@@ -486,3 +482,6 @@ impl Artifacts {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
