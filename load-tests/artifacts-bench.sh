@@ -54,12 +54,12 @@ BASE="http://127.0.0.1:$HTTP_PORT/api/v1/jobs/$TAILRACE_JOB/artifacts"
 
 t0=$(now); "$BIN" store-artifacts "$WORK/in/big.bin" --destination big.bin >/dev/null; t1=$(now)
 R[tr_up_big]=$(rate $BIG_BYTES "$t0" "$t1")
-t0=$(now); "$BIN" store-artifacts "$WORK/in/small" --destination small --parallel 4 >/dev/null; t1=$(now)
+t0=$(now); "$BIN" store-artifacts "$WORK/in/small" --destination small --parallel 4 >/dev/null 2>&1; t1=$(now)
 R[tr_up_small]=$(rate "$SMALL_BYTES" "$t0" "$t1"); R[tr_up_small_fps]=$(awk -v n="$SMALL" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.0f", n/(b-a)}')
 t0=$(now); curl -sf -H "Authorization: Bearer $TAILRACE_TOKEN" -o /dev/null "$BASE/big.bin"; t1=$(now)
 R[tr_down_big]=$(rate $BIG_BYTES "$t0" "$t1")
 sed "s|.*|url = \"$BASE/small/&\"\noutput = \"/dev/null\"|" "$WORK/small.list" > "$WORK/tr-get.cfg"
-t0=$(now); curl -sf -Z --parallel-max 4 -H "Authorization: Bearer $TAILRACE_TOKEN" -K "$WORK/tr-get.cfg"; t1=$(now)
+t0=$(now); curl -sf -Z --parallel-max 4 -H "Authorization: Bearer $TAILRACE_TOKEN" -K "$WORK/tr-get.cfg" 2>/dev/null; t1=$(now)
 R[tr_down_small]=$(rate "$SMALL_BYTES" "$t0" "$t1"); R[tr_down_small_fps]=$(awk -v n="$SMALL" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.0f", n/(b-a)}')
 PEAK=$(awk '/VmHWM/ { print int($2 / 1024) }' /proc/$SERVER_PID/status)
 # Check one download byte for byte.
@@ -68,6 +68,8 @@ kill $SERVER_PID; wait $SERVER_PID 2>/dev/null || true
 
 # --- nginx ------------------------------------------------------------------------------------
 mkdir -p "$WORK/www" "$WORK/nginx-tmp"
+# nginx workers run as an unprivileged user when started as root: let them in.
+chmod 755 "$WORK"; chmod 777 "$WORK/www" "$WORK/nginx-tmp"
 cat > "$WORK/nginx.conf" <<EOF
 worker_processes 2;
 pid $WORK/nginx.pid;
@@ -93,12 +95,12 @@ NBASE="http://127.0.0.1:$NGINX_PORT"
 t0=$(now); curl -sf -T "$WORK/in/big.bin" "$NBASE/big.bin"; t1=$(now)
 R[ng_up_big]=$(rate $BIG_BYTES "$t0" "$t1")
 sed "s|.*|upload-file = \"$WORK/in/small/&\"\nurl = \"$NBASE/small/&\"|" "$WORK/small.list" > "$WORK/ng-put.cfg"
-t0=$(now); curl -sf -Z --parallel-max 4 -K "$WORK/ng-put.cfg" >/dev/null; t1=$(now)
+t0=$(now); curl -sf -Z --parallel-max 4 -K "$WORK/ng-put.cfg" >/dev/null 2>/dev/null; t1=$(now)
 R[ng_up_small]=$(rate "$SMALL_BYTES" "$t0" "$t1"); R[ng_up_small_fps]=$(awk -v n="$SMALL" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.0f", n/(b-a)}')
 t0=$(now); curl -sf -o /dev/null "$NBASE/big.bin"; t1=$(now)
 R[ng_down_big]=$(rate $BIG_BYTES "$t0" "$t1")
 sed "s|.*|url = \"$NBASE/small/&\"\noutput = \"/dev/null\"|" "$WORK/small.list" > "$WORK/ng-get.cfg"
-t0=$(now); curl -sf -Z --parallel-max 4 -K "$WORK/ng-get.cfg"; t1=$(now)
+t0=$(now); curl -sf -Z --parallel-max 4 -K "$WORK/ng-get.cfg" 2>/dev/null; t1=$(now)
 R[ng_down_small]=$(rate "$SMALL_BYTES" "$t0" "$t1"); R[ng_down_small_fps]=$(awk -v n="$SMALL" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.0f", n/(b-a)}')
 
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f%%", 100 * a / b }'; }

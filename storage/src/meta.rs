@@ -430,5 +430,13 @@ pub mod conformance {
         assert!(store.insert_artifact(&art("id7", "c", 801, 14), 1000).await.is_ok(), "expired artifacts do not count");
         store.delete_artifact("id1").await.unwrap();
         assert!(store.artifact(job, "a/b.txt").await.unwrap().is_none());
+        // Deleting and expiring give the bytes back to the job's total (5 + 801 stored now).
+        assert!(matches!(store.insert_artifact(&art("id8", "d", 195, 15), 1000).await, Err(MetaError::Limit(_))));
+        store.delete_artifact("id7").await.unwrap();
+        store.insert_artifact(&art("id8", "d", 995, 15), 1000).await.unwrap();
+        store.mark_artifact_expired("id8", 100).await.unwrap();
+        store.mark_artifact_expired("id8", 101).await.unwrap();
+        store.insert_artifact(&art("id9", "e", 995, 16), 1000).await.unwrap();
+        assert!(matches!(store.insert_artifact(&art("id10", "f", 1, 17), 1000).await, Err(MetaError::Limit(_))), "expired once, counted once");
     }
 }

@@ -439,7 +439,7 @@ impl MetaStore for SqliteMeta {
 
     fn delete_artifact<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), MetaError>> {
         let id = id.to_string();
-        Box::pin(self.call(move |c| c.execute("DELETE FROM artifacts WHERE id = ?1", [id]).map(|_| ()).map_err(backend)))
+        Box::pin(self.call(move |c| artifacts::remove(c, &id, None)))
     }
 
     fn artifacts<'a>(&'a self, job: &'a JobId, after: &'a str, limit: usize) -> BoxFuture<'a, Result<Vec<Artifact>, MetaError>> {
@@ -453,9 +453,7 @@ impl MetaStore for SqliteMeta {
 
     fn mark_artifact_expired<'a>(&'a self, id: &'a str, at_ms: u64) -> BoxFuture<'a, Result<(), MetaError>> {
         let id = id.to_string();
-        Box::pin(self.call(move |c| {
-            c.execute("UPDATE artifacts SET expired_ms = ?2 WHERE id = ?1", params![id, at_ms]).map(|_| ()).map_err(backend)
-        }))
+        Box::pin(self.call(move |c| artifacts::remove(c, &id, Some(at_ms))))
     }
 
     fn job_by_number<'a>(&'a self, project: &'a str, number: u64) -> BoxFuture<'a, Result<Option<Job>, MetaError>> {

@@ -25,6 +25,10 @@ CREATE TABLE artifacts (
     UNIQUE (job_id, path)
 );
 CREATE INDEX artifacts_to_expire ON artifacts (created_ms) WHERE expired_ms IS NULL;
+CREATE TABLE artifact_totals (
+    job_id TEXT PRIMARY KEY,
+    bytes INTEGER NOT NULL
+);
 "#;
 
 const COLUMNS: &str = "id, job_id, path, size, sha256, content_type, part_size, parts_done, hash_state, created_ms, completed_ms, expired_ms";
@@ -84,8 +88,10 @@ pub(super) fn insert(c: &mut Connection, a: &Artifact, max_job_bytes: u64) -> Re
         return Err(MetaError::Conflict(format!("artifact {} cannot be stored: it is the folder of artifact {under}", a.path)));
     }
     let total: u64 = tx
-        .query_row(&format!("SELECT COALESCE(SUM(size), 0) FROM artifacts WHERE {live}"), [job], |r| r.get(0))
-        .map_err(backend)?;
+        .query_row("SELECT bytes FROM artifact_totals WHERE job_id = ?1", [job], |r| r.get(0))
+        .optional()
+        .map_err(backend)?
+        .unwrap_or(0);
     if total.saturating_add(a.size) > max_job_bytes {
         return Err(MetaError::Limit(format!(
             "job {job} holds {total} bytes of artifacts; {} more would pass the limit of {max_job_bytes} (artifacts_max_job_mib)",
@@ -100,8 +106,32 @@ pub(super) fn insert(c: &mut Connection, a: &Artifact, max_job_bytes: u64) -> Re
         rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => MetaError::JobNotFound(job.to_string()),
         e => backend(e),
     })?;
+    tx.execute(
+        "INSERT INTO artifact_totals VALUES (?1, ?2) ON CONFLICT (job_id) DO UPDATE SET bytes = bytes + excluded.bytes",
+        params![job, a.size],
+    )
+    .map_err(backend)?;
     tx.commit().map_err(backend)?;
     Ok(a.clone())
+}
+
+/// Forgets an artifact (`expire`: keeps its record as a tombstone), taking its size off the
+/// job's total if it still counted.
+pub(super) fn remove(c: &mut Connection, id: &str, expire_at_ms: Option<u64>) -> Result<(), MetaError> {
+    let tx = c.transaction().map_err(backend)?;
+    let row: Option<(String, u64)> = tx
+        .query_row("SELECT job_id, size FROM artifacts WHERE id = ?1 AND expired_ms IS NULL", [id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(backend)?;
+    if let Some((job, size)) = row {
+        tx.execute("UPDATE artifact_totals SET bytes = bytes - ?2 WHERE job_id = ?1", params![job, size]).map_err(backend)?;
+    }
+    match expire_at_ms {
+        Some(at) => tx.execute("UPDATE artifacts SET expired_ms = ?2 WHERE id = ?1", params![id, at]),
+        None => tx.execute("DELETE FROM artifacts WHERE id = ?1", [id]),
+    }
+    .map_err(backend)?;
+    tx.commit().map_err(backend)
 }
 
 pub(super) fn advance(c: &Connection, id: &str, part: u32, state: &[u8], completed_ms: Option<u64>) -> Result<bool, MetaError> {
