@@ -9,6 +9,7 @@
 # Usage: load-tests/artifacts-bench.sh [BIG_MB] [SMALL_FILES]
 #   BIG_MB       size of the one large file, random bytes (default 1024)
 #   SMALL_FILES  number of small files, 1–8 KiB each (default 10000)
+# BENCH_DIR=/dev/shm runs both servers on tmpfs (the software alone, without the disk).
 # Needs a release build (cargo build --release), curl and nginx (apt-get install nginx-light).
 set -euo pipefail
 BIG_MB=${1:-1024}
@@ -18,7 +19,7 @@ BIN=${TAILRACE_BIN:-$ROOT/target/release/tailrace}
 [ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$NGINX" ] || { echo "needs nginx: apt-get install -y nginx-light" >&2; exit 1; }
-WORK=$(mktemp -d /tmp/tailrace-artifacts.XXXXXX)
+WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/tailrace-artifacts.XXXXXX")
 trap 'kill $SERVER_PID 2>/dev/null || true; [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null; rm -rf "$WORK"' EXIT
 HTTP_PORT=${HTTP_PORT:-18630}; QUIC_PORT=${QUIC_PORT:-18631}; NGINX_PORT=${NGINX_PORT:-18632}
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use parking_lot::Mutex;
 use tailrace_agent::client::Server;
-use tailrace_agent::upload::{file_sha256, PutAnswer, Uploader};
+use tailrace_agent::upload::{file_sha256, read_small, Content, PutAnswer, Uploader, SMALL};
 use tailrace_protocol::artifact_path;
 
 use crate::cli::ClientArgs;
@@ -166,10 +166,21 @@ async fn show_progress(p: Arc<Progress>, mut stop: tokio::sync::watch::Receiver<
 /// Uploads one file, resuming after failures; returns whether it was new.
 async fn upload_one(up: &mut Uploader, e: &Entry, p: &Progress, retries: u32) -> Result<bool, String> {
     let file = e.file.clone();
-    let (size, sha256) = tokio::task::spawn_blocking(move || file_sha256(&file))
-        .await
-        .map_err(|err| err.to_string())?
-        .map_err(|err| format!("{}: {err}", e.file.display()))?;
+    // A small file is read once and sent from memory; a large one is hashed, then streamed.
+    let (size, sha256, memory) = tokio::task::spawn_blocking(move || {
+        if std::fs::metadata(&file)?.len() <= SMALL {
+            read_small(&file).map(|(b, d)| (b.len() as u64, d, Some(b)))
+        } else {
+            file_sha256(&file).map(|(n, d)| (n, d, None))
+        }
+    })
+    .await
+    .map_err(|err| err.to_string())?
+    .map_err(|err| format!("{}: {err}", e.file.display()))?;
+    let content = || match &memory {
+        Some(b) => Content::Memory(b.clone()),
+        None => Content::File(&e.file),
+    };
     if size != e.size {
         return Err(format!("{} changed size while being read; upload it when it is complete", e.file.display()));
     }
@@ -177,7 +188,7 @@ async fn upload_one(up: &mut Uploader, e: &Entry, p: &Progress, retries: u32) ->
     let mut failures = 0;
     let mut pause = Duration::from_millis(200);
     loop {
-        let answer = up.put(&e.name, &e.file, size, &sha256, offset, p.sent.clone()).await;
+        let answer = up.put(&e.name, content(), size, &sha256, offset, p.sent.clone()).await;
         let why = match answer {
             Ok(PutAnswer::Done { new }) => return Ok(new),
             Ok(PutAnswer::Resume { offset: o }) => {

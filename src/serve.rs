@@ -79,6 +79,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
             serve_active: cfg.artifacts_serve_active,
             base_url: cfg.artifacts_url.clone(),
         },
+        jobs: Default::default(),
     });
     tokio::spawn(tailrace_ingest::quic::serve(endpoint.clone(), core, limits));
     info!(

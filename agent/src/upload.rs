@@ -41,6 +41,23 @@ pub fn file_sha256(path: &Path) -> std::io::Result<(u64, String)> {
     Ok((n, h.finalize().iter().map(|b| format!("{b:02x}")).collect()))
 }
 
+/// Files up to this size are read once into memory, hashed and sent from there.
+pub const SMALL: u64 = 1 << 20;
+
+/// A small file's bytes and their SHA-256 (blocking; call from a blocking thread).
+pub fn read_small(path: &Path) -> std::io::Result<(Bytes, String)> {
+    let data = std::fs::read(path)?;
+    let digest = Sha256::digest(&data).iter().map(|b| format!("{b:02x}")).collect();
+    Ok((Bytes::from(data), digest))
+}
+
+/// What a `PUT` sends: a file read from disk as it goes, or bytes already in memory.
+#[derive(Debug, Clone)]
+pub enum Content<'a> {
+    File(&'a Path),
+    Memory(Bytes),
+}
+
 /// How the server answered one `PUT`.
 #[derive(Debug, PartialEq, Eq)]
 pub enum PutAnswer {
@@ -120,16 +137,26 @@ impl Uploader {
         }
     }
 
-    /// Sends `file` from `offset` to its end as artifact `name`; `sent` counts body bytes as
-    /// they are read from the file.
-    pub async fn put(&mut self, name: &str, file: &Path, size: u64, sha256: &str, offset: u64, sent: Arc<AtomicU64>) -> Result<PutAnswer, ClientError> {
-        let io = |e: std::io::Error| ClientError::Http(format!("{}: {e}", file.display()), self.server.authority.clone());
-        let mut f = tokio::fs::File::open(file).await.map_err(io)?;
-        f.seek(std::io::SeekFrom::Start(offset)).await.map_err(io)?;
-        let stream = tokio_util::io::ReaderStream::with_capacity(f.take(size - offset), READ).map_ok(move |b| {
-            sent.fetch_add(b.len() as u64, Relaxed);
-            Frame::data(b)
-        });
+    /// Sends `content` from `offset` to its end as artifact `name`; `sent` counts body bytes as
+    /// they are sent.
+    pub async fn put(&mut self, name: &str, content: Content<'_>, size: u64, sha256: &str, offset: u64, sent: Arc<AtomicU64>) -> Result<PutAnswer, ClientError> {
+        let body: Body = match content {
+            Content::File(file) => {
+                let io = |e: std::io::Error| ClientError::Http(format!("{}: {e}", file.display()), self.server.authority.clone());
+                let mut f = tokio::fs::File::open(file).await.map_err(io)?;
+                f.seek(std::io::SeekFrom::Start(offset)).await.map_err(io)?;
+                let stream = tokio_util::io::ReaderStream::with_capacity(f.take(size - offset), READ).map_ok(move |b| {
+                    sent.fetch_add(b.len() as u64, Relaxed);
+                    Frame::data(b)
+                });
+                StreamBody::new(stream).boxed()
+            }
+            Content::Memory(bytes) => {
+                let rest = bytes.slice((offset as usize).min(bytes.len())..);
+                sent.fetch_add(rest.len() as u64, Relaxed);
+                http_body_util::Full::new(rest).map_err(|e| match e {}).boxed()
+            }
+        };
         let path = format!("/api/v1/jobs/{}/artifacts/{}", self.job, encode_path(name));
         let req = self
             .request(Method::PUT, &path)
@@ -137,7 +164,7 @@ impl Uploader {
             .header("upload-length", size)
             .header("upload-offset", offset)
             .header("x-tailrace-sha256", sha256)
-            .body(StreamBody::new(stream).boxed())
+            .body(body)
             .map_err(|e| ClientError::Decode(e.to_string()))?;
         let (status, headers, body) = self.send(req).await?;
         let upload_offset = headers.get("upload-offset").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());

@@ -113,7 +113,7 @@ pub async fn upload(
     }
     let store = artifacts(&state)?;
     let id = tailrace_protocol::JobId::new(&job).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    if state.core.meta.job(&id).await?.is_none() {
+    if state.jobs.get(&state.core.meta, &id).await?.is_none() {
         return Err(ApiError::NotFound(format!("job {job} not found")));
     }
     let offset = header_u64(&headers, "upload-offset")?.unwrap_or(0);

@@ -52,7 +52,7 @@ pub async fn create_job(
 pub async fn readable_job(state: &AppState, claims: &Claims, job: &str) -> Result<Job, ApiError> {
     let not_found = || ApiError::NotFound(format!("job {job} not found, or your token cannot read it"));
     let id = JobId::new(job).map_err(|_| not_found())?;
-    let job = state.core.meta.job(&id).await?.ok_or_else(not_found)?;
+    let job = state.jobs.get(&state.core.meta, &id).await?.ok_or_else(not_found)?;
     if !claims.can_read(&job.project, job.id.as_str()) {
         return Err(not_found());
     }
@@ -123,4 +123,32 @@ pub async fn create_read_token(
     let token = state.core.keys.sign(&Claims { scope: Scope::Project { project: req.project.clone() }, exp: Some(exp) });
     tracing::info!(project = %req.project, "read token issued");
     Ok((StatusCode::CREATED, Json(CreatedToken { project: req.project, token, token_expires_at: exp })))
+}
+
+/// Jobs recently asked for, by id. A job record never changes once created, so every request
+/// for a job's artifacts or output need not ask the metadata store again. Bounded: emptied when
+/// it holds `CAPACITY` jobs.
+#[derive(Debug, Default)]
+pub struct JobCache {
+    jobs: parking_lot::Mutex<std::collections::HashMap<JobId, Job>>,
+}
+
+impl JobCache {
+    const CAPACITY: usize = 100_000;
+
+    /// The job, from the cache or the store (a job not found is not remembered).
+    pub async fn get(&self, meta: &std::sync::Arc<dyn tailrace_storage::MetaStore>, id: &JobId) -> Result<Option<Job>, tailrace_storage::MetaError> {
+        if let Some(j) = self.jobs.lock().get(id) {
+            return Ok(Some(j.clone()));
+        }
+        let found = meta.job(id).await?;
+        if let Some(j) = &found {
+            let mut jobs = self.jobs.lock();
+            if jobs.len() >= Self::CAPACITY {
+                jobs.clear();
+            }
+            jobs.insert(id.clone(), j.clone());
+        }
+        Ok(found)
+    }
 }

@@ -56,6 +56,7 @@ pub struct AppState {
     /// Artifact storage (on the archive's object store); `None` without one.
     pub artifacts: Option<Arc<tailrace_storage::Artifacts>>,
     pub artifact_serving: artifacts_api::ArtifactServing,
+    pub jobs: jobs::JobCache,
 }
 
 /// The whole HTTP API.

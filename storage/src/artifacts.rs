@@ -1,5 +1,5 @@
 //! Artifacts: files a job stores (binaries, reports, screenshots), kept in the object store as
-//! fixed-size part objects under `artifacts/Y/M/D/<job>/<id>/`, with their manifest in the
+//! fixed-size part objects `artifacts/Y/M/D/<job>/<id>.<part>`, with their manifest in the
 //! metadata store.
 //!
 //! An upload is a byte stream with offsets, like a step's output: the server holds a durable
@@ -73,7 +73,7 @@ impl Artifact {
     /// Object key of part `n`: kind and upload date first, so lifecycle rules match by prefix.
     pub fn part_key(&self, n: u32) -> String {
         let (y, m, d) = civil_date(self.created_ms);
-        format!("artifacts/{y:04}/{m:02}/{d:02}/{}/{}/{n:06}", self.job, self.id)
+        format!("artifacts/{y:04}/{m:02}/{d:02}/{}/{}.{n:06}", self.job, self.id)
     }
 
     fn part_len(&self, n: u32) -> u64 {
@@ -440,16 +440,30 @@ impl Artifacts {
             r
         };
         Ok(match got.payload {
-            // The local store hands out the file; read it in large chunks rather than its 8 KiB.
+            // The local store hands out the file: read it with one positioned read per chunk on
+            // the blocking pool (rather than its 8 KiB chunks, or a seek and reads).
             GetResultPayload::File(file, _) => {
-                use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
-                let mut file = tokio::fs::File::from_std(file);
-                file.seek(std::io::SeekFrom::Start(got.range.start)).await.map_err(|e| ArtifactError::Invalid(e.to_string()))?;
-                let reader = file.take(got.range.end - got.range.start);
-                tokio_util::io::ReaderStream::with_capacity(reader, READ_CHUNK)
-                    .map_err(|e| ArtifactError::Invalid(format!("reading a stored part: {e}")))
-                    .map(counted)
-                    .boxed()
+                let file = Arc::new(file);
+                stream::try_unfold(got.range.start, move |pos| {
+                    let (file, end) = (file.clone(), got.range.end);
+                    async move {
+                        if pos >= end {
+                            return Ok(None);
+                        }
+                        let n = (end - pos).min(READ_CHUNK as u64) as usize;
+                        let chunk = tokio::task::spawn_blocking(move || {
+                            use std::os::unix::fs::FileExt as _;
+                            let mut buf = vec![0u8; n];
+                            file.read_exact_at(&mut buf, pos).map(|()| Bytes::from(buf))
+                        })
+                        .await
+                        .map_err(|e| ArtifactError::Invalid(format!("reading a stored part: {e}")))?
+                        .map_err(|e| ArtifactError::Invalid(format!("reading a stored part: {e}")))?;
+                        Ok(Some((chunk, pos + n as u64)))
+                    }
+                })
+                .map(counted)
+                .boxed()
             }
             GetResultPayload::Stream(s) => s.map_err(ArtifactError::Store).map(counted).boxed(),
         })

@@ -1,10 +1,8 @@
 //! The embedded metadata store: SQLite (bundled), WAL mode, schema versioned by `user_version`.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use tailrace_protocol::{JobId, StepId};
 
@@ -84,10 +82,15 @@ mod artifacts;
 mod insights;
 mod test_runs;
 
-/// SQLite behind a mutex; every call runs on the blocking pool.
+/// Work for the connection's thread.
+type Work = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// SQLite owned by one thread; calls queue their work for it. One thread rather than a mutex
+/// shared by blocking-pool threads: calls never contend for a lock (no spinning, no handoffs
+/// between pool threads), and the queue keeps them in arrival order.
 #[derive(Clone)]
 pub struct SqliteMeta {
-    conn: Arc<Mutex<Connection>>,
+    work: crossbeam_channel::Sender<Work>,
 }
 
 fn backend(e: impl std::fmt::Display) -> MetaError {
@@ -122,15 +125,30 @@ impl SqliteMeta {
             tx.pragma_update(None, "user_version", i + 1).map_err(backend)?;
             tx.commit().map_err(backend)?;
         }
-        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
+        let (work, queue) = crossbeam_channel::unbounded::<Work>();
+        std::thread::Builder::new()
+            .name("tailrace-sqlite".into())
+            .spawn(move || {
+                // Ends when the last handle is dropped.
+                for w in queue {
+                    w(&mut conn);
+                }
+            })
+            .map_err(backend)?;
+        Ok(Self { work })
     }
 
     async fn call<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, MetaError> + Send + 'static,
     ) -> Result<T, MetaError> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || f(&mut conn.lock())).await.map_err(backend)?
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.work
+            .send(Box::new(move |c| {
+                let _ = tx.send(f(c));
+            }))
+            .map_err(|_| MetaError::Backend("the metadata store's thread has stopped".into()))?;
+        rx.await.map_err(|_| MetaError::Backend("the metadata store's thread stopped during a call".into()))?
     }
 }
 

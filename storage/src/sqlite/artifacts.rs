@@ -31,6 +31,23 @@ CREATE TABLE artifact_totals (
 );
 "#;
 
+/// One-row queries and writes through the connection's statement cache: upload and download
+/// run these for every file, so parsing the SQL each time would cost more than the query.
+trait Cached {
+    fn prepare_cached_row<T, P: rusqlite::Params>(&self, sql: &str, p: P, f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>) -> rusqlite::Result<T>;
+    fn prepare_cached_exec<P: rusqlite::Params>(&self, sql: &str, p: P) -> rusqlite::Result<usize>;
+}
+
+impl Cached for Connection {
+    fn prepare_cached_row<T, P: rusqlite::Params>(&self, sql: &str, p: P, f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+        self.prepare_cached(sql)?.query_row(p, f)
+    }
+
+    fn prepare_cached_exec<P: rusqlite::Params>(&self, sql: &str, p: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(p)
+    }
+}
+
 const COLUMNS: &str = "id, job_id, path, size, sha256, content_type, part_size, parts_done, hash_state, created_ms, completed_ms, expired_ms";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Artifact> {
@@ -52,7 +69,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Artifact> {
 }
 
 pub(super) fn get(c: &Connection, job: &str, path: &str) -> Result<Option<Artifact>, MetaError> {
-    c.query_row(&format!("SELECT {COLUMNS} FROM artifacts WHERE job_id = ?1 AND path = ?2"), [job, path], from_row)
+    c.prepare_cached_row(&format!("SELECT {COLUMNS} FROM artifacts WHERE job_id = ?1 AND path = ?2"), [job, path], from_row)
         .optional()
         .map_err(backend)
 }
@@ -69,8 +86,7 @@ pub(super) fn insert(c: &mut Connection, a: &Artifact, max_job_bytes: u64) -> Re
     let mut folder = String::new();
     for c in a.path.split('/') {
         if !folder.is_empty() {
-            let taken: bool = tx
-                .query_row(&format!("SELECT EXISTS (SELECT 1 FROM artifacts WHERE {live} AND path = ?2)"), [job, &folder], |r| r.get(0))
+            let taken: bool = tx.prepare_cached_row(&format!("SELECT EXISTS (SELECT 1 FROM artifacts WHERE {live} AND path = ?2)"), [job, &folder], |r| r.get(0))
                 .map_err(backend)?;
             if taken {
                 return Err(MetaError::Conflict(format!("artifact {} cannot be stored: {folder} is a file, not a folder", a.path)));
@@ -80,15 +96,13 @@ pub(super) fn insert(c: &mut Connection, a: &Artifact, max_job_bytes: u64) -> Re
         folder.push_str(c);
     }
     let (lo, hi) = (format!("{}/", a.path), format!("{}0", a.path));
-    let under: Option<String> = tx
-        .query_row(&format!("SELECT path FROM artifacts WHERE {live} AND path >= ?2 AND path < ?3 LIMIT 1"), [job, &lo, &hi], |r| r.get(0))
+    let under: Option<String> = tx.prepare_cached_row(&format!("SELECT path FROM artifacts WHERE {live} AND path >= ?2 AND path < ?3 LIMIT 1"), [job, &lo, &hi], |r| r.get(0))
         .optional()
         .map_err(backend)?;
     if let Some(under) = under {
         return Err(MetaError::Conflict(format!("artifact {} cannot be stored: it is the folder of artifact {under}", a.path)));
     }
-    let total: u64 = tx
-        .query_row("SELECT bytes FROM artifact_totals WHERE job_id = ?1", [job], |r| r.get(0))
+    let total: u64 = tx.prepare_cached_row("SELECT bytes FROM artifact_totals WHERE job_id = ?1", [job], |r| r.get(0))
         .optional()
         .map_err(backend)?
         .unwrap_or(0);
@@ -98,7 +112,7 @@ pub(super) fn insert(c: &mut Connection, a: &Artifact, max_job_bytes: u64) -> Re
             a.size
         )));
     }
-    tx.execute(
+    tx.prepare_cached_exec(
         &format!("INSERT INTO artifacts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
         params![a.id, job, a.path, a.size, a.sha256, a.content_type, a.part_size, a.parts_done, a.hash_state, a.created_ms, a.completed_ms, a.expired_ms],
     )
@@ -106,7 +120,7 @@ pub(super) fn insert(c: &mut Connection, a: &Artifact, max_job_bytes: u64) -> Re
         rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => MetaError::JobNotFound(job.to_string()),
         e => backend(e),
     })?;
-    tx.execute(
+    tx.prepare_cached_exec(
         "INSERT INTO artifact_totals VALUES (?1, ?2) ON CONFLICT (job_id) DO UPDATE SET bytes = bytes + excluded.bytes",
         params![job, a.size],
     )
@@ -119,24 +133,22 @@ pub(super) fn insert(c: &mut Connection, a: &Artifact, max_job_bytes: u64) -> Re
 /// job's total if it still counted.
 pub(super) fn remove(c: &mut Connection, id: &str, expire_at_ms: Option<u64>) -> Result<(), MetaError> {
     let tx = c.transaction().map_err(backend)?;
-    let row: Option<(String, u64)> = tx
-        .query_row("SELECT job_id, size FROM artifacts WHERE id = ?1 AND expired_ms IS NULL", [id], |r| Ok((r.get(0)?, r.get(1)?)))
+    let row: Option<(String, u64)> = tx.prepare_cached_row("SELECT job_id, size FROM artifacts WHERE id = ?1 AND expired_ms IS NULL", [id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
         .map_err(backend)?;
     if let Some((job, size)) = row {
-        tx.execute("UPDATE artifact_totals SET bytes = bytes - ?2 WHERE job_id = ?1", params![job, size]).map_err(backend)?;
+        tx.prepare_cached_exec("UPDATE artifact_totals SET bytes = bytes - ?2 WHERE job_id = ?1", params![job, size]).map_err(backend)?;
     }
     match expire_at_ms {
-        Some(at) => tx.execute("UPDATE artifacts SET expired_ms = ?2 WHERE id = ?1", params![id, at]),
-        None => tx.execute("DELETE FROM artifacts WHERE id = ?1", [id]),
+        Some(at) => tx.prepare_cached_exec("UPDATE artifacts SET expired_ms = ?2 WHERE id = ?1", params![id, at]),
+        None => tx.prepare_cached_exec("DELETE FROM artifacts WHERE id = ?1", [id]),
     }
     .map_err(backend)?;
     tx.commit().map_err(backend)
 }
 
 pub(super) fn advance(c: &Connection, id: &str, part: u32, state: &[u8], completed_ms: Option<u64>) -> Result<bool, MetaError> {
-    let n = c
-        .execute(
+    let n = c.prepare_cached_exec(
             "UPDATE artifacts SET parts_done = ?2 + 1, hash_state = ?3, completed_ms = ?4
              WHERE id = ?1 AND parts_done = ?2 AND completed_ms IS NULL",
             params![id, part, state, completed_ms],
