@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use futures_util::{stream, StreamExt, TryStreamExt};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tailrace_protocol::artifact_path::{self, encode_path};
 use tailrace_storage::time::rfc3339;
 use tailrace_storage::{Artifact, ArtifactError, Artifacts, Job, MetaError, UploadOutcome, UploadRequest};
@@ -26,6 +26,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::jobs::readable_job;
 use crate::ranges::parse_ranges;
+use crate::tests_api::{Page, PageQuery};
 use crate::AppState;
 
 /// Artifacts per page of a listing.
@@ -176,18 +177,6 @@ pub async fn upload_status(
     let not_found = || ApiError::NotFound(format!("no upload of {path} in job {}", job.id));
     let a = state.core.meta.artifact(&job.id, &path).await?.filter(|a| a.expired_ms.is_none()).ok_or_else(not_found)?;
     Ok(Json(UploadStatus { offset: a.durable(), complete: a.is_complete(), path: a.path, size: a.size, sha256: a.sha256 }))
-}
-
-#[derive(Debug, Deserialize)]
-pub struct PageQuery {
-    #[serde(rename = "page-token")]
-    pub page_token: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub next_page_token: Option<String>,
 }
 
 async fn page(state: &AppState, job: &Job, token: Option<&str>) -> Result<(Vec<Artifact>, Option<String>), ApiError> {

@@ -425,19 +425,9 @@ pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// SHA-256 of a file, read in 1 MiB blocks.
+/// SHA-256 of a file, read in 1 MiB blocks (the uploader's own function).
 pub fn sha256_file(p: &Path) -> String {
-    use sha2::Digest;
-    let mut f = std::fs::File::open(p).expect("open");
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let r = f.read(&mut buf).expect("read");
-        if r == 0 {
-            return hex(&h.finalize());
-        }
-        h.update(&buf[..r]);
-    }
+    tailrace_agent::upload::file_sha256(p).expect("hash file").1
 }
 
 /// Peak resident memory of a process in KiB (`VmHWM`).
