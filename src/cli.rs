@@ -12,7 +12,7 @@ use tailrace_agent::transport::{TransportChoice, Trust};
 use tailrace_agent::{run_step, RunOptions};
 
 use crate::config::ServeConfig;
-use crate::units::{parse_duration, parse_size};
+use tailrace_agent::units::{parse_duration, parse_size};
 
 /// Tailrace streams CI step output from runners to storage and to anyone watching it live.
 ///

@@ -7,7 +7,6 @@ mod config;
 mod serve;
 mod store;
 mod test_results;
-mod units;
 
 use clap::Parser;
 

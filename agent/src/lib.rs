@@ -10,6 +10,7 @@ pub mod sender;
 pub mod spool;
 pub mod tail;
 pub mod transport;
+pub mod units;
 pub mod upload;
 
 pub use run::{run_step, RunOptions, RunOutcome};

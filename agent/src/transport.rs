@@ -125,6 +125,13 @@ impl Connector {
         self
     }
 
+    /// Dials QUIC from this endpoint instead of opening a UDP socket of its own, so many
+    /// connectors in one process (the load generator's simulated agents) share one socket.
+    pub fn with_endpoint(mut self, endpoint: quinn::Endpoint) -> Self {
+        self.endpoint = Some(endpoint);
+        self
+    }
+
     /// Opens a new step stream on the best transport that works now.
     pub async fn open(&mut self) -> Result<StepStream, String> {
         if self.info.is_none() {
