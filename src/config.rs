@@ -25,6 +25,11 @@ pub struct ServeConfig {
     /// QUIC address agents should dial, when it differs from `quic_addr` (NAT, load balancer,
     /// proxy). Published at `/api/v1/ingest/info`.
     pub quic_public_addr: Option<SocketAddr>,
+    /// Step streams one QUIC connection may have open at once (`tailrace run` needs one; an agent
+    /// multiplexing many steps needs more). Each allowed stream costs memory per connection.
+    pub quic_streams_per_connection: u32,
+    /// QUIC connections at once (one per running `tailrace run`); more wait before the handshake.
+    pub quic_max_connections: usize,
     /// When bytes count as durable and are acknowledged: `fsync` (default) or `os`.
     pub durability: Durability,
     /// Largest ingest frame payload in bytes. Memory per ingest stream is about this much.
@@ -100,6 +105,8 @@ impl Default for ServeConfig {
             http_addr: DEFAULT_HTTP_ADDR.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8520))),
             quic_addr: DEFAULT_QUIC_ADDR.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8521))),
             quic_public_addr: None,
+            quic_streams_per_connection: 64,
+            quic_max_connections: 16384,
             durability: Durability::Fsync,
             max_frame: tailrace_protocol::DEFAULT_MAX_FRAME,
             job_token_ttl_secs: 24 * 3600,
@@ -215,6 +222,9 @@ impl ServeConfig {
         let num = |k: &str| -> Result<Option<u64>, String> {
             get(k).map(|v| v.parse::<u64>().map_err(|_| format!("{k}={v:?} is not a whole number"))).transpose()
         };
+        if let Some(n) = num("TAILRACE_QUIC_STREAMS_PER_CONNECTION")? {
+            cfg.quic_streams_per_connection = u32::try_from(n).map_err(|_| "TAILRACE_QUIC_STREAMS_PER_CONNECTION is too large")?;
+        }
         if let Some(n) = num("TAILRACE_ARCHIVE_LIVE_MIB")? {
             cfg.archive_live_mib = n;
         }

@@ -55,7 +55,11 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
 
     let material = tls::load_or_create(cfg.tls_cert.as_deref(), cfg.tls_key.as_deref(), &data.join("tls"))
         .map_err(|e| e.to_string())?;
-    let limits = QuicLimits::default();
+    let limits = QuicLimits {
+        max_streams_per_connection: cfg.quic_streams_per_connection.max(1),
+        max_connections: cfg.quic_max_connections.max(1),
+        ..QuicLimits::default()
+    };
     let endpoint = tailrace_ingest::quic::bind(cfg.quic_addr, &material, &limits).map_err(|e| e.to_string())?;
     let quic_addr = endpoint.local_addr().map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(cfg.http_addr)

@@ -34,7 +34,8 @@ async fn open_step(c: &mut Connector, job: &str, token: &str, i: usize) -> StepS
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_open_steps_cost_bounded_memory() {
-    let server = Server::start();
+    // One connection carries all thousand steps here, so it must allow that many streams.
+    let server = Server::start_with(vec![("TAILRACE_QUIC_STREAMS_PER_CONNECTION".into(), "1024".into())]);
     let (job, token) = server.create_job();
     let mut c = Connector::new(ApiServer::parse(&server.url()).unwrap(), TransportChoice::Quic, None);
     let mut streams = Vec::with_capacity(STEPS);

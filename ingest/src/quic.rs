@@ -15,7 +15,8 @@ use crate::tls::{self, TlsError, TlsMaterial};
 /// Flow-control and concurrency settings of the QUIC listener.
 #[derive(Debug, Clone)]
 pub struct QuicLimits {
-    /// Concurrent step streams per connection.
+    /// Concurrent step streams per connection. quinn keeps a map entry per allowed stream from
+    /// the start, so this costs memory on every connection (1,024 cost ~75 KiB each).
     pub max_streams_per_connection: u32,
     /// Concurrent agent connections; more wait before the handshake.
     pub max_connections: usize,
@@ -30,8 +31,8 @@ pub struct QuicLimits {
 impl Default for QuicLimits {
     fn default() -> Self {
         Self {
-            max_streams_per_connection: 1024,
-            max_connections: 4096,
+            max_streams_per_connection: 64,
+            max_connections: 16384,
             stream_window: 2 * 1024 * 1024,
             connection_window: 16 * 1024 * 1024,
             idle_timeout: Duration::from_secs(30),

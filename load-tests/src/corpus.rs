@@ -33,28 +33,43 @@ impl Rng {
 }
 
 const CRATES: &[&str] = &[
-    "serde", "tokio", "hyper", "bytes", "rand", "regex", "syn", "quote", "libc", "log", "clap", "anyhow",
-    "futures", "mio", "zstd", "quinn", "rustls", "ring", "http", "tracing", "app-core", "app-web", "app-db",
+    "serde", "tokio", "hyper", "bytes", "rand", "regex", "syn", "quote", "libc", "log", "clap",
+    "anyhow", "futures", "mio", "zstd", "quinn", "rustls", "ring", "http", "tracing", "app-core",
+    "app-web", "app-db",
 ];
 const FILES: &[&str] = &[
-    "src/lib.rs", "src/main.rs", "src/server/mod.rs", "src/db/query.rs", "src/api/handlers.rs", "tests/it.rs",
-    "src/parser.rs", "src/config.rs",
+    "src/lib.rs",
+    "src/main.rs",
+    "src/server/mod.rs",
+    "src/db/query.rs",
+    "src/api/handlers.rs",
+    "tests/it.rs",
+    "src/parser.rs",
+    "src/config.rs",
 ];
 const WORDS: &[&str] = &[
-    "request", "handler", "cache", "user", "session", "token", "parse", "render", "upload", "retry", "timeout",
-    "index", "query", "migrate", "schema", "payload", "stream", "buffer", "worker", "queue", "connect",
+    "request", "handler", "cache", "user", "session", "token", "parse", "render", "upload",
+    "retry", "timeout", "index", "query", "migrate", "schema", "payload", "stream", "buffer",
+    "worker", "queue", "connect",
 ];
 const LEVELS: &[&str] = &["INFO", "INFO", "INFO", "DEBUG", "WARN", "ERROR"];
 const ERRORS: &[(&str, &str)] = &[
     ("E0308", "mismatched types"),
     ("E0382", "borrow of moved value: `buf`"),
-    ("E0599", "no method named `unwrap_or_default` found for enum `Option`"),
+    (
+        "E0599",
+        "no method named `unwrap_or_default` found for enum `Option`",
+    ),
     ("E0425", "cannot find value `cfg` in this scope"),
 ];
 
 /// Generates `len` bytes of CI output from `seed`; the same arguments always give the same bytes.
 pub fn generate(seed: u64, len: usize) -> Vec<u8> {
-    let mut g = Generator { rng: Rng::new(seed), out: Vec::with_capacity(len + 70_000), clock_ms: 1_764_000_000_000 };
+    let mut g = Generator {
+        rng: Rng::new(seed),
+        out: Vec::with_capacity(len + 70_000),
+        clock_ms: 1_764_000_000_000,
+    };
     while g.out.len() < len {
         g.block();
     }
@@ -91,20 +106,28 @@ impl Generator {
         for _ in 0..1 + self.rng.below(12) {
             let name = self.rng.pick(CRATES);
             let (a, b, c) = (self.rng.below(3), self.rng.below(40), self.rng.below(20));
-            self.push(&format!("\x1b[1m\x1b[32m   Compiling\x1b[0m {name} v{a}.{b}.{c}\n"));
+            self.push(&format!(
+                "\x1b[1m\x1b[32m   Compiling\x1b[0m {name} v{a}.{b}.{c}\n"
+            ));
         }
     }
 
     fn test_lines(&mut self) {
         let module = self.rng.pick(WORDS);
         for _ in 0..1 + self.rng.below(30) {
-            let (w1, w2, n) = (self.rng.pick(WORDS), self.rng.pick(WORDS), self.rng.below(500));
+            let (w1, w2, n) = (
+                self.rng.pick(WORDS),
+                self.rng.pick(WORDS),
+                self.rng.below(500),
+            );
             let result = match self.rng.below(100) {
                 0..=1 => "\x1b[31mFAILED\x1b[0m",
                 2..=4 => "\x1b[33mignored\x1b[0m",
                 _ => "\x1b[32mok\x1b[0m",
             };
-            self.push(&format!("test {module}::tests::{w1}_{w2}_{n} ... {result}\n"));
+            self.push(&format!(
+                "test {module}::tests::{w1}_{w2}_{n} ... {result}\n"
+            ));
         }
     }
 
@@ -114,7 +137,10 @@ impl Generator {
         for i in 0..n {
             let w = self.rng.pick(WORDS);
             let pct = (i + 1) * 100 / n;
-            self.push(&format!("tests/test_{file}.py::test_{w}_{i} \x1b[32mPASSED\x1b[0m{:>10}\n", format!("[{pct:3}%]")));
+            self.push(&format!(
+                "tests/test_{file}.py::test_{w}_{i} \x1b[32mPASSED\x1b[0m{:>10}\n",
+                format!("[{pct:3}%]")
+            ));
         }
     }
 
@@ -124,7 +150,11 @@ impl Generator {
             let (secs, ms) = (self.clock_ms / 1000, self.clock_ms % 1000);
             let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
             let level = self.rng.pick(LEVELS);
-            let (w1, w2, id) = (self.rng.pick(WORDS), self.rng.pick(WORDS), self.rng.next_u64() & 0xffff_ffff);
+            let (w1, w2, id) = (
+                self.rng.pick(WORDS),
+                self.rng.pick(WORDS),
+                self.rng.next_u64() & 0xffff_ffff,
+            );
             let elapsed = self.rng.below(5000);
             self.push(&format!("2026-11-28T{h:02}:{m:02}:{s:02}.{ms:03}Z [{level}] {w1} {w2} id={id:08x} elapsed={elapsed}ms\n"));
         }
@@ -139,7 +169,9 @@ impl Generator {
             let bar = format!("{}>{}", "=".repeat(filled), " ".repeat(30 - filled));
             let pct = i * 100 / steps;
             let (mb, tenth) = (self.rng.below(90), self.rng.below(10));
-            self.push(&format!("\rDownloading {what} [{bar}] {pct:3}% {mb}.{tenth} MB/s"));
+            self.push(&format!(
+                "\rDownloading {what} [{bar}] {pct:3}% {mb}.{tenth} MB/s"
+            ));
         }
         self.push("\n");
     }
@@ -149,7 +181,11 @@ impl Generator {
         let file = self.rng.pick(FILES);
         let (line, col) = (1 + self.rng.below(900), 1 + self.rng.below(80));
         let w = self.rng.pick(WORDS);
-        let (kind, colour) = if self.rng.below(3) == 0 { ("error", "31") } else { ("warning", "33") };
+        let (kind, colour) = if self.rng.below(3) == 0 {
+            ("error", "31")
+        } else {
+            ("warning", "33")
+        };
         self.push(&format!(
             "\x1b[1m\x1b[{colour}m{kind}[{code}]\x1b[0m\x1b[1m: {msg}\x1b[0m\n\
              \x1b[1m\x1b[34m  --> \x1b[0m{file}:{line}:{col}\n\
@@ -213,7 +249,10 @@ mod tests {
         assert!(count(b"Compiling") > 100);
         assert!(count(b" ... ") > 100, "test lines");
         assert!(count(b"] ") > 100, "log levels");
-        assert!(std::str::from_utf8(&c).is_err(), "binary noise makes it invalid UTF-8 somewhere");
+        assert!(
+            std::str::from_utf8(&c).is_err(),
+            "binary noise makes it invalid UTF-8 somewhere"
+        );
         let longest = c.split(|&b| b == b'\n').map(<[u8]>::len).max().unwrap_or(0);
         assert!(longest >= 4096, "long lines, longest {longest}");
     }

@@ -5,6 +5,7 @@
 //! every tailer and in the archive.
 
 pub mod corpus;
+pub mod fanout;
 pub mod procstat;
 pub mod report;
 pub mod run;
@@ -15,6 +16,6 @@ pub mod target;
 pub mod verify;
 
 pub use report::Report;
-pub use run::{run, RunOptions};
+pub use run::{RunOptions, run};
 pub use scenario::Scenario;
 pub use target::Target;

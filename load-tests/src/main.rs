@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tailrace_agent::units::parse_size;
-use tailrace_load::{run, RunOptions, Scenario, Target};
+use tailrace_load::{RunOptions, Scenario, Target, run};
 
 /// Load generator for Tailrace: simulated agents stream realistic CI output while websocket
 /// tailers follow it; reports MB/s, tail latency percentiles, server CPU and memory, and checks
@@ -59,6 +59,32 @@ enum Cmd {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Fan the same kind of stream out through NATS or Redis pub/sub to N subscribers, measured
+    /// like Tailrace's tailers (latency, delivered MB/s, byte-exact check): the fan-out peers.
+    Fanout {
+        /// nats or redis.
+        #[arg(long)]
+        peer: tailrace_load::fanout::Peer,
+        /// Server address, host:port.
+        #[arg(long)]
+        addr: String,
+        #[arg(long, default_value_t = 1000)]
+        subscribers: u32,
+        /// Bytes to publish, e.g. 2MB.
+        #[arg(long, default_value = "2MB", value_parser = parse_size)]
+        bytes: u64,
+        /// Bytes per second (0 = as fast as possible), e.g. 100KB.
+        #[arg(long, default_value = "100KB", value_parser = parse_size)]
+        rate: u64,
+        /// Bytes per message.
+        #[arg(long, default_value = "8KiB", value_parser = parse_size)]
+        write_bytes: u64,
+        /// Server process id for CPU and memory (repeatable).
+        #[arg(long = "server-pid")]
+        server_pids: Vec<u32>,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Write the deterministic CI-output corpus (the bytes the scenarios stream) for other tools.
     Corpus {
         /// Seed: the same seed always gives the same bytes.
@@ -75,7 +101,10 @@ enum Cmd {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TAILRACE_LOG").unwrap_or_else(|_| "error".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TAILRACE_LOG")
+                .unwrap_or_else(|_| "error".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -83,15 +112,60 @@ fn main() -> ExitCode {
         Cmd::Corpus { seed, size, output } => {
             let bytes = tailrace_load::corpus::generate(seed, size as usize);
             let r = match output {
-                Some(p) => std::fs::write(&p, &bytes).map_err(|e| format!("could not write {}: {e}", p.display())),
-                None => std::io::stdout().lock().write_all(&bytes).map_err(|e| e.to_string()),
+                Some(p) => std::fs::write(&p, &bytes)
+                    .map_err(|e| format!("could not write {}: {e}", p.display())),
+                None => std::io::stdout()
+                    .lock()
+                    .write_all(&bytes)
+                    .map_err(|e| e.to_string()),
             };
             match r {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),
             }
         }
-        Cmd::Run { case, server, admin_token, server_pids, tailrace, server_config, work_dir, scale, transport, json, quiet } => {
+        Cmd::Fanout {
+            peer,
+            addr,
+            subscribers,
+            bytes,
+            rate,
+            write_bytes,
+            server_pids,
+            json,
+        } => {
+            let spec = tailrace_load::fanout::FanoutSpec {
+                peer,
+                addr,
+                subscribers,
+                bytes,
+                rate,
+                write_bytes,
+                seed: 1,
+                pids: server_pids,
+            };
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => return fail(&e.to_string()),
+            };
+            match rt.block_on(tailrace_load::fanout::run(spec)) {
+                Ok(report) => finish(&report, json.as_deref()),
+                Err(e) => fail(&e),
+            }
+        }
+        Cmd::Run {
+            case,
+            server,
+            admin_token,
+            server_pids,
+            tailrace,
+            server_config,
+            work_dir,
+            scale,
+            transport,
+            json,
+            quiet,
+        } => {
             let mut scenario = match Scenario::load(&case) {
                 Ok(s) => s,
                 Err(e) => return fail(&e),
@@ -103,7 +177,11 @@ fn main() -> ExitCode {
                 scenario.transport = t;
             }
             let target = match server {
-                Some(url) => Ok(Target::external(url, admin_token.unwrap_or_default(), server_pids)),
+                Some(url) => Ok(Target::external(
+                    url,
+                    admin_token.unwrap_or_default(),
+                    server_pids,
+                )),
                 None => {
                     let bin = tailrace.unwrap_or_else(|| sibling("tailrace"));
                     Target::spawn(&bin, server_config.as_deref(), &[], work_dir.as_deref())
@@ -117,26 +195,41 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(&e.to_string()),
             };
-            let opts = RunOptions { progress: !quiet, spool_dir: work_dir };
+            let opts = RunOptions {
+                progress: !quiet,
+                spool_dir: work_dir,
+            };
             let report = match rt.block_on(run(scenario, &target, opts)) {
                 Ok(r) => r,
                 Err(e) => return fail(&format!("{e}\n{}", target.server_log())),
             };
-            print!("{}", report.table());
-            if let Some(p) = json {
-                let text = serde_json::to_string_pretty(&report).unwrap_or_default();
-                if let Err(e) = std::fs::write(&p, text + "\n") {
-                    return fail(&format!("could not write {}: {e}", p.display()));
-                }
-            }
-            if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+            finish(&report, json.as_deref())
         }
+    }
+}
+
+/// Prints the table, writes the JSON, and exits 1 unless every check passed.
+fn finish(report: &tailrace_load::Report, json: Option<&std::path::Path>) -> ExitCode {
+    print!("{}", report.table());
+    if let Some(p) = json {
+        let text = serde_json::to_string_pretty(report).unwrap_or_default();
+        if let Err(e) = std::fs::write(p, text + "\n") {
+            return fail(&format!("could not write {}: {e}", p.display()));
+        }
+    }
+    if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 
 /// A binary next to this one (both are built into the same target folder).
 fn sibling(name: &str) -> PathBuf {
-    std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.join(name))).unwrap_or_else(|| PathBuf::from(name))
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join(name)))
+        .unwrap_or_else(|| PathBuf::from(name))
 }
 
 fn fail(msg: &str) -> ExitCode {

@@ -15,11 +15,14 @@ pub struct Report {
     /// Output bytes the simulated commands wrote (all delivered and verified when `passed`).
     pub bytes: u64,
     pub writes: u64,
-    /// From the first job created to the last step's END verified by the server.
+    /// From the first job created to the last step's END verified by the server (tailers may
+    /// still be catching up).
     pub ingest_seconds: f64,
     pub ingest_mb_per_s: f64,
     pub writes_per_s: f64,
     pub tail_bytes: u64,
+    /// From the first job created to the last tailer receiving the end of its step.
+    pub tail_seconds: f64,
     pub tail_mb_per_s: f64,
     /// Agent write → tailer receive of its last byte.
     pub latency: Latency,
@@ -58,11 +61,13 @@ impl From<&Histogram<u64>> for Latency {
 /// Read from `/proc/<pid>` of the server processes.
 #[derive(Debug, Serialize)]
 pub struct ServerCost {
-    /// CPU seconds from the start to the last END.
-    pub cpu_seconds_ingest: f64,
-    /// CPU seconds from the start until every step was archived (ingest, fan-out, archiving).
+    /// CPU seconds from the start until every tailer finished and every step was archived
+    /// (ingest, fan-out, archiving; not the read-back).
     pub cpu_seconds_total: f64,
+    /// Per GB ingested (written by the agents or published).
     pub cpu_seconds_per_gb: f64,
+    /// Per GB delivered to tailers or subscribers (the fan-out cost).
+    pub cpu_seconds_per_tailed_gb: Option<f64>,
     pub rss_before_mib: f64,
     pub peak_rss_mib: f64,
     /// (RSS with every step open − RSS before) / steps, for `hold_open` scenarios.
@@ -82,6 +87,14 @@ pub struct Verification {
     pub failures: Vec<String>,
 }
 
+impl ServerCost {
+    /// `cpu` seconds spent moving `ingested` bytes in and `tailed` bytes out.
+    pub fn per_gb(cpu: f64, ingested: u64, tailed: u64) -> (f64, Option<f64>) {
+        let gb = |b: u64| (b as f64 / 1e9).max(1e-9);
+        (cpu / gb(ingested), (tailed > 0).then(|| cpu / gb(tailed)))
+    }
+}
+
 impl Report {
     /// Every step verified by the server, every tailer and (when checked) every archived step
     /// byte-exact.
@@ -99,7 +112,11 @@ impl Report {
         let v = &self.verification;
         let _ = writeln!(t, "scenario      {} ({})", self.scenario, self.transport);
         let _ = writeln!(t, "purpose       {}", self.purpose);
-        let _ = writeln!(t, "steps         {} steps, {} tailers", self.steps, self.tailers);
+        let _ = writeln!(
+            t,
+            "steps         {} steps, {} tailers",
+            self.steps, self.tailers
+        );
         let _ = writeln!(
             t,
             "ingest        {:.1} MB in {:.2} s: {:.1} MB/s, {:.0} writes/s",
@@ -108,7 +125,13 @@ impl Report {
             self.ingest_mb_per_s,
             self.writes_per_s
         );
-        let _ = writeln!(t, "tailed        {:.1} MB: {:.1} MB/s", self.tail_bytes as f64 / 1e6, self.tail_mb_per_s);
+        let _ = writeln!(
+            t,
+            "tailed        {:.1} MB in {:.2} s: {:.1} MB/s",
+            self.tail_bytes as f64 / 1e6,
+            self.tail_seconds,
+            self.tail_mb_per_s
+        );
         let _ = writeln!(
             t,
             "tail latency  p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms  ({} writes)",
@@ -120,15 +143,25 @@ impl Report {
         if let Some(s) = &self.server {
             let _ = writeln!(
                 t,
-                "server        {:.2} CPU-s to the last END, {:.2} CPU-s until archived = {:.2} CPU-s/GB; RSS {:.1} MiB before, {:.1} MiB peak",
-                s.cpu_seconds_ingest, s.cpu_seconds_total, s.cpu_seconds_per_gb, s.rss_before_mib, s.peak_rss_mib
+                "server        {:.2} CPU-s until tailed and archived = {:.2} CPU-s per GB ingested{}; RSS {:.1} MiB before, {:.1} MiB peak",
+                s.cpu_seconds_total,
+                s.cpu_seconds_per_gb,
+                s.cpu_seconds_per_tailed_gb
+                    .map(|c| format!(", {c:.2} per GB tailed"))
+                    .unwrap_or_default(),
+                s.rss_before_mib,
+                s.peak_rss_mib
             );
             if let Some(k) = s.rss_per_open_step_kib {
                 let _ = writeln!(t, "open steps    {k:.1} KiB of server RSS per open step");
             }
         }
         let _ = writeln!(t, "generator     {:.2} CPU-s", self.generator_cpu_seconds);
-        let archive = if v.archive_checked { format!("{}/{}", v.archive_byte_exact, self.steps) } else { "not checked".into() };
+        let archive = if v.archive_checked {
+            format!("{}/{}", v.archive_byte_exact, self.steps)
+        } else {
+            "not checked".into()
+        };
         let _ = writeln!(
             t,
             "verified      END {}/{}, tailers byte-exact {}/{} ({} reconnects), archive byte-exact {archive}: {}",

@@ -2,8 +2,8 @@
 //! server from `/proc`, prints a progress line, verifies the archive, and builds the report.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use serde::Deserialize;
 use tailrace_agent::client::{Method, Server};
 use tailrace_agent::transport::TransportChoice;
-use tokio::sync::Barrier;
+use tokio::sync::{Semaphore, watch};
 
 use crate::procstat;
 use crate::report::{Latency, Report, ServerCost, Verification};
@@ -42,7 +42,10 @@ pub struct Shared {
     pub corpus: Bytes,
     pub spool_dir: PathBuf,
     pub spool_max: u64,
-    pub open_barrier: Option<Barrier>,
+    /// Where `hold_open` steps wait for each other.
+    pub open_gate: Option<OpenGate>,
+    /// Bounds steps between connecting and being accepted (`connect_concurrency`).
+    pub connecting: Semaphore,
     pids: Vec<u32>,
     written: AtomicU64,
     writes: AtomicU64,
@@ -52,6 +55,9 @@ pub struct Shared {
     pub tail_reconnects: AtomicU64,
     pub latency: Mutex<Histogram<u64>>,
     rss_all_open_kib: AtomicU64,
+    started: Instant,
+    /// Microseconds from `started` to the latest verified END.
+    last_end_us: AtomicU64,
 }
 
 impl Shared {
@@ -64,13 +70,78 @@ impl Shared {
         self.tail_bytes.fetch_add(n, Relaxed);
     }
 
+    /// A step's END was verified by the server now.
+    pub fn mark_end(&self) {
+        self.last_end_us
+            .fetch_max(self.started.elapsed().as_micros() as u64, Relaxed);
+    }
+
     pub fn sample_open_rss(&self) {
         self.rss_all_open_kib.store(rss_kib(&self.pids), Relaxed);
     }
 }
 
+/// Steps of a `hold_open` run arrive here once the server holds all they wrote; when every step
+/// has arrived or failed, the server's RSS is read once and they all go on to end.
+pub struct OpenGate {
+    expected: u64,
+    arrived: AtomicU64,
+    done: watch::Sender<bool>,
+}
+
+impl OpenGate {
+    fn new(expected: u64) -> Self {
+        Self {
+            expected,
+            arrived: AtomicU64::new(0),
+            done: watch::Sender::new(false),
+        }
+    }
+
+    /// A ticket for one step; dropping it unused (the step failed) counts as arriving.
+    pub fn ticket<'a>(&'a self, sh: &'a Shared) -> GateTicket<'a> {
+        GateTicket {
+            gate: self,
+            sh,
+            used: false,
+        }
+    }
+
+    fn count(&self, sh: &Shared) {
+        if self.arrived.fetch_add(1, Relaxed) + 1 == self.expected {
+            sh.sample_open_rss();
+            self.done.send_replace(true);
+        }
+    }
+}
+
+pub struct GateTicket<'a> {
+    gate: &'a OpenGate,
+    sh: &'a Shared,
+    used: bool,
+}
+
+impl GateTicket<'_> {
+    /// Arrives and waits until every step has.
+    pub async fn arrive(mut self) {
+        self.used = true;
+        self.gate.count(self.sh);
+        let _ = self.gate.done.subscribe().wait_for(|d| *d).await;
+    }
+}
+
+impl Drop for GateTicket<'_> {
+    fn drop(&mut self) {
+        if !self.used {
+            self.gate.count(self.sh);
+        }
+    }
+}
+
 fn rss_kib(pids: &[u32]) -> u64 {
-    pids.iter().filter_map(|&p| procstat::status_kib(p, "VmRSS")).sum()
+    pids.iter()
+        .filter_map(|&p| procstat::status_kib(p, "VmRSS"))
+        .sum()
 }
 
 fn cpu_seconds(pids: &[u32]) -> f64 {
@@ -95,14 +166,22 @@ pub async fn run(scenario: Scenario, target: &Target, opts: RunOptions) -> Resul
     let transport = scenario.transport_choice()?;
     let endpoint = match transport {
         TransportChoice::Http2 => None,
-        _ => Some(quinn::Endpoint::client("0.0.0.0:0".parse().map_err(|_| "bind address")?).map_err(|e| format!("could not open a UDP socket: {e}"))?),
+        _ => Some(
+            quinn::Endpoint::client("0.0.0.0:0".parse().map_err(|_| "bind address")?)
+                .map_err(|e| format!("could not open a UDP socket: {e}"))?,
+        ),
     };
     // One corpus for the run; every step streams a different window of it (zero-copy slices).
     let corpus_len = scenario.total_bytes().clamp(1 << 20, 64 << 20) as usize;
+    let corpus = Bytes::from(crate::corpus::generate(scenario.seed, corpus_len));
     let concurrent = scenario.agents as usize;
+    let rss_before = rss_kib(&target.pids);
+    let cpu_before = cpu_seconds(&target.pids);
+    let gen_cpu_before = procstat::self_cpu_seconds();
     let sh = Arc::new(Shared {
-        corpus: Bytes::from(crate::corpus::generate(scenario.seed, corpus_len)),
-        open_barrier: scenario.hold_open.then(|| Barrier::new(concurrent)),
+        corpus,
+        open_gate: scenario.hold_open.then(|| OpenGate::new(concurrent as u64)),
+        connecting: Semaphore::new(scenario.connect_concurrency.max(1) as usize),
         url: target.url.clone(),
         admin_token: target.admin_token.clone(),
         transport,
@@ -118,19 +197,19 @@ pub async fn run(scenario: Scenario, target: &Target, opts: RunOptions) -> Resul
         tail_reconnects: AtomicU64::new(0),
         latency: Mutex::new(histogram()),
         rss_all_open_kib: AtomicU64::new(0),
+        started: Instant::now(),
+        last_end_us: AtomicU64::new(0),
         scenario,
     });
     let server = Server::parse(&sh.url).map_err(|e| e.to_string())?;
 
-    let rss_before = rss_kib(&sh.pids);
-    let cpu_before = cpu_seconds(&sh.pids);
-    let gen_cpu_before = procstat::self_cpu_seconds();
     let peak_rss = Arc::new(AtomicU64::new(rss_before));
     let running = Arc::new(AtomicBool::new(true));
     let sampler = tokio::spawn(sample_rss(sh.clone(), peak_rss.clone(), running.clone()));
-    let progress = opts.progress.then(|| tokio::spawn(print_progress(sh.clone(), running.clone())));
+    let progress = opts
+        .progress
+        .then(|| tokio::spawn(print_progress(sh.clone(), running.clone())));
 
-    let started = Instant::now();
     let agents = (0..sh.scenario.agents).map(|a| {
         let sh = sh.clone();
         let server = server.clone();
@@ -145,19 +224,22 @@ pub async fn run(scenario: Scenario, target: &Target, opts: RunOptions) -> Resul
             Err(e) => failures.push(format!("agent task failed: {e}")),
         }
     }
-    let ingest_secs = started.elapsed().as_secs_f64();
-    let cpu_ingest = cpu_seconds(&sh.pids) - cpu_before;
+    let ingest_secs = (sh.last_end_us.load(Relaxed) as f64 / 1e6).max(1e-6);
+    let tail_secs = sh.started.elapsed().as_secs_f64();
 
     let mut archive_ok = 0;
     let mut archive_secs = None;
-    let mut cpu_total = cpu_ingest;
+    let mut cpu_total = cpu_seconds(&sh.pids) - cpu_before;
     if sh.scenario.verify_archive && failures.is_empty() {
-        let t = Instant::now();
         match verify::wait_archived(&server, &sh.admin_token, &sent).await {
             Ok(()) => {
-                archive_secs = Some(t.elapsed().as_secs_f64());
+                archive_secs = Some(sh.started.elapsed().as_secs_f64() - ingest_secs);
                 cpu_total = cpu_seconds(&sh.pids) - cpu_before;
-                let checks = stream::iter(sent.iter().map(|s| verify::read_back(&server, &sh.admin_token, s))).buffer_unordered(8);
+                let checks = stream::iter(
+                    sent.iter()
+                        .map(|s| verify::read_back(&server, &sh.admin_token, s)),
+                )
+                .buffer_unordered(8);
                 let results: Vec<Result<(), String>> = checks.collect().await;
                 for r in results {
                     match r {
@@ -192,16 +274,22 @@ pub async fn run(scenario: Scenario, target: &Target, opts: RunOptions) -> Resul
         ingest_mb_per_s: bytes as f64 / 1e6 / ingest_secs,
         writes_per_s: sh.writes.load(Relaxed) as f64 / ingest_secs,
         tail_bytes: sh.tail_bytes.load(Relaxed),
-        tail_mb_per_s: sh.tail_bytes.load(Relaxed) as f64 / 1e6 / ingest_secs,
+        tail_seconds: tail_secs,
+        tail_mb_per_s: sh.tail_bytes.load(Relaxed) as f64 / 1e6 / tail_secs,
         latency,
         archive_wait_seconds: archive_secs,
-        server: (!sh.pids.is_empty()).then(|| ServerCost {
-            cpu_seconds_ingest: cpu_ingest,
-            cpu_seconds_total: cpu_total,
-            cpu_seconds_per_gb: cpu_total / (bytes as f64 / 1e9).max(1e-9),
-            rss_before_mib: rss_before as f64 / 1024.0,
-            peak_rss_mib: peak_rss.load(Relaxed) as f64 / 1024.0,
-            rss_per_open_step_kib: (sc.hold_open && open_rss > 0).then(|| (open_rss.saturating_sub(rss_before)) as f64 / steps as f64),
+        server: (!sh.pids.is_empty()).then(|| {
+            let (cpu_seconds_per_gb, cpu_seconds_per_tailed_gb) =
+                ServerCost::per_gb(cpu_total, bytes, sh.tail_bytes.load(Relaxed));
+            ServerCost {
+                cpu_seconds_total: cpu_total,
+                cpu_seconds_per_gb,
+                cpu_seconds_per_tailed_gb,
+                rss_before_mib: rss_before as f64 / 1024.0,
+                peak_rss_mib: peak_rss.load(Relaxed) as f64 / 1024.0,
+                rss_per_open_step_kib: (sc.hold_open && open_rss > 0)
+                    .then(|| (open_rss.saturating_sub(rss_before)) as f64 / steps as f64),
+            }
         }),
         generator_cpu_seconds: procstat::self_cpu_seconds() - gen_cpu_before,
         verification: Verification {
@@ -219,16 +307,40 @@ pub async fn run(scenario: Scenario, target: &Target, opts: RunOptions) -> Resul
 async fn agent(sh: &Arc<Shared>, server: &Server, a: u32) -> Result<Vec<Sent>, String> {
     let sc = &sh.scenario;
     let body = serde_json::json!({ "project": format!("load/{}/run", sc.name), "name": format!("agent-{a}") });
-    let job: CreatedJob = server
-        .json(Method::POST, "/api/v1/jobs", Some(&sh.admin_token), Some(body))
+    let job: CreatedJob = match server
+        .json(
+            Method::POST,
+            "/api/v1/jobs",
+            Some(&sh.admin_token),
+            Some(body),
+        )
         .await
-        .map_err(|e| format!("could not create a job: {e}"))?;
+    {
+        Ok(j) => j,
+        Err(e) => {
+            // Its step will never reach the gate: count it there as failed.
+            if let Some(g) = &sh.open_gate {
+                drop(g.ticket(sh));
+            }
+            return Err(format!("could not create a job: {e}"));
+        }
+    };
     let mut sent = Vec::new();
     for s in 0..sc.steps_per_agent {
         let index = u64::from(a) * u64::from(sc.steps_per_agent) + u64::from(s);
         let hot = if index == 0 { sc.hot_step_tailers } else { 0 };
         let step = format!("s{s}");
-        sent.push(step::run(sh, &job.job_id, &job.token, &step, index, sc.tailers_per_step + hot).await?);
+        sent.push(
+            step::run(
+                sh,
+                &job.job_id,
+                &job.token,
+                &step,
+                index,
+                sc.tailers_per_step + hot,
+            )
+            .await?,
+        );
         sh.steps_done.fetch_add(1, Relaxed);
     }
     Ok(sent)

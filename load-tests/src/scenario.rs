@@ -51,6 +51,10 @@ pub struct Scenario {
     /// Wait until every step is archived and read it back whole from the archive.
     #[serde(default = "yes")]
     pub verify_archive: bool,
+    /// Steps at most between starting to connect and being accepted: agents start in a ramp
+    /// rather than all handshaking in the same instant.
+    #[serde(default = "default_connect_concurrency")]
+    pub connect_concurrency: u32,
     /// Unacknowledged bytes each agent keeps in memory before spilling to its spool file.
     #[serde(default = "default_spool_mem", deserialize_with = "size")]
     pub spool_mem: u64,
@@ -71,6 +75,9 @@ fn default_write() -> u64 {
 fn default_spool_mem() -> u64 {
     1 << 20
 }
+fn default_connect_concurrency() -> u32 {
+    100
+}
 fn default_transport() -> String {
     "quic".into()
 }
@@ -90,10 +97,15 @@ fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 
 impl Scenario {
     pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("could not read scenario {}: {e}", path.display()))?;
-        let mut s: Scenario = toml::from_str(&text).map_err(|e| format!("bad scenario {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("could not read scenario {}: {e}", path.display()))?;
+        let mut s: Scenario =
+            toml::from_str(&text).map_err(|e| format!("bad scenario {}: {e}", path.display()))?;
         if s.name.is_empty() {
-            s.name = path.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            s.name = path
+                .file_stem()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
         }
         s.check()?;
         Ok(s)
@@ -143,13 +155,26 @@ mod tests {
 
     #[test]
     fn sizes_as_numbers_or_units_and_clear_refusals() {
-        let s: Scenario = toml::from_str("purpose = 'x'\nagents = 2\nstep_bytes = '1MiB'\nrate = 10000").unwrap();
-        assert_eq!((s.step_bytes, s.rate, s.write_bytes, s.steps()), (1 << 20, 10_000, 16 * 1024, 2));
+        let s: Scenario =
+            toml::from_str("purpose = 'x'\nagents = 2\nstep_bytes = '1MiB'\nrate = 10000").unwrap();
+        assert_eq!(
+            (s.step_bytes, s.rate, s.write_bytes, s.steps()),
+            (1 << 20, 10_000, 16 * 1024, 2)
+        );
         assert!(s.check().is_ok());
-        let bad: Scenario = toml::from_str("purpose = 'x'\nagents = 2\nsteps_per_agent = 2\nstep_bytes = 1\nhold_open = true").unwrap();
+        let bad: Scenario = toml::from_str(
+            "purpose = 'x'\nagents = 2\nsteps_per_agent = 2\nstep_bytes = 1\nhold_open = true",
+        )
+        .unwrap();
         assert!(bad.check().unwrap_err().contains("hold_open"));
-        assert!(toml::from_str::<Scenario>("purpose = 'x'\nagents = 1\nstep_bytes = '1 parsec'").is_err());
-        assert!(toml::from_str::<Scenario>("purpose = 'x'\nagents = 1\nstep_bytes = 1\ntailerz = 3").is_err());
+        assert!(
+            toml::from_str::<Scenario>("purpose = 'x'\nagents = 1\nstep_bytes = '1 parsec'")
+                .is_err()
+        );
+        assert!(
+            toml::from_str::<Scenario>("purpose = 'x'\nagents = 1\nstep_bytes = 1\ntailerz = 3")
+                .is_err()
+        );
     }
 
     #[test]

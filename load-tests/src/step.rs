@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use tailrace_agent::client::Server;
-use tailrace_agent::sender::{deliver, DeliveryState, EndMeta};
+use tailrace_agent::sender::{DeliveryState, EndMeta, deliver};
 use tailrace_agent::spool::Spool;
 use tailrace_agent::transport::Connector;
 use tailrace_protocol::{EndReason, JobId, Open, StepId, StreamTag};
 use tokio::sync::{oneshot, watch};
 
 use crate::run::Shared;
-use crate::tailer::{follow, TailSpec, Timeline};
+use crate::tailer::{TailSpec, Timeline, follow};
 
 /// A step that ended verified: what was sent.
 #[derive(Debug, Clone)]
@@ -28,10 +28,20 @@ pub struct Sent {
 
 /// Runs step `step` of `job` with `tailers` tailers; `index` picks where in the corpus its bytes
 /// start, so steps differ.
-pub async fn run(sh: &Arc<Shared>, job: &str, token: &str, step: &str, index: u64, tailers: u32) -> Result<Sent, String> {
+pub async fn run(
+    sh: &Arc<Shared>,
+    job: &str,
+    token: &str,
+    step: &str,
+    index: u64,
+    tailers: u32,
+) -> Result<Sent, String> {
     let sc = &sh.scenario;
+    let ticket = sh.open_gate.as_ref().map(|g| g.ticket(sh));
+    let connecting = sh.connecting.acquire().await.map_err(|e| e.to_string())?;
     let spool = Arc::new(
-        Spool::create(&sh.spool_dir, sh.spool_max, sc.spool_mem as usize).map_err(|e| format!("could not create a spool: {e}"))?,
+        Spool::create(&sh.spool_dir, sh.spool_max, sc.spool_mem as usize)
+            .map_err(|e| format!("could not create a spool: {e}"))?,
     );
     let open = Open {
         job: JobId::new(job).map_err(|e| e.to_string())?,
@@ -40,14 +50,26 @@ pub async fn run(sh: &Arc<Shared>, job: &str, token: &str, step: &str, index: u6
         token: token.to_string(),
     };
     let server = Server::parse(&sh.url).map_err(|e| e.to_string())?;
-    let mut connector = Connector::new(server.clone(), sh.transport, None).with_idle_timeout(Duration::from_secs(30));
+    let mut connector = Connector::new(server.clone(), sh.transport, None)
+        .with_idle_timeout(Duration::from_secs(30));
     if let Some(ep) = &sh.endpoint {
         connector = connector.with_endpoint(ep.clone());
     }
     let (end_tx, end_rx) = watch::channel(None);
     let (state_tx, mut state_rx) = watch::channel(DeliveryState::Connecting);
-    let sender = tokio::spawn(deliver(connector, spool.clone(), open, end_rx, Duration::from_secs(600), state_tx));
-    let accepted = state_rx.wait_for(|s| !matches!(s, DeliveryState::Connecting | DeliveryState::Retrying)).await.map(|s| s.clone());
+    let sender = tokio::spawn(deliver(
+        connector,
+        spool.clone(),
+        open,
+        end_rx,
+        Duration::from_secs(600),
+        state_tx,
+    ));
+    let accepted = state_rx
+        .wait_for(|s| !matches!(s, DeliveryState::Connecting | DeliveryState::Retrying))
+        .await
+        .map(|s| s.clone());
+    drop(connecting);
     if let Ok(DeliveryState::Failed(msg)) = accepted {
         return Err(format!("{job}/{step}: server refused the step: {msg}"));
     }
@@ -66,7 +88,10 @@ pub async fn run(sh: &Arc<Shared>, job: &str, token: &str, step: &str, index: u6
         let (tx, rx) = oneshot::channel();
         let counters = sh.clone();
         let tl = timeline.clone();
-        tails.push((rx, tokio::spawn(async move { follow(spec, tl, tx, |n| counters.count_tail(n)).await })));
+        tails.push((
+            rx,
+            tokio::spawn(async move { follow(spec, tl, tx, |n| counters.count_tail(n)).await }),
+        ));
     }
     let mut handles = Vec::new();
     for (rx, h) in tails {
@@ -76,24 +101,38 @@ pub async fn run(sh: &Arc<Shared>, job: &str, token: &str, step: &str, index: u6
 
     let started = Instant::now();
     write(sh, &spool, &timeline, index, started).await?;
-    if sc.hold_open {
-        hold_open(sh, &spool).await;
+    if let Some(t) = ticket {
+        hold_open(&spool, t).await;
     }
     spool.close();
-    let _ = end_tx.send(Some(EndMeta { exit_code: Some(0), reason: EndReason::Exited, duration_ms: started.elapsed().as_millis() as u64 }));
+    let _ = end_tx.send(Some(EndMeta {
+        exit_code: Some(0),
+        reason: EndReason::Exited,
+        duration_ms: started.elapsed().as_millis() as u64,
+    }));
     let _ = sender.await;
     let state = state_rx.borrow().clone();
     if state != DeliveryState::Verified {
         return Err(format!("{job}/{step}: delivery ended {state:?}"));
     }
+    sh.mark_end();
     let (length, checksum) = spool.checksum();
-    let sent = Sent { job: job.to_string(), step: step.to_string(), length, checksum };
+    let sent = Sent {
+        job: job.to_string(),
+        step: step.to_string(),
+        length,
+        checksum,
+    };
     let mut latency: Option<Histogram<u64>> = None;
     for h in handles {
         let t = h.await.map_err(|e| format!("tailer task failed: {e}"))??;
-        sh.tailers_checked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        sh.tailers_checked
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         crate::verify::check(&sent, t.length, &t.checksum, "a tailer")?;
-        sh.tail_reconnects.fetch_add(u64::from(t.reconnects), std::sync::atomic::Ordering::Relaxed);
+        sh.tail_reconnects.fetch_add(
+            u64::from(t.reconnects),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         match latency.as_mut() {
             Some(l) => l.add(&t.latency).map_err(|e| e.to_string())?,
             None => latency = Some(t.latency),
@@ -108,7 +147,13 @@ pub async fn run(sh: &Arc<Shared>, job: &str, token: &str, step: &str, index: u6
 /// The simulated command: writes `step_bytes` of the corpus in `write_bytes` pieces, paced to
 /// `rate` when one is set. Each write's time is taken before it may wait for spool room, so in
 /// as-fast-as-possible runs latency includes the time the command was blocked by backpressure.
-async fn write(sh: &Shared, spool: &Spool, timeline: &Timeline, index: u64, started: Instant) -> Result<(), String> {
+async fn write(
+    sh: &Shared,
+    spool: &Spool,
+    timeline: &Timeline,
+    index: u64,
+    started: Instant,
+) -> Result<(), String> {
     let sc = &sh.scenario;
     let corpus: &Bytes = &sh.corpus;
     let mut at = (index.wrapping_mul(7_919_993) % corpus.len() as u64) as usize;
@@ -121,7 +166,10 @@ async fn write(sh: &Shared, spool: &Spool, timeline: &Timeline, index: u64, star
         }
         let chunk = corpus.slice(at..at + n);
         timeline.push(written + n as u64, Instant::now());
-        spool.append(StreamTag::Stdout, tailrace_agent::now_us(), chunk).await.map_err(|e| format!("spool append failed: {e}"))?;
+        spool
+            .append(StreamTag::Stdout, tailrace_agent::now_us(), chunk)
+            .await
+            .map_err(|e| format!("spool append failed: {e}"))?;
         written += n as u64;
         at = (at + n) % corpus.len();
         sh.count_write(n as u64);
@@ -131,16 +179,10 @@ async fn write(sh: &Shared, spool: &Spool, timeline: &Timeline, index: u64, star
 
 /// Waits until the server holds every byte, then until every step of the run does, so the
 /// server's memory can be read with all of them open.
-async fn hold_open(sh: &Shared, spool: &Spool) {
-    let mut w = spool.subscribe();
-    let len = w.borrow_and_update().len;
+async fn hold_open(spool: &Spool, ticket: crate::run::GateTicket<'_>) {
+    let len = spool.written().len;
     while spool.acked() < len {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    if let Some(b) = &sh.open_barrier {
-        if b.wait().await.is_leader() {
-            sh.sample_open_rss();
-        }
-        b.wait().await;
-    }
+    ticket.arrive().await;
 }

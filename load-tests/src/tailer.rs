@@ -10,8 +10,8 @@ use hdrhistogram::Histogram;
 use parking_lot::RwLock;
 use tailrace_protocol::StreamHasher;
 use tokio::sync::oneshot;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// When each write of a step was made: `(end offset, instant)`, in offset order.
 #[derive(Debug, Default)]
@@ -24,7 +24,13 @@ impl Timeline {
 
     /// Records into `hist` the latency of every write from index `*next` whose last byte is below
     /// `received`, as seen at `now`; advances `*next`.
-    pub fn record_until(&self, next: &mut usize, received: u64, now: Instant, hist: &mut Histogram<u64>) {
+    pub fn record_until(
+        &self,
+        next: &mut usize,
+        received: u64,
+        now: Instant,
+        hist: &mut Histogram<u64>,
+    ) {
         let writes = self.0.read();
         while let Some(&(end, at)) = writes.get(*next) {
             if end > received {
@@ -63,7 +69,12 @@ pub struct TailSpec {
 
 /// Follows the step to its end. `connected` fires once the first websocket is open, so the step
 /// can start writing with every tailer listening.
-pub async fn follow(spec: TailSpec, timeline: Arc<Timeline>, connected: oneshot::Sender<()>, counter: impl Fn(u64)) -> Result<Tailed, String> {
+pub async fn follow(
+    spec: TailSpec,
+    timeline: Arc<Timeline>,
+    connected: oneshot::Sender<()>,
+    counter: impl Fn(u64),
+) -> Result<Tailed, String> {
     let mut connected = Some(connected);
     let mut hasher = StreamHasher::new();
     let mut latency = histogram();
@@ -71,9 +82,14 @@ pub async fn follow(spec: TailSpec, timeline: Arc<Timeline>, connected: oneshot:
     let mut offset = 0u64;
     let mut reconnects = 0u32;
     loop {
-        let url = format!("ws://{}/api/v1/jobs/{}/steps/{}/tail?offset={offset}", spec.authority, spec.job, spec.step);
+        let url = format!(
+            "ws://{}/api/v1/jobs/{}/steps/{}/tail?offset={offset}",
+            spec.authority, spec.job, spec.step
+        );
         let mut req = url.into_client_request().map_err(|e| e.to_string())?;
-        let auth = format!("Bearer {}", spec.token).parse().map_err(|_| "token is not a header value".to_string())?;
+        let auth = format!("Bearer {}", spec.token)
+            .parse()
+            .map_err(|_| "token is not a header value".to_string())?;
         req.headers_mut().insert(http::header::AUTHORIZATION, auth);
         let mut ws = match tokio_tungstenite::connect_async(req).await {
             Ok((ws, _)) => ws,
@@ -99,10 +115,17 @@ pub async fn follow(spec: TailSpec, timeline: Arc<Timeline>, connected: oneshot:
             match msg {
                 Message::Binary(b) => {
                     let now = Instant::now();
-                    let at = b.get(..8).and_then(|h| h.try_into().ok()).map(u64::from_be_bytes).ok_or("tail message shorter than its offset")?;
+                    let at = b
+                        .get(..8)
+                        .and_then(|h| h.try_into().ok())
+                        .map(u64::from_be_bytes)
+                        .ok_or("tail message shorter than its offset")?;
                     let data = &b[8..];
                     if at != offset {
-                        return Err(format!("tail of {}/{} got bytes at {at}, expected {offset}: a gap or a duplicate", spec.job, spec.step));
+                        return Err(format!(
+                            "tail of {}/{} got bytes at {at}, expected {offset}: a gap or a duplicate",
+                            spec.job, spec.step
+                        ));
                     }
                     hasher.update(data);
                     offset += data.len() as u64;
@@ -113,9 +136,15 @@ pub async fn follow(spec: TailSpec, timeline: Arc<Timeline>, connected: oneshot:
                     }
                 }
                 Message::Text(t) => {
-                    let v: serde_json::Value = serde_json::from_str(&t).map_err(|e| format!("bad tail status: {e}"))?;
+                    let v: serde_json::Value =
+                        serde_json::from_str(&t).map_err(|e| format!("bad tail status: {e}"))?;
                     if v.get("type").and_then(|t| t.as_str()) == Some("end") {
-                        return Ok(Tailed { length: hasher.len(), checksum: hasher.hex(), latency, reconnects });
+                        return Ok(Tailed {
+                            length: hasher.len(),
+                            checksum: hasher.hex(),
+                            latency,
+                            reconnects,
+                        });
                     }
                 }
                 Message::Close(_) => break,
@@ -124,7 +153,10 @@ pub async fn follow(spec: TailSpec, timeline: Arc<Timeline>, connected: oneshot:
         }
         reconnects += 1;
         if reconnects > 20 {
-            return Err(format!("tail of {}/{} gave up after {reconnects} reconnects at offset {offset}", spec.job, spec.step));
+            return Err(format!(
+                "tail of {}/{} gave up after {reconnects} reconnects at offset {offset}",
+                spec.job, spec.step
+            ));
         }
     }
 }

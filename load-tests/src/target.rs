@@ -27,20 +27,34 @@ struct Spawned {
 
 impl Target {
     pub fn external(url: String, admin_token: String, pids: Vec<u32>) -> Self {
-        Self { url, admin_token, pids, spawned: None }
+        Self {
+            url,
+            admin_token,
+            pids,
+            spawned: None,
+        }
     }
 
     /// Starts `bin serve` on loopback with a fresh data directory (removed afterwards) and
     /// waits until it is healthy. `config` is passed as `--config`; `env` is added to its
     /// environment.
-    pub fn spawn(bin: &Path, config: Option<&Path>, env: &[(String, String)], parent: Option<&Path>) -> Result<Self, String> {
+    pub fn spawn(
+        bin: &Path,
+        config: Option<&Path>,
+        env: &[(String, String)],
+        parent: Option<&Path>,
+    ) -> Result<Self, String> {
         let dir = match parent {
             Some(p) => tempfile::tempdir_in(p),
             None => tempfile::tempdir(),
         }
         .map_err(|e| format!("could not make a data directory: {e}"))?;
-        let http = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?;
-        let quic = UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map_err(|e| e.to_string())?;
+        let http = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?;
+        let quic = UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .map_err(|e| e.to_string())?;
         let log = std::fs::File::create(dir.path().join("serve.log")).map_err(|e| e.to_string())?;
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
@@ -50,7 +64,10 @@ impl Target {
             .arg(http.to_string())
             .arg("--quic-addr")
             .arg(quic.to_string())
-            .env("TAILRACE_LOG", std::env::var("TAILRACE_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "TAILRACE_LOG",
+                std::env::var("TAILRACE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -58,23 +75,45 @@ impl Target {
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
         }
-        let child = cmd.spawn().map_err(|e| format!("could not start {}: {e} (build it: cargo build --release)", bin.display()))?;
+        let child = cmd.spawn().map_err(|e| {
+            format!(
+                "could not start {}: {e} (build it: cargo build --release)",
+                bin.display()
+            )
+        })?;
         let pid = child.id();
-        let mut t = Self { url: format!("http://{http}"), admin_token: String::new(), pids: vec![pid], spawned: Some(Spawned { child, dir }) };
+        let mut t = Self {
+            url: format!("http://{http}"),
+            admin_token: String::new(),
+            pids: vec![pid],
+            spawned: Some(Spawned { child, dir }),
+        };
         let started = Instant::now();
         while !healthy(&http.to_string()) {
             if let Some(s) = t.spawned.as_mut()
                 && let Ok(Some(status)) = s.child.try_wait()
             {
-                return Err(format!("tailrace serve exited ({status}): {}", t.server_log()));
+                return Err(format!(
+                    "tailrace serve exited ({status}): {}",
+                    t.server_log()
+                ));
             }
             if started.elapsed() > Duration::from_secs(60) {
-                return Err(format!("tailrace serve not healthy after 60 s: {}", t.server_log()));
+                return Err(format!(
+                    "tailrace serve not healthy after 60 s: {}",
+                    t.server_log()
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let token_file = t.data_dir().map(|d| d.join("admin-token")).ok_or("no data dir")?;
-        t.admin_token = std::fs::read_to_string(&token_file).map_err(|e| format!("could not read {}: {e}", token_file.display()))?.trim().to_string();
+        let token_file = t
+            .data_dir()
+            .map(|d| d.join("admin-token"))
+            .ok_or("no data dir")?;
+        t.admin_token = std::fs::read_to_string(&token_file)
+            .map_err(|e| format!("could not read {}: {e}", token_file.display()))?
+            .trim()
+            .to_string();
         Ok(t)
     }
 
@@ -107,9 +146,16 @@ impl Drop for Target {
 }
 
 fn healthy(authority: &str) -> bool {
-    let Ok(mut s) = TcpStream::connect(authority) else { return false };
+    let Ok(mut s) = TcpStream::connect(authority) else {
+        return false;
+    };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n").as_bytes()).is_err() {
+    if s.write_all(
+        format!("GET /healthz HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .is_err()
+    {
         return false;
     }
     let mut head = [0u8; 12];

@@ -35,16 +35,31 @@ pub async fn wait_archived(server: &Server, token: &str, sent: &[Sent]) -> Resul
     for (job, steps) in by_job {
         loop {
             let list: Steps = server
-                .json(Method::GET, &format!("/api/v1/jobs/{job}/steps"), Some(token), None)
+                .json(
+                    Method::GET,
+                    &format!("/api/v1/jobs/{job}/steps"),
+                    Some(token),
+                    None,
+                )
                 .await
                 .map_err(|e| format!("could not list steps of {job}: {e}"))?;
-            let pending: Vec<&str> =
-                steps.iter().copied().filter(|s| !list.items.iter().any(|r| r.step == *s && r.archived_at_ms.is_some())).collect();
+            let pending: Vec<&str> = steps
+                .iter()
+                .copied()
+                .filter(|s| {
+                    !list
+                        .items
+                        .iter()
+                        .any(|r| r.step == *s && r.archived_at_ms.is_some())
+                })
+                .collect();
             if pending.is_empty() {
                 break;
             }
             if Instant::now() > deadline {
-                return Err(format!("job {job}: steps {pending:?} not archived in time; is the archiver running?"));
+                return Err(format!(
+                    "job {job}: steps {pending:?} not archived in time; is the archiver running?"
+                ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -55,7 +70,9 @@ pub async fn wait_archived(server: &Server, token: &str, sent: &[Sent]) -> Resul
 /// Reads the step's whole output back and compares it with what was sent.
 pub async fn read_back(server: &Server, token: &str, s: &Sent) -> Result<(), String> {
     let path = format!("/api/v1/jobs/{}/steps/{}/output", s.job, s.step);
-    let (length, checksum) = get_xxh3(server, token, &path).await.map_err(|e| format!("reading back {}/{}: {e}", s.job, s.step))?;
+    let (length, checksum) = get_xxh3(server, token, &path)
+        .await
+        .map_err(|e| format!("reading back {}/{}: {e}", s.job, s.step))?;
     check(s, length, &checksum, "the archive")
 }
 
@@ -72,8 +89,12 @@ pub fn check(s: &Sent, length: u64, checksum: &str, reader: &str) -> Result<(), 
 
 /// Streams a GET body through xxh3 without holding it.
 async fn get_xxh3(server: &Server, token: &str, path: &str) -> Result<(u64, String), String> {
-    let tcp = tokio::net::TcpStream::connect(&server.authority).await.map_err(|e| e.to_string())?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
+    let tcp = tokio::net::TcpStream::connect(&server.authority)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
     let req = http::Request::builder()
         .uri(path)
@@ -101,9 +122,18 @@ mod tests {
 
     #[test]
     fn a_difference_in_length_or_digest_is_a_failure() {
-        let s = Sent { job: "j".into(), step: "s".into(), length: 3, checksum: "abc".into() };
+        let s = Sent {
+            job: "j".into(),
+            step: "s".into(),
+            length: 3,
+            checksum: "abc".into(),
+        };
         assert!(check(&s, 3, "abc", "x").is_ok());
-        assert!(check(&s, 3, "abd", "x").unwrap_err().contains("x holds 3 bytes"));
+        assert!(
+            check(&s, 3, "abd", "x")
+                .unwrap_err()
+                .contains("x holds 3 bytes")
+        );
         assert!(check(&s, 4, "abc", "x").is_err());
     }
 }
