@@ -1,5 +1,6 @@
-//! Hot paths of ingest, measured in bytes per second: frame decoding, the offset rule, the
-//! stream checksum, and appending to a staging file.
+//! Hot paths, measured in bytes per second: frame decoding, the offset rule, the stream
+//! checksum, appending to a staging file, archive segment encoding and ranged decoding (on the
+//! load generator's CI corpus), and JUnit parsing.
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -88,6 +89,42 @@ fn staging_append(c: &mut Criterion) {
     g.finish();
 }
 
+/// Archive segments on realistic CI output (the load generator's corpus): compressing 256 KiB
+/// frames at levels 1 and 3, and a 64 KiB ranged read from the middle of a 16 MiB segment
+/// (find the covering frames, decompress them, cut the range).
+fn segment(c: &mut Criterion) {
+    use tailrace_storage::segment::{compress_frame, covering, decompress_frames, FrameEntry, FRAME_INPUT};
+    let corpus = tailrace_load::corpus::generate(1, 16 << 20);
+    let mut g = c.benchmark_group("segment");
+    g.throughput(Throughput::Bytes(corpus.len() as u64));
+    g.sample_size(10);
+    for level in [1, 3] {
+        g.bench_with_input(BenchmarkId::new("compress_16MiB", format!("level{level}")), &level, |b, &level| {
+            b.iter(|| corpus.chunks(FRAME_INPUT).map(|f| compress_frame(f, level).expect("compress").0.len()).sum::<usize>())
+        });
+    }
+    let (mut object, mut frames) = (Vec::new(), Vec::<FrameEntry>::new());
+    for f in corpus.chunks(FRAME_INPUT) {
+        let (bytes, entry) = compress_frame(f, 1).expect("compress");
+        object.extend_from_slice(&bytes);
+        frames.push(entry);
+    }
+    const RANGE: u64 = 64 * 1024;
+    let start = corpus.len() as u64 / 2 + 12_345;
+    g.throughput(Throughput::Bytes(RANGE));
+    g.sample_size(50);
+    g.bench_function("ranged_read_64KiB", |b| {
+        b.iter(|| {
+            let span = covering(&frames, start, start + RANGE);
+            let r = span.object_range.start as usize..span.object_range.end as usize;
+            let plain = decompress_frames(&object[r], &span.frames).expect("decompress");
+            let from = (start - span.first_offset) as usize;
+            assert_eq!(&plain[from..from + RANGE as usize], &corpus[start as usize..(start + RANGE) as usize]);
+        })
+    });
+    g.finish();
+}
+
 /// JUnit parsing of large real files from the corpus (MB/s of XML).
 fn junit_parse(c: &mut Criterion) {
     use tailrace_ingest::results::{parse_junit, JunitLimits};
@@ -105,5 +142,5 @@ fn junit_parse(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode, offset_rule_and_checksum, staging_append, junit_parse);
+criterion_group!(benches, decode, offset_rule_and_checksum, staging_append, segment, junit_parse);
 criterion_main!(benches);
