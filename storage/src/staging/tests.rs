@@ -158,3 +158,18 @@ async fn a_released_prefix_is_refused_frees_disk_and_survives_a_restart() {
     tier.release(&k).await.unwrap();
     assert!(!dir.path().join("job1/big.rel").exists());
 }
+
+#[test]
+fn cached_reads_return_exactly_the_written_bytes_or_decline() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&path, &data).unwrap();
+    let file = File::open(&path).unwrap();
+    let mut buf = vec![0u8; 100_000];
+    // Just written, so in the page cache: read inline, byte for byte.
+    assert!(read_cached(&file, &mut buf, 123_456));
+    assert_eq!(buf, data[123_456..223_456]);
+    // Past the end there is nothing to read: decline, so the caller's blocking read reports it.
+    assert!(!read_cached(&file, &mut buf, 250_000));
+}
