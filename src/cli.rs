@@ -187,6 +187,15 @@ pub struct RunArgs {
     /// Do not echo the command's output to this terminal.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Mask the value of this environment variable: it is replaced by *** (also base64-, URL-,
+    /// JSON- and shell-encoded, and when split across writes) before output leaves this machine.
+    /// Repeatable. Values shorter than 4 characters are not masked (with a warning). The command
+    /// can add secrets itself by printing a line `::add-mask::VALUE`, which is not sent.
+    #[arg(long = "mask-env", value_name = "NAME")]
+    pub mask_env: Vec<String>,
+    /// Mask every line of this file as a secret (like --mask-env). Repeatable.
+    #[arg(long = "mask-file", value_name = "PATH")]
+    pub mask_file: Vec<PathBuf>,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -271,6 +280,13 @@ pub async fn dispatch(cli: Cli) -> i32 {
         }
         Command::Run(a) => {
             init_logs("warn", false);
+            let secrets = match secrets(&a.mask_env, &a.mask_file) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("tailrace run: {e}");
+                    return EXIT_REFUSED;
+                }
+            };
             let trust = match (a.ca_cert, a.cert_sha256) {
                 (Some(ca), _) => Some(Trust::CaFile(ca)),
                 (None, Some(fp)) => Some(Trust::Fingerprint(fp)),
@@ -282,7 +298,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
                 job: a.job,
                 step: a.step,
                 name: a.name,
-                command: CommandSpec { argv: a.command, pty: a.pty, timeout: a.timeout, kill_grace: a.kill_grace, echo: !a.quiet },
+                command: CommandSpec { argv: a.command, pty: a.pty, timeout: a.timeout, kill_grace: a.kill_grace, echo: !a.quiet, secrets },
                 transport: a.transport,
                 trust,
                 spool_dir: a.spool_dir.unwrap_or_else(std::env::temp_dir),
@@ -352,6 +368,24 @@ pub async fn dispatch(cli: Cli) -> i32 {
 }
 
 /// The server's configuration: the file, then `TAILRACE_*` variables, then `--data-dir`.
+/// The values to mask: named environment variables (unset or empty ones are an error, so a typo
+/// does not silently leave a secret unmasked) and the lines of secret files.
+fn secrets(env_names: &[String], files: &[PathBuf]) -> Result<Vec<Vec<u8>>, String> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut out = Vec::new();
+    for name in env_names {
+        match std::env::var_os(name) {
+            Some(v) if !v.is_empty() => out.push(v.as_bytes().to_vec()),
+            _ => return Err(format!("--mask-env {name}: the variable is not set or empty, so there is nothing to mask; check its name")),
+        }
+    }
+    for f in files {
+        let text = std::fs::read(f).map_err(|e| format!("--mask-file {}: {e}", f.display()))?;
+        out.extend(text.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)).filter(|l| !l.is_empty()).map(<[u8]>::to_vec));
+    }
+    Ok(out)
+}
+
 fn load_config(file: Option<&std::path::Path>, data_dir: Option<PathBuf>) -> Result<ServeConfig, String> {
     let env: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("TAILRACE_")).collect();
     let mut cfg = ServeConfig::load(file, &env)?;

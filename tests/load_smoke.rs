@@ -2,6 +2,8 @@
 //! instrument runs end to end and its byte-exact checks (server END, every tailer, the archive)
 //! pass. Not a timed test: only what was delivered is asserted.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 
 use tailrace_load::{run, RunOptions, Scenario, Target};

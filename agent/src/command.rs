@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::warn;
 
 use crate::now_us;
+use crate::mask::{Patterns, StreamMasker};
 use crate::spool::Spool;
 
 /// What to run and how.
@@ -30,6 +31,9 @@ pub struct CommandSpec {
     pub kill_grace: Duration,
     /// Copy output to the agent's own stdout/stderr too.
     pub echo: bool,
+    /// Values replaced by `***` before output is spooled or echoed (see [`crate::mask`]); the
+    /// command may add more with `::add-mask::VALUE` lines.
+    pub secrets: Vec<Vec<u8>>,
 }
 
 /// How the command ended.
@@ -51,7 +55,13 @@ pub async fn run_command(spec: &CommandSpec, spool: Arc<Spool>, mut cancel: watc
     let started = Instant::now();
     let (tx, rx) = mpsc::channel::<(StreamTag, Bytes)>(8);
     let child = if spec.pty { spawn_pty(&spec.argv, tx) } else { spawn_pipes(&spec.argv, tx) };
-    let pump = tokio::spawn(pump(rx, spool.clone(), spec.echo));
+    let mut patterns = crate::mask::Patterns::default();
+    for secret in &spec.secrets {
+        if !patterns.add(secret) {
+            warn!(len = secret.len(), "a secret shorter than {} characters is not masked", crate::mask::MIN_SECRET);
+        }
+    }
+    let pump = tokio::spawn(pump(rx, spool.clone(), spec.echo, patterns));
     let Started { mut child, readers } = match child {
         Ok(c) => c,
         Err(e) => {
@@ -130,7 +140,7 @@ type EchoChunk = (StreamTag, Bytes, tokio::sync::OwnedSemaphorePermit);
 /// spooling up: if the agent's own stdout is slower than the command by more than
 /// `ECHO_BACKLOG` bytes (a slow terminal, a full pipe), the echo skips output and says so — the
 /// server holds every byte regardless.
-async fn pump(mut rx: mpsc::Receiver<(StreamTag, Bytes)>, spool: Arc<Spool>, echo: bool) {
+async fn pump(mut rx: mpsc::Receiver<(StreamTag, Bytes)>, spool: Arc<Spool>, echo: bool, mut patterns: Patterns) {
     let budget = Arc::new(tokio::sync::Semaphore::new(ECHO_BACKLOG));
     let (echo_tx, echo_task) = if echo {
         let (tx, rx) = mpsc::unbounded_channel::<EchoChunk>();
@@ -139,7 +149,29 @@ async fn pump(mut rx: mpsc::Receiver<(StreamTag, Bytes)>, spool: Arc<Spool>, ech
         (None, None)
     };
     let mut skipped = 0u64;
-    while let Some((tag, bytes)) = rx.recv().await {
+    // One masker per stream: a secret split across writes is found within its own stream.
+    let mut maskers: Vec<(StreamTag, StreamMasker)> = Vec::new();
+    loop {
+        let (tag, bytes) = match rx.recv().await {
+            Some((tag, raw)) => {
+                let i = match maskers.iter().position(|(t, _)| *t == tag) {
+                    Some(i) => i,
+                    None => {
+                        maskers.push((tag, StreamMasker::new()));
+                        maskers.len() - 1
+                    }
+                };
+                (tag, maskers[i].1.push(&mut patterns, &raw))
+            }
+            // The command is done: release what the maskers held back, then stop.
+            None => match maskers.pop() {
+                Some((tag, mut m)) => (tag, m.finish(&mut patterns)),
+                None => break,
+            },
+        };
+        if bytes.is_empty() {
+            continue;
+        }
         if let Err(e) = spool.append(tag, now_us(), bytes.clone()).await {
             // The spool is the only copy: without it nothing can be delivered. Say so loudly.
             eprintln!("tailrace: could not write the output spool: {e}");

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod command;
+pub mod mask;
 pub mod run;
 pub mod sender;
 pub mod spool;

@@ -125,6 +125,35 @@ fn segment(c: &mut Criterion) {
     g.finish();
 }
 
+/// Secret masking in the agent on the corpus in 64 KiB writes, with three secrets (each in its
+/// eleven-odd encodings) that never occur, and with one that occurs once per write.
+fn masking(c: &mut Criterion) {
+    use tailrace_agent::mask::{Patterns, StreamMasker};
+    let corpus = tailrace_load::corpus::generate(2, 16 << 20);
+    let mut g = c.benchmark_group("mask");
+    g.throughput(Throughput::Bytes(corpus.len() as u64));
+    g.sample_size(10);
+    let mut absent = Patterns::default();
+    for s in [&b"ghp_16C7e42F292c6912E7710c838347Ae178B4a"[..], b"AKIAIOSFODNN7EXAMPLE", b"hunter2-deploy-key"] {
+        absent.add(s);
+    }
+    let mut present = absent.clone();
+    present.add(b"Compiling");
+    for (name, patterns) in [("3_secrets_absent", absent), ("secret_in_every_write", present)] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let (mut p, mut m) = (patterns.clone(), StreamMasker::new());
+                let mut n = 0;
+                for chunk in corpus.chunks(64 * 1024) {
+                    n += m.push(&mut p, chunk).len();
+                }
+                n + m.finish(&mut p).len()
+            })
+        });
+    }
+    g.finish();
+}
+
 /// JUnit parsing of large real files from the corpus (MB/s of XML).
 fn junit_parse(c: &mut Criterion) {
     use tailrace_ingest::results::{parse_junit, JunitLimits};
@@ -142,5 +171,5 @@ fn junit_parse(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode, offset_rule_and_checksum, staging_append, segment, junit_parse);
+criterion_group!(benches, decode, offset_rule_and_checksum, staging_append, segment, masking, junit_parse);
 criterion_main!(benches);
