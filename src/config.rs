@@ -30,6 +30,11 @@ pub struct ServeConfig {
     pub quic_streams_per_connection: u32,
     /// QUIC connections at once (one per running `tailrace run`); more wait before the handshake.
     pub quic_max_connections: usize,
+    /// Requests per second each token (or, for requests without a valid token, each client
+    /// address) may make, sustained; 0 turns rate limits off. Ingest streams are not counted.
+    pub rate_limit_rps: u32,
+    /// Requests a caller may make at once above the sustained rate.
+    pub rate_limit_burst: u32,
     /// When bytes count as durable and are acknowledged: `fsync` (default) or `os`.
     pub durability: Durability,
     /// Largest ingest frame payload in bytes. Memory per ingest stream is about this much.
@@ -106,6 +111,8 @@ impl Default for ServeConfig {
             quic_addr: DEFAULT_QUIC_ADDR.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8521))),
             quic_public_addr: None,
             quic_streams_per_connection: 64,
+            rate_limit_rps: 150,
+            rate_limit_burst: 300,
             quic_max_connections: 16384,
             durability: Durability::Fsync,
             max_frame: tailrace_protocol::DEFAULT_MAX_FRAME,
@@ -222,6 +229,12 @@ impl ServeConfig {
         let num = |k: &str| -> Result<Option<u64>, String> {
             get(k).map(|v| v.parse::<u64>().map_err(|_| format!("{k}={v:?} is not a whole number"))).transpose()
         };
+        if let Some(n) = num("TAILRACE_RATE_LIMIT_RPS")? {
+            cfg.rate_limit_rps = u32::try_from(n).map_err(|_| "TAILRACE_RATE_LIMIT_RPS is too large")?;
+        }
+        if let Some(n) = num("TAILRACE_RATE_LIMIT_BURST")? {
+            cfg.rate_limit_burst = u32::try_from(n).map_err(|_| "TAILRACE_RATE_LIMIT_BURST is too large")?;
+        }
         if let Some(n) = num("TAILRACE_QUIC_STREAMS_PER_CONNECTION")? {
             cfg.quic_streams_per_connection = u32::try_from(n).map_err(|_| "TAILRACE_QUIC_STREAMS_PER_CONNECTION is too large")?;
         }

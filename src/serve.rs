@@ -77,6 +77,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
         },
         metrics: QueryMetrics::default(),
         job_token_ttl: Duration::from_secs(cfg.job_token_ttl_secs),
+        rate_limit: tailrace_query::rate_limit::RateLimiter::new(cfg.rate_limit_rps, cfg.rate_limit_burst),
         archive,
         artifacts,
         artifact_serving: tailrace_query::artifacts_api::ArtifactServing {

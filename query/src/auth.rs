@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::extract::FromRequestParts;
 use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
 use tailrace_protocol::token::Claims;
 use tailrace_storage::meta::now_ms;
 
@@ -20,7 +21,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
-        let token = bearer(parts).or_else(|| cookie(parts)).ok_or_else(|| {
+        let token = token_of(&parts.headers).ok_or_else(|| {
             ApiError::Unauthorized(
                 "missing token: send `Authorization: Bearer <token>` (see <data-dir>/admin-token, or `tailrace job create`)".into(),
             )
@@ -34,14 +35,19 @@ impl FromRequestParts<Arc<AppState>> for Caller {
     }
 }
 
-fn bearer(parts: &Parts) -> Option<String> {
-    let v = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+/// The token a request carries: the bearer token, else the `tailrace_token` cookie.
+pub(crate) fn token_of(headers: &HeaderMap) -> Option<String> {
+    bearer(headers).or_else(|| cookie(headers))
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
 }
 
-fn cookie(parts: &Parts) -> Option<String> {
-    parts.headers.get_all(COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|v| {
+fn cookie(headers: &HeaderMap) -> Option<String> {
+    headers.get_all(COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|v| {
         v.split(';').find_map(|kv| kv.trim().strip_prefix("tailrace_token=").map(str::to_string))
     })
 }

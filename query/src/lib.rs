@@ -13,6 +13,7 @@ pub mod lines;
 pub mod ops;
 pub mod output;
 pub mod ranges;
+pub mod rate_limit;
 pub mod server;
 pub mod since;
 pub mod source;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub artifacts: Option<Arc<tailrace_storage::Artifacts>>,
     pub artifact_serving: artifacts_api::ArtifactServing,
     pub jobs: jobs::JobCache,
+    /// Request rate limits per token and per client address; `None` turns them off.
+    pub rate_limit: Option<rate_limit::RateLimiter>,
 }
 
 /// The whole HTTP API.
@@ -88,6 +91,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v2/insights/{vcs}/{org}/{repo}/flaky-tests", get(insights_api::flaky_tests))
         .route("/api/v1/projects/{vcs}/{org}/{repo}/tests/history", get(insights_api::test_history))
         .route("/api/v2/insights/{vcs}/{org}/{repo}/workflows/{workflow}/test-metrics", get(insights_api::test_metrics))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), rate_limit::limit))
         .with_state(state.clone());
     api.merge(tailrace_ingest::http2::router(state.core.clone()))
 }

@@ -59,6 +59,10 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     if let Some(artifacts) = &state.artifacts {
         artifacts.metrics.render(&mut out);
     }
+    if let Some(l) = &state.rate_limit {
+        let name = "tailrace_http_rate_limited_total";
+        let _ = writeln!(out, "# HELP {name} Requests answered 429 by the rate limits.\n# TYPE {name} counter\n{name} {}", l.limited.load(Relaxed));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 

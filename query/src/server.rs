@@ -74,7 +74,7 @@ pub async fn serve(listener: TcpListener, app: Router, limits: HttpLimits, mut s
             _ = stopped(&mut stop) => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let service = TowerToHyperService::new(app.clone().layer(axum::Extension(crate::rate_limit::PeerAddr(peer))));
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
