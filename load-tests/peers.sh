@@ -88,8 +88,8 @@ done
 rm -f "$WORK/z.zst"
 
 if command -v iperf3 >/dev/null; then
-  iperf3 -s -1 -p 18710 >/dev/null 2>&1 & PIDS+=($!)
-  sleep 0.5
+  iperf3 -s -p 18710 >/dev/null 2>&1 & PIDS+=($!)   # stopped by the trap; a one-off server would count the port probe as its client
+  wait_port 18710
   BPS=$(iperf3 -c 127.0.0.1 -p 18710 -t 5 -J | python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"])')
   record "loopback TCP (iperf3, 5 s)" "$(python3 -c "print(int($BPS / 8 * 5))")" 5 0 "one stream"
 fi

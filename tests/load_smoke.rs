@@ -11,7 +11,7 @@ use tailrace_load::{run, RunOptions, Scenario, Target};
 fn smoke(transport: &str) {
     let mut scenario = Scenario::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("load-tests/cases/smoke.toml")).unwrap();
     scenario.transport = transport.into();
-    let target = Target::spawn(Path::new(env!("CARGO_BIN_EXE_tailrace")), None, &[], None).unwrap();
+    let target = Target::spawn(Path::new(env!("CARGO_BIN_EXE_tailrace")), None, None).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let report = rt.block_on(run(scenario.clone(), &target, RunOptions::default())).unwrap();
     let table = report.table();

@@ -17,23 +17,34 @@ fn secrets_never_reach_the_server_or_the_echo() {
     let tmp = tempfile::tempdir().unwrap();
     let secret_file = tmp.path().join("secrets");
     std::fs::write(&secret_file, "file-secret-42\n").unwrap();
-    // Each printf is its own write; the first sleep makes the split secret arrive in two
-    // chunks, the last keeps stderr's line after stdout's in the stored stream.
-    let script = r#"
+    // The test opens each gate once the server shows the output before it: so the split secret
+    // arrives in two chunks, and stderr's line comes after all of stdout in the stored stream.
+    let (gate1, gate2) = (tmp.path().join("gate1"), tmp.path().join("gate2"));
+    let script = format!(
+        r#"
         printf 'env=%s\n' "$DEPLOY_KEY"
         printf 'b64=%s\n' "$(printf 'user:%s' "$DEPLOY_KEY" | base64)"
-        printf 'split=hunt'; sleep 0.3; printf 'er-two-9!\n'
+        printf 'split=hunt'; {}; printf 'er-two-9!\n'
         printf 'url=hunter-two-9%%21 file=file-secret-42\n'
         printf '::add-mask::late-secret-77\n'
         printf 'late=late-secret-77 short=abc\n'
-        sleep 0.3; echo done >&2
-    "#;
-    let out = agent(&server.url(), &token, &job, "mask", &["--mask-env", "DEPLOY_KEY", "--mask-file", secret_file.to_str().unwrap()], &["sh", "-c", script])
+        {}; echo done >&2
+    "#,
+        gate_wait(&gate1),
+        gate_wait(&gate2)
+    );
+    let child = agent(&server.url(), &token, &job, "mask", &["--mask-env", "DEPLOY_KEY", "--mask-file", secret_file.to_str().unwrap()], &["sh", "-c", &script])
         .env("DEPLOY_KEY", "hunter-two-9!")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .output()
+        .spawn()
         .unwrap();
+    let stored_has = |s: &str| String::from_utf8_lossy(&server.output(&job, "mask", None).body).contains(s);
+    wait_until("output up to the split secret", 30, || server.step_len(&job, "mask") > 0 && stored_has("split="));
+    std::fs::write(&gate1, b"").unwrap();
+    wait_until("stdout complete", 30, || stored_has("short=abc\n"));
+    std::fs::write(&gate2, b"").unwrap();
+    let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stored = server.output(&job, "mask", None).body;
     let stored = String::from_utf8(stored).unwrap();

@@ -133,11 +133,31 @@ impl StreamMasker {
     }
 
     /// Takes the next bytes of the stream; returns what may be sent now.
-    pub fn push(&mut self, patterns: &mut Patterns, bytes: &[u8]) -> Bytes {
+    pub fn push(&mut self, patterns: &mut Patterns, bytes: &Bytes) -> Bytes {
+        if let Some(out) = self.pass_through(patterns, bytes) {
+            return out;
+        }
         self.pending.extend_from_slice(bytes);
         let mut out = self.filter_commands(patterns, false);
         out.extend_from_slice(&self.drain(patterns, false));
         Bytes::from(out)
+    }
+
+    /// The common case without copies: no secrets, nothing held, no `::add-mask::` in the chunk
+    /// and its last line cannot be the start of one — the chunk goes out as it came in.
+    fn pass_through(&mut self, patterns: &Patterns, bytes: &Bytes) -> Option<Bytes> {
+        if !patterns.is_empty() || !self.pending.is_empty() || self.in_command || memchr::memmem::find(bytes, ADD_MASK).is_some() {
+            return None;
+        }
+        let (last_line, at_line_start) = match memchr::memrchr(b'\n', bytes) {
+            Some(nl) => (&bytes[nl + 1..], true),
+            None => (&bytes[..], self.at_line_start),
+        };
+        if at_line_start && !last_line.is_empty() && ADD_MASK.starts_with(last_line) {
+            return None;
+        }
+        self.at_line_start = at_line_start && last_line.is_empty();
+        Some(bytes.clone())
     }
 
     /// The stream ended: everything held back, masked.

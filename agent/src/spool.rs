@@ -218,6 +218,11 @@ impl Spool {
         *self.acked.borrow()
     }
 
+    /// Waits until the server has acknowledged at least `n` bytes.
+    pub async fn wait_acked(&self, n: u64) {
+        let _ = self.acked.subscribe().wait_for(|&a| a >= n).await;
+    }
+
     pub fn written(&self) -> Written {
         *self.written.borrow()
     }

@@ -144,11 +144,7 @@ fn main() -> ExitCode {
                 seed: 1,
                 pids: server_pids,
             };
-            let rt = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => return fail(&e.to_string()),
-            };
-            match rt.block_on(tailrace_load::fanout::run(spec)) {
+            match block_on(tailrace_load::fanout::run(spec)) {
                 Ok(report) => finish(&report, json.as_deref()),
                 Err(e) => fail(&e),
             }
@@ -184,22 +180,18 @@ fn main() -> ExitCode {
                 )),
                 None => {
                     let bin = tailrace.unwrap_or_else(|| sibling("tailrace"));
-                    Target::spawn(&bin, server_config.as_deref(), &[], work_dir.as_deref())
+                    Target::spawn(&bin, server_config.as_deref(), work_dir.as_deref())
                 }
             };
             let target = match target {
                 Ok(t) => t,
                 Err(e) => return fail(&e),
             };
-            let rt = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => return fail(&e.to_string()),
-            };
             let opts = RunOptions {
                 progress: !quiet,
                 spool_dir: work_dir,
             };
-            let report = match rt.block_on(run(scenario, &target, opts)) {
+            let report = match block_on(run(scenario, &target, opts)) {
                 Ok(r) => r,
                 Err(e) => return fail(&format!("{e}\n{}", target.server_log())),
             };
@@ -222,6 +214,11 @@ fn finish(report: &tailrace_load::Report, json: Option<&std::path::Path>) -> Exi
     } else {
         ExitCode::from(1)
     }
+}
+
+/// Runs a load future on a fresh runtime.
+fn block_on(f: impl std::future::Future<Output = Result<tailrace_load::Report, String>>) -> Result<tailrace_load::Report, String> {
+    tokio::runtime::Runtime::new().map_err(|e| format!("could not start the runtime: {e}"))?.block_on(f)
 }
 
 /// A binary next to this one (both are built into the same target folder).

@@ -180,9 +180,6 @@ async fn write(
 /// Waits until the server holds every byte, then until every step of the run does, so the
 /// server's memory can be read with all of them open.
 async fn hold_open(spool: &Spool, ticket: crate::run::GateTicket<'_>) {
-    let len = spool.written().len;
-    while spool.acked() < len {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    spool.wait_acked(spool.written().len).await;
     ticket.arrive().await;
 }

@@ -36,14 +36,9 @@ impl Target {
     }
 
     /// Starts `bin serve` on loopback with a fresh data directory (removed afterwards) and
-    /// waits until it is healthy. `config` is passed as `--config`; `env` is added to its
-    /// environment.
-    pub fn spawn(
-        bin: &Path,
-        config: Option<&Path>,
-        env: &[(String, String)],
-        parent: Option<&Path>,
-    ) -> Result<Self, String> {
+    /// waits until it is healthy. `config` is passed as `--config`; the data directory is made
+    /// under `parent` (the system's temporary folder by default).
+    pub fn spawn(bin: &Path, config: Option<&Path>, parent: Option<&Path>) -> Result<Self, String> {
         let dir = match parent {
             Some(p) => tempfile::tempdir_in(p),
             None => tempfile::tempdir(),
@@ -68,7 +63,6 @@ impl Target {
                 "TAILRACE_LOG",
                 std::env::var("TAILRACE_LOG").unwrap_or_else(|_| "warn".into()),
             )
-            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);

@@ -655,6 +655,12 @@ impl Drop for S3Server {
 /// A step that prints `parts[0]`, then each further part once the test opens its gate
 /// ([`GatedStep::open`]`(i)` lets `parts[i]` out): the test, not the clock, decides when the step
 /// goes on. An empty last part keeps the step running until its gate opens.
+/// A shell line that waits until the file `gate` exists: the test, not the clock, decides when a
+/// script goes on.
+pub fn gate_wait(gate: &Path) -> String {
+    format!("while [ ! -e '{}' ]; do sleep 0.05; done", gate.display())
+}
+
 pub struct GatedStep {
     dir: tempfile::TempDir,
     cmd: Vec<String>,
@@ -668,7 +674,7 @@ impl GatedStep {
             let file = dir.path().join(format!("part{i}"));
             std::fs::write(&file, part).expect("write");
             if i > 0 {
-                script.push(format!("while [ ! -e '{}' ]; do sleep 0.05; done", dir.path().join(format!("gate{i}")).display()));
+                script.push(gate_wait(&dir.path().join(format!("gate{i}"))));
             }
             script.push(format!("cat '{}'", file.display()));
         }
