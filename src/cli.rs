@@ -55,9 +55,12 @@ pub enum Command {
     /// `retention_test_results_days`. `serve` does the same every `expiry_sweep_secs`;
     /// this runs one sweep now, against the same data directory and config.
     Gc(GcArgs),
-    /// Tokens for readers (dashboards, people, `tailrace tail`).
+    /// Tokens for readers (dashboards, people, `tailrace tail`), and revocation of any token.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The server's token-signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Upload test results (JUnit XML, or JSON records) to a job: files, or directories
     /// searched recursively for *.xml and *.json, as CircleCI's store_test_results does. Use the
     /// job's token; results may be uploaded while the job still runs. Prints each file's counts
@@ -97,6 +100,42 @@ fn parse_as_of(s: &str) -> Result<u64, String> {
 pub enum TokenCommand {
     /// Issue a token that may read every job of one project (needs the admin token). Prints it.
     Create(TokenCreateArgs),
+    /// Revoke a token on every node at once: with --id, any token (needs the admin token; ids
+    /// are printed when tokens are issued and recorded in the audit log); without, the token
+    /// given by --token / TAILRACE_TOKEN itself (e.g. a job token that leaked).
+    Revoke(TokenRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenRevokeArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Id of the token to revoke.
+    #[arg(long)]
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a new signing key that signs every token from now on. Tokens signed by the previous
+    /// key stay valid for --grace, then are refused. Edits the key file in place; a running
+    /// server reloads it within seconds and rewrites its admin-token file. In a cluster, run it
+    /// against the shared key file (`signing_keys_file`).
+    Rotate(KeysRotateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeysRotateArgs {
+    /// Data directory of the server. [default: ./tailrace-data]
+    #[arg(long, env = "TAILRACE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The server's TOML config file (for `signing_keys_file`).
+    #[arg(long, env = "TAILRACE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// How long tokens of the previous key stay valid, e.g. 24h; 0s refuses them at once
+    /// (after a key leaked).
+    #[arg(long, value_parser = parse_duration, default_value = "24h")]
+    pub grace: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -109,6 +148,9 @@ pub struct TokenCreateArgs {
     /// Lifetime, e.g. 12h or 30m.
     #[arg(long, value_parser = parse_duration, default_value = "720h")]
     pub ttl: Duration,
+    /// Print the whole answer as JSON (with the token's id and expiry).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Where the server is and the token to use.
@@ -332,6 +374,21 @@ pub async fn dispatch(cli: Cli) -> i32 {
             }
         }
         Command::Token(TokenCommand::Create(a)) => token_create(a).await,
+        Command::Token(TokenCommand::Revoke(a)) => token_revoke(a).await,
+        Command::Keys(KeysCommand::Rotate(a)) => {
+            init_logs("warn", false);
+            let cfg = match load_config(a.config.as_deref(), a.data_dir) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            match crate::keys::rotate(&crate::keys::path(&cfg), a.grace) {
+                Ok(msg) => {
+                    println!("{msg}");
+                    0
+                }
+                Err(e) => fail(&e),
+            }
+        }
         Command::Gc(a) => gc(a).await,
         Command::StoreArtifacts(a) => {
             init_logs("warn", false);
@@ -413,8 +470,14 @@ async fn gc(a: GcArgs) -> i32 {
         let (live, meta) = crate::serve::open_storage(&cfg)?;
         let store = crate::store::build(&cfg)?;
         let archive = crate::serve::open_archive(&cfg, store.clone(), &live, &meta);
-        let artifacts = crate::serve::open_artifacts(&cfg, store, &meta);
-        crate::serve::sweep(&cfg, &archive, &artifacts, now, a.dry_run).await
+        let artifacts = crate::serve::open_artifacts(&cfg, store.clone(), &meta);
+        let swept = crate::serve::sweep(&cfg, &archive, &artifacts, now, a.dry_run).await?;
+        if !a.dry_run && !swept.is_empty() {
+            let audit = tailrace_storage::AuditLog::start(store, &format!("gc{}", std::process::id()), Default::default());
+            audit.record("expired", None, swept.audit_fields());
+            audit.flush().await;
+        }
+        Ok::<_, String>(swept)
     }
     .await;
     match result {
@@ -454,8 +517,31 @@ async fn token_create(a: TokenCreateArgs) -> i32 {
     };
     let body = serde_json::json!({ "project": a.project, "ttl_secs": a.ttl.as_secs() });
     match server.json::<serde_json::Value>(http_method_post(), "/api/v1/tokens", Some(&a.client.token), Some(body)).await {
+        Ok(v) if a.json => {
+            println!("{v}");
+            0
+        }
         Ok(v) => {
             println!("{}", v["token"].as_str().unwrap_or_default());
+            0
+        }
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+async fn token_revoke(a: TokenRevokeArgs) -> i32 {
+    init_logs("warn", false);
+    let server = match Server::parse(&a.client.server) {
+        Ok(s) => s,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let body = match &a.id {
+        Some(id) => serde_json::json!({ "token_id": id }),
+        None => serde_json::json!({ "token": a.client.token }),
+    };
+    match server.json::<serde_json::Value>(http_method_post(), "/api/v1/tokens/revoke", Some(&a.client.token), Some(body)).await {
+        Ok(v) => {
+            println!("revoked token {}", v["token_id"].as_str().unwrap_or_default());
             0
         }
         Err(e) => fail(&e.to_string()),

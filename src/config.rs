@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tailrace_storage::Durability;
 
 /// Default HTTP listen address: API, websocket tail, HTTP/2 ingest, metrics.
@@ -13,7 +13,7 @@ pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8520";
 pub const DEFAULT_QUIC_ADDR: &str = "127.0.0.1:8521";
 
 /// Everything `tailrace serve` can be told. Unknown keys are an error, so typos are caught.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServeConfig {
     /// Where staging files, the SQLite database, TLS material and tokens live.
@@ -41,6 +41,19 @@ pub struct ServeConfig {
     pub max_frame: usize,
     /// Lifetime of job tokens, in seconds.
     pub job_token_ttl_secs: u64,
+    /// The signing-key file (JSON, mode 0600; `tailrace keys rotate` adds a key). Reloaded when
+    /// it changes. Default: `<data_dir>/signing-keys.json`, created on first start.
+    pub signing_keys_file: Option<PathBuf>,
+    /// Steps one token may stream at once; more are refused until one ends. 0: no limit.
+    pub ingest_steps_per_token: u32,
+    /// Output bytes per second (MiB) one token may stream, over all its steps; a faster agent
+    /// is slowed down (its spool holds the rest), not refused. 0: no limit.
+    pub ingest_mib_per_sec_per_token: u64,
+    /// PEM certificate chain for the HTTP listener; with `http_tls_key`, the API, websocket tail
+    /// and HTTP/2 ingest are served over TLS only. Both files are reloaded when they change.
+    pub http_tls_cert: Option<PathBuf>,
+    /// PEM private key for the HTTP listener.
+    pub http_tls_key: Option<PathBuf>,
     /// PEM certificate chain for QUIC; with `tls_key`. Default: self-signed in `<data_dir>/tls`.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for QUIC.
@@ -117,6 +130,11 @@ impl Default for ServeConfig {
             durability: Durability::Fsync,
             max_frame: tailrace_protocol::DEFAULT_MAX_FRAME,
             job_token_ttl_secs: 24 * 3600,
+            signing_keys_file: None,
+            ingest_steps_per_token: 256,
+            ingest_mib_per_sec_per_token: 0,
+            http_tls_cert: None,
+            http_tls_key: None,
             tls_cert: None,
             tls_key: None,
             log_format: "text".into(),
@@ -146,7 +164,7 @@ impl Default for ServeConfig {
 }
 
 /// Kinds of object store for the archive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ArchiveStore {
     Local,
@@ -223,6 +241,15 @@ impl ServeConfig {
         if let Some(v) = get("TAILRACE_ARCHIVE_ENDPOINT") {
             cfg.archive_endpoint = Some(v.clone());
         }
+        if let Some(v) = get("TAILRACE_SIGNING_KEYS_FILE") {
+            cfg.signing_keys_file = Some(v.into());
+        }
+        if let Some(v) = get("TAILRACE_HTTP_TLS_CERT") {
+            cfg.http_tls_cert = Some(v.into());
+        }
+        if let Some(v) = get("TAILRACE_HTTP_TLS_KEY") {
+            cfg.http_tls_key = Some(v.into());
+        }
         if let Some(v) = get("TAILRACE_RETENTION_LOGS_DAYS") {
             cfg.retention_logs_days = Some(v.parse().map_err(|_| format!("TAILRACE_RETENTION_LOGS_DAYS={v:?} is not a number of days"))?);
         }
@@ -234,6 +261,12 @@ impl ServeConfig {
         }
         if let Some(n) = num("TAILRACE_RATE_LIMIT_BURST")? {
             cfg.rate_limit_burst = u32::try_from(n).map_err(|_| "TAILRACE_RATE_LIMIT_BURST is too large")?;
+        }
+        if let Some(n) = num("TAILRACE_INGEST_STEPS_PER_TOKEN")? {
+            cfg.ingest_steps_per_token = u32::try_from(n).map_err(|_| "TAILRACE_INGEST_STEPS_PER_TOKEN is too large")?;
+        }
+        if let Some(n) = num("TAILRACE_INGEST_MIB_PER_SEC_PER_TOKEN")? {
+            cfg.ingest_mib_per_sec_per_token = n;
         }
         if let Some(n) = num("TAILRACE_QUIC_STREAMS_PER_CONNECTION")? {
             cfg.quic_streams_per_connection = u32::try_from(n).map_err(|_| "TAILRACE_QUIC_STREAMS_PER_CONNECTION is too large")?;

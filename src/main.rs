@@ -4,6 +4,7 @@
 mod artifacts;
 mod cli;
 mod config;
+mod keys;
 mod serve;
 mod store;
 mod test_results;

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use tailrace_ingest::quic::QuicLimits;
 use tailrace_ingest::{tls, Archiving, IngestCore, IngestLimits, IngestMetrics};
-use tailrace_protocol::token::{Claims, Scope, TokenKey};
+use tailrace_protocol::token::Keyring;
 use tailrace_query::server::HttpLimits;
 use tailrace_query::{AppState, IngestInfo, QueryMetrics};
 use object_store::ObjectStore;
-use tailrace_storage::{Archive, ArchiveConfig, ArtifactConfig, Artifacts, LiveTier, MetaStore, SqliteMeta, StagingTier};
+use tailrace_storage::{Archive, ArchiveConfig, AuditConfig, AuditLog, ArtifactConfig, Artifacts, LiveTier, MetaStore, SqliteMeta, StagingTier};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::info;
 
@@ -23,22 +23,25 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
     raise_fd_limit();
     let data = &cfg.data_dir;
     std::fs::create_dir_all(data).map_err(|e| format!("could not create data dir {}: {e}", data.display()))?;
-    let keys = TokenKey::from_bytes(load_or_create_key(&data.join("signing-key"))?);
+    let store = crate::store::build(&cfg)?;
+    let node: [u8; 6] = rand::random();
+    let audit = AuditLog::start(store.clone(), &node.iter().map(|b| format!("{b:02x}")).collect::<String>(), AuditConfig::default());
+    record_config(&cfg, &audit);
+    let key_path = crate::keys::path(&cfg);
+    let keys = Arc::new(Keyring::new(crate::keys::load_or_create(&key_path, data)?).map_err(|e| format!("{}: {e}", key_path.display()))?);
     let admin_path = data.join("admin-token");
-    if !admin_path.exists() {
-        let token = keys.sign(&Claims { scope: Scope::Admin, exp: None });
-        write_private(&admin_path, format!("{token}\n").as_bytes())?;
-    }
+    crate::keys::ensure_admin_token(&admin_path, &keys, &audit)?;
+    tokio::spawn(crate::keys::watch(key_path, admin_path.clone(), keys.clone(), audit.clone()));
     let (live, meta) = open_storage(&cfg)?;
+    tokio::spawn(refresh_revocations(meta.clone(), keys.clone()));
     let (archive, archiving, artifacts) = if cfg.archive {
-        let store = crate::store::build(&cfg)?;
         let archive = open_archive(&cfg, store.clone(), &live, &meta);
         let artifacts = Arc::new(open_artifacts(&cfg, store, &meta));
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(archive.clone().run(rx));
         info!(level = cfg.archive_level, live_mib = cfg.archive_live_mib, live_age_secs = cfg.archive_live_age_secs, "archiving steps as they run and end");
         if cfg.retention_logs_days.is_some() || cfg.retention_test_results_days.is_some() || cfg.retention_artifacts_days.is_some() {
-            tokio::spawn(expiry_loop(cfg.clone(), archive.clone(), artifacts.clone()));
+            tokio::spawn(expiry_loop(cfg.clone(), archive.clone(), artifacts.clone(), audit.clone()));
         }
         (Some(archive.clone()), Some(Archiving { queue: tx, archive }), Some(artifacts))
     } else {
@@ -48,9 +51,16 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
         live,
         meta,
         keys,
-        limits: IngestLimits { max_frame: cfg.max_frame, ..Default::default() },
+        limits: IngestLimits {
+            max_frame: cfg.max_frame,
+            steps_per_token: cfg.ingest_steps_per_token,
+            bytes_per_sec_per_token: cfg.ingest_mib_per_sec_per_token.saturating_mul(1 << 20),
+            ..Default::default()
+        },
         metrics: IngestMetrics::default(),
         archiving,
+        audit: audit.clone(),
+        tokens: Default::default(),
     });
 
     let material = tls::load_or_create(cfg.tls_cert.as_deref(), cfg.tls_key.as_deref(), &data.join("tls"))
@@ -104,7 +114,40 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
     let _ = stop_tx.send(true);
     endpoint.close(0u32.into(), b"server shutting down");
     let _ = server.await;
+    audit.flush().await;
     Ok(())
+}
+
+/// Records the configuration in the audit log at every start, with the settings that changed
+/// since the previous start (remembered in `<data_dir>/last-config.json`).
+fn record_config(cfg: &ServeConfig, audit: &AuditLog) {
+    let now = serde_json::to_value(cfg).unwrap_or_default();
+    let last_path = cfg.data_dir.join("last-config.json");
+    let last: Option<serde_json::Value> = std::fs::read(&last_path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let changed: Vec<String> = match (&now, &last) {
+        (serde_json::Value::Object(n), Some(serde_json::Value::Object(l))) => {
+            n.iter().filter(|(k, v)| l.get(*k) != Some(*v)).map(|(k, _)| k.clone()).collect()
+        }
+        _ => Vec::new(),
+    };
+    let event = if last.is_some() && !changed.is_empty() { "config_changed" } else { "config_loaded" };
+    audit.record(event, None, serde_json::json!({"config": now, "changed": changed, "version": env!("CARGO_PKG_VERSION")}));
+    if let Err(e) = write_private_atomic(&last_path, now.to_string().as_bytes()) {
+        tracing::warn!(error = %e, "could not remember the configuration for the next start's audit record");
+    }
+}
+
+/// Keeps the keyring's revoked token ids in step with the metadata store, where every node
+/// records revocations.
+async fn refresh_revocations(meta: Arc<dyn MetaStore>, keys: Arc<Keyring>) {
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        every.tick().await;
+        match meta.revoked_tokens(tailrace_storage::meta::now_ms() / 1000).await {
+            Ok(ids) => keys.set_revoked(ids),
+            Err(e) => tracing::warn!(error = %e, "could not load revoked tokens; keeping the last known list"),
+        }
+    }
 }
 
 /// The live tier and the metadata store of a deployment.
@@ -161,6 +204,20 @@ impl Swept {
     pub fn is_empty(&self) -> bool {
         self.steps.is_empty() && self.test_results.is_empty() && self.artifacts.is_empty()
     }
+
+    /// What the audit log records of a sweep: counts, bytes, and the first 1,000 names of each.
+    pub fn audit_fields(&self) -> serde_json::Value {
+        const MAX: usize = 1000;
+        serde_json::json!({
+            "steps": self.steps.len(),
+            "step_bytes": self.steps.iter().map(|(_, n)| n).sum::<u64>(),
+            "step_ids": self.steps.iter().take(MAX).map(|(k, _)| k.to_string()).collect::<Vec<_>>(),
+            "test_result_files": self.test_results.len(),
+            "test_result_keys": self.test_results.iter().take(MAX).collect::<Vec<_>>(),
+            "artifacts": self.artifacts.len(),
+            "artifact_paths": self.artifacts.iter().take(MAX).map(|(j, p, _)| format!("{j}/{p}")).collect::<Vec<_>>(),
+        })
+    }
 }
 
 /// One expiry sweep as of `now_ms`: step output past `retention_logs_days`, raw test-result
@@ -181,13 +238,14 @@ pub async fn sweep(cfg: &ServeConfig, archive: &Archive, artifacts: &Artifacts, 
 }
 
 /// Runs the expiry sweep every `expiry_sweep_secs`.
-async fn expiry_loop(cfg: ServeConfig, archive: Arc<Archive>, artifacts: Arc<Artifacts>) {
+async fn expiry_loop(cfg: ServeConfig, archive: Arc<Archive>, artifacts: Arc<Artifacts>, audit: Arc<AuditLog>) {
     let mut every = tokio::time::interval(Duration::from_secs(cfg.expiry_sweep_secs.max(1)));
     loop {
         every.tick().await;
         match sweep(&cfg, &archive, &artifacts, tailrace_storage::meta::now_ms(), false).await {
             Ok(s) if !s.is_empty() => {
-                info!(steps = s.steps.len(), test_result_files = s.test_results.len(), artifacts = s.artifacts.len(), "expired data past retention")
+                info!(steps = s.steps.len(), test_result_files = s.test_results.len(), artifacts = s.artifacts.len(), "expired data past retention");
+                audit.record("expired", None, s.audit_fields());
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "expiry sweep failed; will retry"),
@@ -203,26 +261,19 @@ async fn shutdown_signal() {
     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+/// Writes `bytes` to `path` readable by its owner only, atomically (a temporary file, synced,
+/// renamed over it).
+pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
+        .open(&tmp)
         .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()))
+        .and_then(|_| std::fs::rename(&tmp, path))
         .map_err(|e| format!("could not write {}: {e}", path.display()))
-}
-
-fn load_or_create_key(path: &Path) -> Result<[u8; 32], String> {
-    match std::fs::read(path) {
-        Ok(b) => b.try_into().map_err(|_| format!("{} is not a 32-byte key; delete it to make a new one (old tokens stop working)", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key: [u8; 32] = rand::random();
-            write_private(path, &key)?;
-            Ok(key)
-        }
-        Err(e) => Err(format!("could not read {}: {e}", path.display())),
-    }
 }
 
 /// Each open step holds a staging file; lift the soft limit on open files to the hard limit.

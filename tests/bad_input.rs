@@ -65,7 +65,7 @@ async fn garbage_and_bad_frames_get_clear_errors_on_both_transports() {
         assert_eq!(kind, ErrorKind::TooLarge, "{transport:?}: {msg}");
         assert!(msg.contains("over the limit"), "{msg}");
 
-        let forged = "tr1.eyJraW5kIjoiYWRtaW4ifQ.c2lnbmF0dXJl";
+        let forged = "tr2.1.eyJraW5kIjoiYWRtaW4iLCJpZCI6IjAwIn0.c2lnbmF0dXJl";
         let (kind, msg) = error_of(&send_raw(&server, transport, vec![open("s", forged)]).await);
         assert_eq!(kind, ErrorKind::Unauthorized, "{transport:?}: {msg}");
         assert!(msg.contains("signature is invalid"), "{msg}");
@@ -110,7 +110,7 @@ fn bad_tokens_are_refused_by_the_cli_with_what_to_do() {
     };
     let check = |job: &str, token: &str, expected: &str| check_on(&server, job, token, expected);
     check(&job_b, &token_a, "does not allow writing job");
-    check(&job_a, "tr1.eyJraW5kIjoiYWRtaW4ifQ.c2lnbmF0dXJl", "signature is invalid");
+    check(&job_a, "tr2.1.eyJraW5kIjoiYWRtaW4iLCJpZCI6IjAwIn0.c2lnbmF0dXJl", "signature is invalid");
     check(&job_a, "not-a-token", "malformed");
     check("nonexistent-job", &server.admin_token(), "does not exist");
     // A server whose job tokens expire as they are issued.

@@ -34,8 +34,12 @@ async fn open_step(c: &mut Connector, job: &str, token: &str, i: usize) -> StepS
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_open_steps_cost_bounded_memory() {
-    // One connection carries all thousand steps here, so it must allow that many streams.
-    let server = Server::start_with(vec![("TAILRACE_QUIC_STREAMS_PER_CONNECTION".into(), "1024".into())]);
+    // One connection carries all thousand steps of one job here, so it must allow that many
+    // streams, and the job token that many steps at once.
+    let server = Server::start_with(vec![
+        ("TAILRACE_QUIC_STREAMS_PER_CONNECTION".into(), "1024".into()),
+        ("TAILRACE_INGEST_STEPS_PER_TOKEN".into(), "0".into()),
+    ]);
     let (job, token) = server.create_job();
     let mut c = Connector::new(ApiServer::parse(&server.url()).unwrap(), TransportChoice::Quic, None);
     let mut streams = Vec::with_capacity(STEPS);

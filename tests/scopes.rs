@@ -1,6 +1,6 @@
 //! The scope table of README's "HTTP API", enforced endpoint by endpoint: each endpoint is called
 //! with every kind of token — admin, the job's own, another job's, the project's read token,
-//! another project's, forged, expired, none — and must answer 2xx exactly to the tokens its
+//! another project's, forged, expired, revoked, none — and must answer 2xx exactly to the tokens its
 //! row allows, 401 to invalid ones and 403/404 to valid tokens without the scope. Then no
 //! token appears in the server's debug log or the agent's output.
 
@@ -11,7 +11,7 @@ mod common;
 use std::process::{Command, Stdio};
 
 use common::*;
-use tailrace_protocol::token::{Claims, Scope, TokenKey};
+use tailrace_protocol::token::{Claims, KeySet, Keyring, Scope};
 
 fn cli_json(server: &Server, args: &[&str]) -> serde_json::Value {
     let out = Command::new(BIN).args(args).args(["--server", &server.url(), "--json"]).env("TAILRACE_TOKEN", server.admin_token()).output().unwrap();
@@ -37,10 +37,11 @@ enum Who {
     OtherProjectRead,
     Forged,
     Expired,
+    Revoked,
     Nobody,
 }
 use Who::*;
-const EVERYONE: [Who; 8] = [Admin, OwnJob, OtherJob, ProjectRead, OtherProjectRead, Forged, Expired, Nobody];
+const EVERYONE: [Who; 9] = [Admin, OwnJob, OtherJob, ProjectRead, OtherProjectRead, Forged, Expired, Revoked, Nobody];
 const READ: &[Who] = &[Admin, OwnJob, ProjectRead];
 const PROJECT_READ: &[Who] = &[Admin, ProjectRead];
 const JOB_WRITE: &[Who] = &[Admin, OwnJob];
@@ -57,10 +58,18 @@ fn every_endpoint_answers_exactly_the_scopes_of_its_row_and_no_token_is_logged()
     let other_project_job = other["job_id"].as_str().unwrap().to_string();
     let project_read = read_token(&server, "gh/acme/app");
     let other_project_read = read_token(&server, "gh/other/lib");
-    let key: [u8; 32] = std::fs::read(server.data_dir().join("signing-key")).unwrap().try_into().unwrap();
-    let expired = TokenKey::from_bytes(key).sign(&Claims { scope: Scope::Job { job: job.clone(), project: "gh/acme/app".into() }, exp: Some(1) });
+    let keys: KeySet = serde_json::from_slice(&std::fs::read(server.data_dir().join("signing-keys.json")).unwrap()).unwrap();
+    let keys = Keyring::new(keys).unwrap();
+    let expired = keys.sign(&Claims::new(Scope::Job { job: job.clone(), project: "gh/acme/app".into() }, Some(1)));
     // An admin token signed with another key: the shape is right, the signature is not.
-    let forged = TokenKey::from_bytes([7; 32]).sign(&Claims { scope: Scope::Admin, exp: None });
+    let forged = Keyring::new(KeySet::single([7; 32])).unwrap().sign(&Claims::new(Scope::Admin, None));
+    // A read token of the project, revoked by its holder.
+    let revoked = read_token(&server, "gh/acme/app");
+    let body = serde_json::json!({ "token": revoked }).to_string();
+    let r = http_call(&server.url(), "POST", "/api/v1/tokens/revoke", None, &[("content-type", "application/json")], body.as_bytes()).unwrap();
+    assert_eq!(r.status, 401, "revoking needs a token to authenticate with");
+    let r = http_call(&server.url(), "POST", "/api/v1/tokens/revoke", Some(&revoked), &[("content-type", "application/json")], body.as_bytes()).unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let admin = server.admin_token();
     let token = |w: Who| -> Option<String> {
         match w {
@@ -71,6 +80,7 @@ fn every_endpoint_answers_exactly_the_scopes_of_its_row_and_no_token_is_logged()
             OtherProjectRead => Some(other_project_read.clone()),
             Forged => Some(forged.clone()),
             Expired => Some(expired.clone()),
+            Revoked => Some(revoked.clone()),
             Nobody => None,
         }
     };
@@ -121,7 +131,13 @@ fn every_endpoint_answers_exactly_the_scopes_of_its_row_and_no_token_is_logged()
         expect(&r, who, JOB_WRITE.contains(&who), "POST tests");
         let r = put(&format!("w{i}.txt"), t);
         expect(&r, who, JOB_WRITE.contains(&who), "PUT artifact");
-        checked += 4;
+        // Revoking by id is the admin's; a throwaway token is the target.
+        let target = http_call(&server.url(), "POST", "/api/v1/tokens", Some(&admin), &[("content-type", "application/json")], br#"{"project":"gh/acme/app"}"#).unwrap();
+        let target: serde_json::Value = serde_json::from_slice(&target.body).unwrap();
+        let body = serde_json::json!({ "token_id": target["token_id"] }).to_string();
+        let r = http_call(&server.url(), "POST", "/api/v1/tokens/revoke", t, &[("content-type", "application/json")], body.as_bytes()).unwrap();
+        expect(&r, who, ADMIN.contains(&who), "POST /api/v1/tokens/revoke by id");
+        checked += 5;
     }
     // A token cannot read or write a job of another project, whatever the path says.
     for path in [format!("/api/v1/jobs/{other_project_job}"), format!("/api/v1/jobs/{other_project_job}/steps")] {
@@ -138,7 +154,7 @@ fn every_endpoint_answers_exactly_the_scopes_of_its_row_and_no_token_is_logged()
     let log = server.log();
     assert!(log.contains("DEBUG"), "the log was at debug level");
     let outputs = [log, String::from_utf8_lossy(&run.stderr).into_owned()];
-    for t in [&admin, &own, &other_job, &project_read, &other_project_read, &forged, &expired] {
+    for t in [&admin, &own, &other_job, &project_read, &other_project_read, &forged, &expired, &revoked] {
         let sig = t.rsplit('.').next().unwrap();
         for text in &outputs {
             assert!(!text.contains(t.as_str()) && !text.contains(sig), "a token leaked into the logs");
@@ -150,7 +166,7 @@ fn expect(r: &HttpResponse, who: Who, allowed: bool, what: &str) {
     let body = String::from_utf8_lossy(&r.body);
     match (allowed, who) {
         (true, _) => assert!((200..300).contains(&r.status), "{what} as {who:?}: {} {body}", r.status),
-        (false, Forged | Expired | Nobody) => assert_eq!(r.status, 401, "{what} as {who:?}: {body}"),
+        (false, Forged | Expired | Revoked | Nobody) => assert_eq!(r.status, 401, "{what} as {who:?}: {body}"),
         (false, _) => assert!(matches!(r.status, 403 | 404), "{what} as {who:?}: {} {body}", r.status),
     }
 }

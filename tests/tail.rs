@@ -103,7 +103,7 @@ async fn tails_need_a_token_that_can_read_the_job() {
     // Another job's token, a forged token and no token are refused before the upgrade.
     let err = connect(&server, &job_b, "s", 0, &token_a).await.unwrap_err();
     assert!(err.contains("404"), "{err}");
-    let err = connect(&server, &job_a, "s", 0, "tr1.e30.AAAA").await.unwrap_err();
+    let err = connect(&server, &job_a, "s", 0, "tr2.1.e30.AAAA").await.unwrap_err();
     assert!(err.contains("401"), "{err}");
     let r = http_get(&server.url(), &format!("/api/v1/jobs/{job_a}/steps/s/output"), None, None).unwrap();
     assert_eq!(r.status, 401);

@@ -10,17 +10,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tailrace_protocol::token::TokenKey;
+use tailrace_protocol::token::{Claims, Keyring};
 use tailrace_protocol::{
     Accept, Data, Decoder, End, ErrorFrame, ErrorKind, Frame, FrameError, Open,
 };
 use tailrace_storage::meta::now_ms;
-use tailrace_storage::{AppendOutcome, Archive, LiveError, LiveTier, MetaStore, StepEnd, StepKey};
+use tailrace_storage::{AppendOutcome, Archive, AuditLog, LiveError, LiveTier, MetaStore, StepEnd, StepKey};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::metrics::IngestMetrics;
+use crate::quota::{StreamPermit, TokenQuotas};
 
 /// Limits that bound what one stream may cost.
 #[derive(Debug, Clone)]
@@ -30,11 +31,20 @@ pub struct IngestLimits {
     pub max_frame: usize,
     /// How long a new stream may take to send OPEN.
     pub open_timeout: Duration,
+    /// Streams one token may have open at once; 0: no limit.
+    pub steps_per_token: u32,
+    /// Bytes per second one token may send over all its streams; 0: no limit.
+    pub bytes_per_sec_per_token: u64,
 }
 
 impl Default for IngestLimits {
     fn default() -> Self {
-        Self { max_frame: tailrace_protocol::DEFAULT_MAX_FRAME, open_timeout: Duration::from_secs(10) }
+        Self {
+            max_frame: tailrace_protocol::DEFAULT_MAX_FRAME,
+            open_timeout: Duration::from_secs(10),
+            steps_per_token: 256,
+            bytes_per_sec_per_token: 0,
+        }
     }
 }
 
@@ -42,11 +52,16 @@ impl Default for IngestLimits {
 pub struct IngestCore {
     pub live: Arc<dyn LiveTier>,
     pub meta: Arc<dyn MetaStore>,
-    pub keys: TokenKey,
+    /// Token keys and revoked token ids, shared with the HTTP API.
+    pub keys: Arc<Keyring>,
     pub limits: IngestLimits,
     pub metrics: IngestMetrics,
     /// The archiver, when there is one.
     pub archiving: Option<Archiving>,
+    /// Where failed authentication is recorded.
+    pub audit: Arc<AuditLog>,
+    /// Streams and bytes of each token streaming now.
+    pub tokens: TokenQuotas,
 }
 
 /// How ingest works with the archiver.
@@ -95,13 +110,26 @@ impl IngestCore {
             }
         };
         let key = StepKey::new(open.job.clone(), open.step.clone());
-        if let Err(msg) = self.authorize(&open).await {
-            IngestMetrics::inc(&self.metrics.errors_unauthorized);
-            return self.refuse(&out, ErrorKind::Unauthorized, msg, None, peer).await;
-        }
+        let claims = match self.authorize(&open).await {
+            Ok(claims) => claims,
+            Err(msg) => {
+                IngestMetrics::inc(&self.metrics.errors_unauthorized);
+                self.audit.record("auth_failed", None, serde_json::json!({"via": "ingest", "job": open.job.as_str(), "step": open.step.as_str(), "reason": msg, "peer": peer}));
+                return self.refuse(&out, ErrorKind::Unauthorized, msg, None, peer).await;
+            }
+        };
+        let permit = match self.tokens.open(&claims.id, self.limits.steps_per_token) {
+            Ok(p) => p,
+            Err(n) => {
+                IngestMetrics::inc(&self.metrics.errors_quota);
+                let msg = format!("this token already streams {n} steps, its limit (ingest_steps_per_token); retry when one ends");
+                return self.refuse(&out, ErrorKind::Unavailable, msg, None, peer).await;
+            }
+        };
         IngestMetrics::inc(&self.metrics.streams_opened);
         self.metrics.streams_active.fetch_add(1, Relaxed);
-        let outcome = self.run_open_stream(&key, &open.name, reader, buf, &decoder, out.clone()).await;
+        let outcome = self.run_open_stream(&key, &open.name, reader, buf, &decoder, out.clone(), &permit).await;
+        drop(permit);
         self.metrics.streams_active.fetch_sub(1, Relaxed);
         match outcome {
             Ok(Outcome::Verified) => info!(step = %key, peer, "step verified"),
@@ -115,18 +143,19 @@ impl IngestCore {
         }
     }
 
-    async fn authorize(&self, open: &Open) -> Result<(), String> {
+    async fn authorize(&self, open: &Open) -> Result<Claims, String> {
         let claims = self.keys.verify(&open.token, now_secs()).map_err(|e| e.to_string())?;
         if !claims.can_write_job(open.job.as_str()) {
             return Err(format!("token does not allow writing job {}", open.job));
         }
         match self.meta.job(&open.job).await {
-            Ok(Some(_)) => Ok(()),
+            Ok(Some(_)) => Ok(claims),
             Ok(None) => Err(format!("job {} does not exist", open.job)),
             Err(e) => Err(format!("could not look up job {}: {e}", open.job)),
         }
     }
 
+    #[allow(clippy::too_many_arguments)] // one stream's parts, threaded through its phases
     async fn run_open_stream<R: AsyncRead + Unpin>(
         self: &Arc<Self>,
         key: &StepKey,
@@ -135,6 +164,7 @@ impl IngestCore {
         mut buf: BytesMut,
         decoder: &Decoder,
         out: FrameSink,
+        permit: &StreamPermit<'_>,
     ) -> Result<Outcome, LiveError> {
         let step = match self.meta.open_step(&key.job, &key.step, name).await {
             Ok(step) => step,
@@ -151,7 +181,7 @@ impl IngestCore {
         }
         let (written_tx, written_rx) = watch::channel(progress.durable);
         let acker = tokio::spawn(ack_loop(self.clone(), key.clone(), written_rx, progress.durable, out.clone()));
-        let result = self.read_loop(key, &mut reader, &mut buf, decoder, &out, &written_tx).await;
+        let result = self.read_loop(key, &mut reader, &mut buf, decoder, &out, &written_tx, permit).await;
         drop(written_tx);
         // The acker sends the last ack for what was written before it stops; a verified END
         // comes after it, so the agent sees its final ack first.
@@ -198,6 +228,7 @@ impl IngestCore {
     }
 
     /// Reads DATA until END (returned), EOF (`None`) or a refusal.
+    #[allow(clippy::too_many_arguments)] // one stream's parts, threaded through its phases
     async fn read_loop<R: AsyncRead + Unpin>(
         &self,
         key: &StepKey,
@@ -206,6 +237,7 @@ impl IngestCore {
         decoder: &Decoder,
         out: &FrameSink,
         written: &watch::Sender<u64>,
+        permit: &StreamPermit<'_>,
     ) -> Result<Option<End>, Outcome> {
         let mut gap_reported = false;
         loop {
@@ -225,6 +257,11 @@ impl IngestCore {
                 Frame::Data(Data { offset, bytes, timestamp_us, .. }) => {
                     IngestMetrics::inc(&self.metrics.data_frames);
                     let len = bytes.len() as u64;
+                    let pause = self.tokens.charge(permit, len, self.limits.bytes_per_sec_per_token, std::time::Instant::now());
+                    if !pause.is_zero() {
+                        self.metrics.throttled_us.fetch_add(pause.as_micros() as u64, Relaxed);
+                        tokio::time::sleep(pause).await;
+                    }
                     let before = *written.borrow();
                     match self.live.append(key, offset, timestamp_us, bytes).await {
                         Ok(AppendOutcome::Written { hwm }) => {

@@ -8,6 +8,7 @@ pub mod core;
 pub mod http2;
 pub mod metrics;
 pub mod quic;
+pub mod quota;
 pub mod results;
 pub mod tls;
 

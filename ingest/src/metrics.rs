@@ -18,6 +18,9 @@ pub struct IngestMetrics {
     pub errors_gap: AtomicU64,
     pub errors_mismatch: AtomicU64,
     pub errors_storage: AtomicU64,
+    pub errors_quota: AtomicU64,
+    /// Microseconds streams were paced by per-token byte limits.
+    pub throttled_us: AtomicU64,
 }
 
 impl IngestMetrics {
@@ -50,8 +53,14 @@ impl IngestMetrics {
             ("gap", &self.errors_gap),
             ("mismatch", &self.errors_mismatch),
             ("storage", &self.errors_storage),
+            ("quota", &self.errors_quota),
         ] {
             let _ = writeln!(out, "tailrace_ingest_errors_total{{kind=\"{kind}\"}} {}", c.load(Relaxed));
         }
+        let _ = writeln!(
+            out,
+            "# HELP tailrace_ingest_throttled_seconds_total Time streams were paced by per-token byte limits.\n# TYPE tailrace_ingest_throttled_seconds_total counter\ntailrace_ingest_throttled_seconds_total {}",
+            self.throttled_us.load(Relaxed) as f64 / 1e6
+        );
     }
 }

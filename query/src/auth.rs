@@ -21,17 +21,19 @@ impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
-        let token = token_of(&parts.headers).ok_or_else(|| {
-            ApiError::Unauthorized(
-                "missing token: send `Authorization: Bearer <token>` (see <data-dir>/admin-token, or `tailrace job create`)".into(),
-            )
-        })?;
-        state
-            .core
-            .keys
-            .verify(&token, now_ms() / 1000)
-            .map(Caller)
-            .map_err(|e| ApiError::Unauthorized(e.to_string()))
+        let verified = match token_of(&parts.headers) {
+            None => Err("missing token: send `Authorization: Bearer <token>` (see <data-dir>/admin-token, or `tailrace job create`)".to_string()),
+            Some(token) => state.core.keys.verify(&token, now_ms() / 1000).map_err(|e| e.to_string()),
+        };
+        verified.map(Caller).map_err(|reason| {
+            let peer = parts.extensions.get::<crate::rate_limit::PeerAddr>().map(|p| p.0.ip().to_string());
+            state.core.audit.record(
+                "auth_failed",
+                None,
+                serde_json::json!({"via": "http", "method": parts.method.as_str(), "path": parts.uri.path(), "reason": reason, "peer": peer}),
+            );
+            ApiError::Unauthorized(reason)
+        })
     }
 }
 

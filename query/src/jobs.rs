@@ -23,6 +23,8 @@ pub struct CreatedJob {
     pub project: String,
     /// Job-scoped runner token: writes this job only, expires at `token_expires_at`.
     pub token: String,
+    /// The token's id, for revocation and in the audit log.
+    pub token_id: String,
     /// Seconds since the Unix epoch.
     pub token_expires_at: u64,
 }
@@ -37,14 +39,24 @@ pub async fn create_job(
     }
     let job = state.core.meta.create_job(new).await?;
     let exp = now_ms() / 1000 + state.job_token_ttl.as_secs();
-    let token = state.core.keys.sign(&Claims {
-        scope: Scope::Job { job: job.id.to_string(), project: job.project.clone() },
-        exp: Some(exp),
-    });
-    tracing::info!(job = %job.id, project = %job.project, number = job.number, "job created");
+    let token_claims = Claims::new(Scope::Job { job: job.id.to_string(), project: job.project.clone() }, Some(exp));
+    let token = state.core.keys.sign(&token_claims);
+    tracing::info!(job = %job.id, project = %job.project, number = job.number, token_id = %token_claims.id, "job created");
+    state.core.audit.record(
+        "job_created",
+        Some(&claims),
+        serde_json::json!({"job": job.id.as_str(), "project": job.project, "number": job.number, "token_id": token_claims.id, "token_expires_at": exp}),
+    );
     Ok((
         StatusCode::CREATED,
-        Json(CreatedJob { job_id: job.id.to_string(), job_number: job.number, project: job.project, token, token_expires_at: exp }),
+        Json(CreatedJob {
+            job_id: job.id.to_string(),
+            job_number: job.number,
+            project: job.project,
+            token,
+            token_id: token_claims.id,
+            token_expires_at: exp,
+        }),
     ))
 }
 
@@ -88,41 +100,6 @@ pub async fn list_steps(
         }
     }
     Ok(Json(StepList { items }))
-}
-
-/// Body of `POST /api/v1/tokens`.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewReadToken {
-    /// Project whose jobs the token may read.
-    pub project: String,
-    /// Lifetime in seconds; default 30 days.
-    #[serde(default)]
-    pub ttl_secs: Option<u64>,
-}
-
-/// Answer of `POST /api/v1/tokens`.
-#[derive(Debug, Serialize)]
-pub struct CreatedToken {
-    pub project: String,
-    pub token: String,
-    pub token_expires_at: u64,
-}
-
-/// Issues a project-scoped read token (admin only).
-pub async fn create_read_token(
-    State(state): State<Arc<AppState>>,
-    Caller(claims): Caller,
-    Json(req): Json<NewReadToken>,
-) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
-    if !claims.is_admin() {
-        return Err(ApiError::Forbidden("issuing read tokens needs the admin token".into()));
-    }
-    tailrace_storage::meta::validate_project(&req.project)?;
-    let exp = now_ms() / 1000 + req.ttl_secs.unwrap_or(30 * 24 * 3600);
-    let token = state.core.keys.sign(&Claims { scope: Scope::Project { project: req.project.clone() }, exp: Some(exp) });
-    tracing::info!(project = %req.project, "read token issued");
-    Ok((StatusCode::CREATED, Json(CreatedToken { project: req.project, token, token_expires_at: exp })))
 }
 
 /// Jobs recently asked for, by id. A job record never changes once created, so every request

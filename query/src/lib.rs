@@ -19,6 +19,7 @@ pub mod since;
 pub mod source;
 pub mod tail;
 pub mod tests_api;
+pub mod tokens_api;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,7 +71,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/api/v1/ingest/info", get(ops::ingest_info))
         .route("/api/v1/jobs", post(jobs::create_job))
-        .route("/api/v1/tokens", post(jobs::create_read_token))
+        .route("/api/v1/tokens", post(tokens_api::create_read_token))
+        .route("/api/v1/tokens/revoke", post(tokens_api::revoke))
         .route("/api/v1/jobs/{job}", get(jobs::get_job))
         .route("/api/v1/jobs/{job}/steps", get(jobs::list_steps))
         .route("/api/v1/jobs/{job}/output", get(job_output::get_job_output))

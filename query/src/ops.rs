@@ -53,6 +53,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let mut out = String::with_capacity(4096);
     state.core.metrics.render(&mut out);
     state.metrics.render(&mut out);
+    state.core.audit.render(&mut out);
     if let Some(archive) = &state.archive {
         archive.metrics.render(&mut out);
     }

@@ -92,14 +92,13 @@ pub async fn limit(State(state): State<Arc<AppState>>, req: Request, next: Next)
     if path == tailrace_ingest::http2::INGEST_PATH || matches!(path, "/api/v1/ingest/info" | "/healthz" | "/readyz" | "/metrics") {
         return next.run(req).await;
     }
-    let token = crate::auth::token_of(req.headers())
-        .and_then(|t| state.core.keys.verify(&t, now_ms() / 1000).ok().map(|claims| (t, claims)));
-    let key = match token {
-        Some((_, claims)) if claims.is_admin() => return next.run(req).await,
+    let claims = crate::auth::token_of(req.headers()).and_then(|t| state.core.keys.verify(&t, now_ms() / 1000).ok());
+    let key = match claims {
+        Some(claims) if claims.is_admin() => return next.run(req).await,
         Some(_) if matches!(*req.method(), Method::PUT | Method::POST) => return next.run(req).await,
-        Some((t, _)) => {
+        Some(claims) => {
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            t.hash(&mut h);
+            claims.id.hash(&mut h);
             Key::Token(h.finish())
         }
         None => match req.extensions().get::<PeerAddr>() {

@@ -5,6 +5,7 @@
 //! shaped so that the scale-out backends (Redis Streams, MongoDB) fit them unchanged.
 
 pub mod archive;
+pub mod audit;
 pub mod artifacts;
 pub mod digest;
 pub mod insights;
@@ -19,6 +20,7 @@ pub mod time;
 pub use live::{AppendOutcome, Durability, LiveError, LiveTier, Progress, StepEnd, StepKey, StepStatus};
 pub use artifacts::{Artifact, ArtifactConfig, ArtifactError, Artifacts, UploadOutcome, UploadRequest};
 pub use archive::{remove_local_upload_leftovers, Archive, ArchiveConfig, ArchiveError};
+pub use audit::{AuditConfig, AuditLog};
 pub use meta::{Job, MetaError, MetaStore, NewJob, Segment, Step, TestRun};
 pub use sqlite::SqliteMeta;
 pub use staging::StagingTier;

@@ -192,6 +192,13 @@ pub trait MetaStore: Send + Sync + 'static {
     fn artifacts_to_expire(&self, cutoff_ms: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Artifact>, MetaError>>;
     /// Marks an artifact expired (after its objects were deleted); its record stays as a tombstone.
     fn mark_artifact_expired<'a>(&'a self, id: &'a str, at_ms: u64) -> BoxFuture<'a, Result<(), MetaError>>;
+
+    /// Records a token id as revoked until `until_s` (the token's expiry, seconds since the
+    /// epoch; `u64::MAX` for tokens that never expire). Idempotent; a later `until_s` wins.
+    fn revoke_token<'a>(&'a self, id: &'a str, until_s: u64) -> BoxFuture<'a, Result<(), MetaError>>;
+    /// Ids of tokens revoked whose expiry is after `now_s` (older ones are refused anyway, and
+    /// are forgotten).
+    fn revoked_tokens(&self, now_s: u64) -> BoxFuture<'_, Result<Vec<String>, MetaError>>;
 }
 
 /// Checks a project slug: `vcs/org/repo`-like, 1 to 200 of `[A-Za-z0-9._/-]`.
@@ -378,6 +385,18 @@ pub mod conformance {
         assert!(store.step(&a1.id, &s2).await.unwrap().unwrap().expired_at_ms.is_some());
 
         artifacts(store, &a1.id, &a2.id).await;
+        revocations(store).await;
+    }
+
+    async fn revocations(store: &dyn MetaStore) {
+        assert!(store.revoked_tokens(0).await.unwrap().is_empty());
+        store.revoke_token("t-short", 100).await.unwrap();
+        store.revoke_token("t-admin", u64::MAX).await.unwrap();
+        store.revoke_token("t-short", 50).await.unwrap(); // an earlier expiry does not shorten it
+        let mut ids = store.revoked_tokens(99).await.unwrap();
+        ids.sort();
+        assert_eq!(ids, ["t-admin", "t-short"]);
+        assert_eq!(store.revoked_tokens(100).await.unwrap(), ["t-admin"], "expired tokens need no revocation");
     }
 
     async fn artifacts(store: &dyn MetaStore, job: &JobId, other: &JobId) {

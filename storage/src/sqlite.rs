@@ -76,7 +76,9 @@ CREATE TABLE test_runs (
 "#, r#"
 ALTER TABLE jobs ADD COLUMN pipeline_number INTEGER;
 ALTER TABLE jobs ADD COLUMN workflow_id TEXT;
-"#, insights::SCHEMA, artifacts::SCHEMA];
+"#, insights::SCHEMA, artifacts::SCHEMA, r#"
+CREATE TABLE revoked_tokens (id TEXT PRIMARY KEY, until_s INTEGER NOT NULL);
+"#];
 
 mod artifacts;
 mod insights;
@@ -472,6 +474,30 @@ impl MetaStore for SqliteMeta {
     fn mark_artifact_expired<'a>(&'a self, id: &'a str, at_ms: u64) -> BoxFuture<'a, Result<(), MetaError>> {
         let id = id.to_string();
         Box::pin(self.call(move |c| artifacts::remove(c, &id, Some(at_ms))))
+    }
+
+    fn revoke_token<'a>(&'a self, id: &'a str, until_s: u64) -> BoxFuture<'a, Result<(), MetaError>> {
+        let id = id.to_string();
+        let until = i64::try_from(until_s).unwrap_or(i64::MAX);
+        Box::pin(self.call(move |c| {
+            c.execute(
+                "INSERT INTO revoked_tokens (id, until_s) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET until_s = max(until_s, excluded.until_s)",
+                params![id, until],
+            )
+            .map(drop)
+            .map_err(backend)
+        }))
+    }
+
+    fn revoked_tokens(&self, now_s: u64) -> BoxFuture<'_, Result<Vec<String>, MetaError>> {
+        let now = i64::try_from(now_s).unwrap_or(i64::MAX);
+        Box::pin(self.call(move |c| {
+            c.execute("DELETE FROM revoked_tokens WHERE until_s <= ?1", params![now]).map_err(backend)?;
+            let mut stmt = c.prepare_cached("SELECT id FROM revoked_tokens").map_err(backend)?;
+            let ids = stmt.query_map([], |r| r.get(0)).map_err(backend)?;
+            ids.collect::<Result<Vec<String>, _>>().map_err(backend)
+        }))
     }
 
     fn job_by_number<'a>(&'a self, project: &'a str, number: u64) -> BoxFuture<'a, Result<Option<Job>, MetaError>> {

@@ -102,6 +102,25 @@ impl Server {
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
     }
 
+    /// Every audit record written so far (`<data>/objects/audit/**.jsonl`), oldest object first.
+    pub fn audit(&self) -> Vec<serde_json::Value> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "jsonl") {
+                    out.push(p);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(&self.data_dir().join("objects").join("audit"), &mut files);
+        files.sort();
+        let text: String = files.iter().map(|f| std::fs::read_to_string(f).unwrap_or_default()).collect();
+        text.lines().map(|l| serde_json::from_str(l).expect("audit line is JSON")).collect()
+    }
+
     /// Creates a job; returns (job id, job token).
     pub fn create_job(&self) -> (String, String) {
         let out = Command::new(BIN)

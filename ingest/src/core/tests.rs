@@ -1,7 +1,7 @@
 //! In-process tests of the ingest core over an in-memory duplex pipe.
 
 use bytes::BytesMut;
-use tailrace_protocol::token::{Claims, Scope};
+use tailrace_protocol::token::{KeySet, Scope};
 use tailrace_protocol::{Decoder, EndReason, JobId, StepId, StreamHasher, StreamTag};
 use tailrace_storage::{Durability, NewJob, SqliteMeta, StagingTier};
 use tokio::io::{AsyncWriteExt, DuplexStream};
@@ -20,8 +20,8 @@ async fn harness() -> Harness {
     let live = Arc::new(StagingTier::new(dir.path().join("live"), Durability::Fsync).unwrap());
     let meta = Arc::new(SqliteMeta::in_memory().unwrap());
     let job = meta.create_job(NewJob { project: "gh/a/b".into(), ..Default::default() }).await.unwrap();
-    let keys = TokenKey::from_bytes([1; 32]);
-    let token = keys.sign(&Claims { scope: Scope::Job { job: job.id.to_string(), project: "gh/a/b".into() }, exp: None });
+    let keys = Arc::new(Keyring::new(KeySet::single([1; 32])).unwrap());
+    let token = keys.sign(&Claims::new(Scope::Job { job: job.id.to_string(), project: "gh/a/b".into() }, None));
     let core = Arc::new(IngestCore {
         live,
         meta,
@@ -29,6 +29,8 @@ async fn harness() -> Harness {
         limits: IngestLimits { max_frame: 4096, ..Default::default() },
         metrics: IngestMetrics::default(),
         archiving: None,
+        audit: AuditLog::start(Arc::new(object_store::memory::InMemory::new()), "test", Default::default()),
+        tokens: Default::default(),
     });
     Harness { core, job: job.id, token, _dir: dir }
 }
@@ -113,10 +115,13 @@ async fn a_gap_is_reported_once_with_the_hwm() {
 async fn bad_input_is_refused_with_a_clear_error() {
     let h = harness().await;
     let other_job = h.core.meta.create_job(NewJob { project: "gh/a/b".into(), ..Default::default() }).await.unwrap();
-    let foreign = h.core.keys.sign(&Claims { scope: Scope::Job { job: other_job.id.to_string(), project: "gh/a/b".into() }, exp: None });
-    let expired = h.core.keys.sign(&Claims { scope: Scope::Job { job: h.job.to_string(), project: "gh/a/b".into() }, exp: Some(1) });
-    let forged = TokenKey::from_bytes([2; 32]).sign(&Claims { scope: Scope::Admin, exp: None });
-    let reader = h.core.keys.sign(&Claims { scope: Scope::Project { project: "gh/a/b".into() }, exp: None });
+    let foreign = h.core.keys.sign(&Claims::new(Scope::Job { job: other_job.id.to_string(), project: "gh/a/b".into() }, None));
+    let expired = h.core.keys.sign(&Claims::new(Scope::Job { job: h.job.to_string(), project: "gh/a/b".into() }, Some(1)));
+    let forged = Keyring::new(KeySet::single([2; 32])).unwrap().sign(&Claims::new(Scope::Admin, None));
+    let reader = h.core.keys.sign(&Claims::new(Scope::Project { project: "gh/a/b".into() }, None));
+    let revoked_claims = Claims::new(Scope::Job { job: h.job.to_string(), project: "gh/a/b".into() }, None);
+    let revoked = h.core.keys.sign(&revoked_claims);
+    h.core.keys.revoke(&revoked_claims.id);
 
     async fn check(h: &Harness, wire: Vec<u8>, expected: ErrorKind, message: &str) {
         let (mut agent, rx) = start(h);
@@ -132,6 +137,7 @@ async fn bad_input_is_refused_with_a_clear_error() {
     check(&h, wire(&[open(&h, "s", &foreign)]), ErrorKind::Unauthorized, "does not allow writing job").await;
     check(&h, wire(&[open(&h, "s", &expired)]), ErrorKind::Unauthorized, "expired").await;
     check(&h, wire(&[open(&h, "s", &forged)]), ErrorKind::Unauthorized, "signature is invalid").await;
+    check(&h, wire(&[open(&h, "s", &revoked)]), ErrorKind::Unauthorized, "revoked").await;
     check(&h, wire(&[open(&h, "s", &reader)]), ErrorKind::Unauthorized, "does not allow writing").await;
     check(&h, wire(&[open(&h, "s", "garbage")]), ErrorKind::Unauthorized, "malformed").await;
     check(&h, wire(&[data(0, b"x")]), ErrorKind::Protocol, "first frame must be OPEN").await;
