@@ -108,7 +108,8 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
     );
     let app = tailrace_query::router(state);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(tailrace_query::server::serve(listener, app, HttpLimits::default(), stop_rx));
+    let http_tls = http_tls(&cfg, &audit)?;
+    let server = tokio::spawn(tailrace_query::server::serve(listener, app, HttpLimits::default(), http_tls, stop_rx));
     shutdown_signal().await;
     info!("shutting down: no new connections; open streams get 10s to finish (agents resume elsewhere)");
     let _ = stop_tx.send(true);
@@ -116,6 +117,35 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
     let _ = server.await;
     audit.flush().await;
     Ok(())
+}
+
+/// TLS for the HTTP listener when `http_tls_cert`/`http_tls_key` are set, with the files
+/// watched for renewals.
+fn http_tls(cfg: &ServeConfig, audit: &Arc<AuditLog>) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
+    let (cert, key) = match (&cfg.http_tls_cert, &cfg.http_tls_key) {
+        (Some(c), Some(k)) => (c, k),
+        (None, None) => return Ok(None),
+        _ => return Err("set both http_tls_cert and http_tls_key (TAILRACE_HTTP_TLS_CERT/KEY), or neither".into()),
+    };
+    let reloading = Arc::new(tls::ReloadingCert::load(cert, key).map_err(|e| format!("HTTP TLS: {e}"))?);
+    info!(cert = %cert.display(), cert_sha256 = %reloading.fingerprint(), "HTTP listener serves TLS only");
+    let config = tls::http_server_config(reloading.clone()).map_err(|e| e.to_string())?;
+    let audit = audit.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            every.tick().await;
+            match reloading.reload_if_changed() {
+                Ok(false) => {}
+                Ok(true) => {
+                    info!(cert_sha256 = %reloading.fingerprint(), "HTTP TLS certificate reloaded");
+                    audit.record("tls_certificate_loaded", None, serde_json::json!({"cert_sha256": reloading.fingerprint()}));
+                }
+                Err(e) => tracing::warn!(error = %e, "HTTP TLS certificate files changed but are not usable; keeping the certificate in use"),
+            }
+        }
+    });
+    Ok(Some(config))
 }
 
 /// Records the configuration in the audit log at every start, with the settings that changed

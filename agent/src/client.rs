@@ -7,7 +7,9 @@ use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
-use tokio::net::TcpStream;
+use std::sync::Arc;
+
+use crate::net::{Alpn, Io, TlsClient};
 
 /// Why a call to the server failed; messages say what to check.
 #[derive(Debug, thiserror::Error)]
@@ -25,28 +27,43 @@ pub enum ClientError {
     Decode(String),
 }
 
-/// A parsed `http://host:port` server address.
+/// A parsed `http://host:port` or `https://host:port` server address.
 #[derive(Debug, Clone)]
 pub struct Server {
     pub host: String,
     pub port: u16,
     /// `host:port` for connecting and for the Host header.
     pub authority: String,
+    /// TLS settings for an `https://` server.
+    pub tls: Option<Arc<TlsClient>>,
 }
 
 impl Server {
     pub fn parse(url: &str) -> Result<Self, ClientError> {
         let bad = |reason: &str| ClientError::BadUrl { url: url.into(), reason: reason.into() };
         let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some(other) => return Err(bad(&format!("scheme {other} is not supported; use http:// (put TLS in front with a proxy)"))),
-            None => return Err(bad("missing scheme; expected http://HOST:PORT")),
-        }
+        let tls = match uri.scheme_str() {
+            Some("http") => None,
+            Some("https") => Some(Arc::new(TlsClient::from_env().map_err(|e| bad(&e))?)),
+            Some(other) => return Err(bad(&format!("scheme {other} is not supported; use http:// or https://"))),
+            None => return Err(bad("missing scheme; expected http://HOST:PORT or https://HOST:PORT")),
+        };
         let host = uri.host().ok_or_else(|| bad("missing host"))?.trim_start_matches('[').trim_end_matches(']').to_string();
-        let port = uri.port_u16().unwrap_or(80);
+        let port = uri.port_u16().unwrap_or(if tls.is_some() { 443 } else { 80 });
         let authority = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
-        Ok(Self { host, port, authority })
+        Ok(Self { host, port, authority, tls })
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// Opens a connection that will speak `alpn`, over TLS for an `https://` server.
+    pub async fn connect(&self, alpn: Alpn) -> Result<Box<dyn Io>, ClientError> {
+        crate::net::connect(&self.authority, &self.host, self.tls.as_deref(), alpn)
+            .await
+            .map_err(|source| ClientError::Connect { addr: self.authority.clone(), source })
     }
 
     /// Sends one request and decodes a JSON answer; non-2xx answers become `Status` errors
@@ -85,10 +102,8 @@ impl Server {
         body: Option<(&str, Bytes)>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
         let http_err = |e: &dyn std::fmt::Display| ClientError::Http(e.to_string(), self.authority.clone());
-        let tcp = TcpStream::connect(&self.authority)
-            .await
-            .map_err(|source| ClientError::Connect { addr: self.authority.clone(), source })?;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| http_err(&e))?;
+        let io = self.connect(Alpn::Http1).await?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(|e| http_err(&e))?;
         tokio::spawn(conn);
         let mut req = Request::builder().method(method).uri(path).header(http::header::HOST, &self.authority);
         if let Some(t) = token {
@@ -136,7 +151,7 @@ mod tests {
         assert_eq!((s.host.as_str(), s.port, s.authority.as_str()), ("127.0.0.1", 8080, "127.0.0.1:8080"));
         let s = Server::parse("http://[::1]:9/").unwrap();
         assert_eq!(s.authority, "[::1]:9");
-        assert!(Server::parse("https://x").unwrap_err().to_string().contains("not supported"));
+        assert!(Server::parse("ftp://x").unwrap_err().to_string().contains("not supported"));
         assert!(Server::parse("localhost:80").is_err());
     }
 }

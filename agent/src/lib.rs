@@ -6,6 +6,7 @@
 pub mod client;
 pub mod command;
 pub mod mask;
+pub mod net;
 pub mod run;
 pub mod sender;
 pub mod spool;

@@ -53,13 +53,15 @@ async fn follow_once<W: AsyncWrite + Unpin>(
     offset: &mut u64,
     out: &mut W,
 ) -> Result<Option<serde_json::Value>, TailError> {
-    let url = format!("ws://{}/api/v1/jobs/{job}/steps/{step}/tail?offset={offset}", server.authority);
+    let scheme = if server.tls.is_some() { "wss" } else { "ws" };
+    let url = format!("{scheme}://{}/api/v1/jobs/{job}/steps/{step}/tail?offset={offset}", server.authority);
     let mut req = url.into_client_request().map_err(|e| Fatal(e.to_string()))?;
     req.headers_mut().insert(
         http::header::AUTHORIZATION,
         format!("Bearer {token}").parse().map_err(|_| Fatal("token is not a valid header value".into()))?,
     );
-    let (mut ws, _) = match tokio_tungstenite::connect_async(req).await {
+    let io = server.connect(crate::net::Alpn::Http1).await.map_err(|e| Retry(e.to_string()))?;
+    let (mut ws, _) = match tokio_tungstenite::client_async(req, io).await {
         Ok(c) => c,
         Err(WsError::Http(resp)) => {
             let body = resp.body().as_ref().map(|b| String::from_utf8_lossy(b).to_string()).unwrap_or_default();

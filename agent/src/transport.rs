@@ -234,21 +234,20 @@ impl Connector {
 
     async fn open_http2(&mut self) -> Result<StepStream, String> {
         let path = self.info.as_ref().map_or("/api/v1/ingest".to_string(), |i| i.http2_path.clone());
-        let tcp = tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(&self.server.authority))
+        let io = tokio::time::timeout(self.connect_timeout, self.server.connect(crate::net::Alpn::Http2))
             .await
-            .map_err(|_| format!("TCP connect to {} timed out", self.server.authority))?
-            .map_err(|e| format!("could not connect to {}: {e}", self.server.authority))?;
-        let _ = tcp.set_nodelay(true);
+            .map_err(|_| format!("connecting to {} timed out", self.server.authority))?
+            .map_err(|e| e.to_string())?;
         let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .initial_stream_window_size(4 * 1024 * 1024)
             .initial_connection_window_size(8 * 1024 * 1024)
-            .handshake(TokioIo::new(tcp))
+            .handshake(TokioIo::new(io))
             .await
             .map_err(|e| format!("HTTP/2 handshake failed: {e}"))?;
         tokio::spawn(conn);
         let (tx, rx) = mpsc::channel::<Result<BodyFrame<Bytes>, std::io::Error>>(16);
         let body = StreamBody::new(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) }));
-        let req = http::Request::post(format!("http://{}{path}", self.server.authority))
+        let req = http::Request::post(format!("{}://{}{path}", self.server.scheme(), self.server.authority))
             .header("tailrace-protocol", tailrace_protocol::PROTOCOL_VERSION)
             .header(http::header::CONTENT_TYPE, "application/vnd.tailrace.frames")
             .body(BodyExt::boxed(body))

@@ -94,9 +94,8 @@ impl Uploader {
             None => false,
         };
         if !reusable {
-            let tcp = tokio::net::TcpStream::connect(&addr).await.map_err(|source| ClientError::Connect { addr: addr.clone(), source })?;
-            let _ = tcp.set_nodelay(true);
-            let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| http_err(&e))?;
+            let io = self.server.connect(crate::net::Alpn::Http1).await?;
+            let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(|e| http_err(&e))?;
             tokio::spawn(conn);
             self.conn = Some(send);
         }

@@ -1,5 +1,6 @@
-//! TLS material for the QUIC listener: the operator's certificate, or a self-signed one created
-//! in the data directory on first start, published by its SHA-256 fingerprint so agents can pin it.
+//! TLS material: for the QUIC listener, the operator's certificate or a self-signed one created
+//! in the data directory on first start, published by its SHA-256 fingerprint so agents can pin
+//! it; for the HTTP listener, the operator's certificate, reloaded when its files change.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -103,6 +104,90 @@ pub fn server_config(material: &TlsMaterial) -> Result<Arc<rustls::ServerConfig>
     Ok(Arc::new(cfg))
 }
 
+/// The HTTP listener's certificate, following its files: [`ReloadingCert::reload_if_changed`]
+/// swaps in a new certificate when the files change (a renewal), and keeps the one in use when
+/// the new files are unreadable or do not match (e.g. half-written), so handshakes never fail
+/// for a renewal in progress.
+#[derive(Debug)]
+pub struct ReloadingCert {
+    cert: PathBuf,
+    key: PathBuf,
+    current: parking_lot::RwLock<(Arc<rustls::sign::CertifiedKey>, String)>,
+    /// Modification times and sizes of the files as last loaded (or last failed).
+    seen: parking_lot::Mutex<Stamp>,
+}
+
+type Stamp = Option<[(std::time::SystemTime, u64); 2]>;
+
+impl ReloadingCert {
+    /// Loads the pair; an error says which file is wrong.
+    pub fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let seen = stamp(cert, key);
+        let current = certified(cert, key)?;
+        Ok(Self { cert: cert.to_path_buf(), key: key.to_path_buf(), current: parking_lot::RwLock::new(current), seen: parking_lot::Mutex::new(seen) })
+    }
+
+    /// SHA-256 of the certificate in use.
+    pub fn fingerprint(&self) -> String {
+        self.current.read().1.clone()
+    }
+
+    /// Reloads when either file changed since the last look: `Ok(true)` when a new certificate
+    /// is in use, `Ok(false)` when nothing changed, an error (once per change) when the new
+    /// files are not usable and the old certificate stays.
+    pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
+        let now = stamp(&self.cert, &self.key);
+        {
+            let mut seen = self.seen.lock();
+            if *seen == now {
+                return Ok(false);
+            }
+            *seen = now;
+        }
+        let loaded = certified(&self.cert, &self.key)?;
+        *self.current.write() = loaded;
+        Ok(true)
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current.read().0.clone())
+    }
+}
+
+fn stamp(cert: &Path, key: &Path) -> Stamp {
+    let one = |p: &Path| std::fs::metadata(p).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
+    Some([one(cert)?, one(key)?])
+}
+
+fn certified(cert_path: &Path, key_path: &Path) -> Result<(Arc<rustls::sign::CertifiedKey>, String), TlsError> {
+    let m = load_or_create(Some(cert_path), Some(key_path), Path::new(""))?;
+    let provider = rustls::crypto::ring::default_provider();
+    let signer = provider
+        .key_provider
+        .load_private_key(m.key)
+        .map_err(|e| TlsError::Config(format!("{}: {e}", key_path.display())))?;
+    let certified = rustls::sign::CertifiedKey::new(m.certs, signer);
+    certified.keys_match().map_err(|e| {
+        TlsError::Config(format!("{} does not belong to the certificate in {}: {e}", key_path.display(), cert_path.display()))
+    })?;
+    Ok((Arc::new(certified), m.fingerprint))
+}
+
+/// A rustls server configuration for the HTTP listener: TLS 1.2 and 1.3, HTTP/2 or HTTP/1.1 by
+/// ALPN, the certificate from `cert`.
+pub fn http_server_config(cert: Arc<ReloadingCert>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(cert);
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +203,29 @@ mod tests {
         let mode = std::fs::metadata(dir.path().join("key.pem")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         server_config(&first).unwrap();
+    }
+
+    #[test]
+    fn the_http_certificate_follows_its_files_and_survives_a_bad_renewal() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let first = load_or_create(None, None, a.path()).unwrap();
+        let second = load_or_create(None, None, b.path()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        std::fs::copy(a.path().join("cert.pem"), &cert).unwrap();
+        std::fs::copy(a.path().join("key.pem"), &key).unwrap();
+        let r = ReloadingCert::load(&cert, &key).unwrap();
+        assert_eq!(r.fingerprint(), first.fingerprint);
+        assert!(!r.reload_if_changed().unwrap());
+        // Half a renewal: the new certificate with the old key is refused; the old pair stays.
+        std::fs::write(&cert, std::fs::read(b.path().join("cert.pem")).unwrap()).unwrap();
+        let err = r.reload_if_changed().unwrap_err().to_string();
+        assert!(err.contains("does not belong"), "{err}");
+        assert_eq!(r.fingerprint(), first.fingerprint);
+        std::fs::write(&key, std::fs::read(b.path().join("key.pem")).unwrap()).unwrap();
+        assert!(r.reload_if_changed().unwrap());
+        assert_eq!(r.fingerprint(), second.fingerprint);
+        http_server_config(Arc::new(r)).unwrap();
     }
 }

@@ -38,14 +38,18 @@ impl Default for HttpLimits {
     }
 }
 
+/// How long a client gets to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Resolves once `stop` is true (or its sender is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await.map(|_| ());
 }
 
 /// Serves `app` on `listener` until `stop` turns true, then drains connections for the grace
-/// period.
-pub async fn serve(listener: TcpListener, app: Router, limits: HttpLimits, mut stop: watch::Receiver<bool>) {
+/// period. With `tls`, every connection is TLS (the handshake gets `TLS_HANDSHAKE_TIMEOUT`).
+pub async fn serve(listener: TcpListener, app: Router, limits: HttpLimits, tls: Option<Arc<rustls::ServerConfig>>, mut stop: watch::Receiver<bool>) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http2()
@@ -75,10 +79,17 @@ pub async fn serve(listener: TcpListener, app: Router, limits: HttpLimits, mut s
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone().layer(axum::Extension(crate::rate_limit::PeerAddr(peer))));
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-        let conn = graceful.watch(conn);
+        let (builder, watcher, acceptor) = (builder.clone(), graceful.watcher(), acceptor.clone());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let result = match acceptor {
+                None => watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await,
+                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(tls), service).into_owned()).await,
+                    Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => return debug!(%peer, "TLS handshake timed out"),
+                },
+            };
+            if let Err(e) = result {
                 debug!(%peer, error = %e, "HTTP connection ended with an error");
             }
             drop(permit);

@@ -57,6 +57,7 @@ impl Server {
     }
 
     fn spawn(&mut self) {
+        let starts_before = self.log().matches("tailrace serve ready").count();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("serve.log")).expect("log");
         let child = Command::new(BIN)
             .args(["serve", "--http-addr", &format!("127.0.0.1:{}", self.http), "--quic-addr", &format!("127.0.0.1:{}", self.quic)])
@@ -69,6 +70,11 @@ impl Server {
             .spawn()
             .expect("spawn serve");
         self.child = Some(child);
+        if self.env.iter().any(|(k, _)| k == "TAILRACE_HTTP_TLS_CERT") {
+            // The harness speaks plain HTTP only: wait for this start's "ready" line instead.
+            wait_until("server ready (TLS)", 30, || self.log().matches("tailrace serve ready").count() > starts_before);
+            return;
+        }
         let url = self.url();
         wait_until("server /healthz", 30, || http_get(&url, "/healthz", None, None).map(|r| r.status == 200).unwrap_or(false));
     }

@@ -1,0 +1,120 @@
+//! TLS on the HTTP listener: the API, HTTP/2 ingest and the websocket tail work over
+//! `https://` with the server's CA trusted through `TAILRACE_CA_CERT`; plain HTTP and untrusted
+//! clients are refused; a renewed certificate is picked up without a restart, and a half-written
+//! renewal (new certificate, old key) does not break handshakes.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+use sha2::Digest;
+
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl Ca {
+    fn new() -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let key = KeyPair::generate().unwrap();
+        Ca { cert: params.self_signed(&key).unwrap(), key }
+    }
+
+    /// A `localhost` server certificate: (cert PEM, key PEM, SHA-256 of its DER).
+    fn leaf(&self) -> (String, String, String) {
+        let params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert.pem(), key.serialize_pem(), hex(&sha2::Sha256::digest(cert.der())))
+    }
+}
+
+/// The SHA-256 of the certificate the server presents in a handshake trusting `ca_pem`.
+fn presented(port: u16, ca_pem: &str) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(rustls::pki_types::CertificateDer::from(pem_der(ca_pem))).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
+        hex(&sha2::Sha256::digest(&tls.get_ref().1.peer_certificates().unwrap()[0]))
+    })
+}
+
+/// The DER of the first PEM block.
+fn pem_der(pem: &str) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap().to_vec()
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn the_api_ingest_and_tail_work_over_tls_and_a_renewed_certificate_is_picked_up() {
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path, ca_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"), dir.path().join("ca.pem"));
+    let (cert1, key1, fp1) = ca.leaf();
+    write(&cert_path, &cert1);
+    write(&key_path, &key1);
+    write(&ca_path, &ca.cert.pem());
+    let server = Server::start_with(vec![
+        ("TAILRACE_HTTP_TLS_CERT".into(), cert_path.to_str().unwrap().into()),
+        ("TAILRACE_HTTP_TLS_KEY".into(), key_path.to_str().unwrap().into()),
+    ]);
+    let url = format!("https://localhost:{}", server.http);
+    let admin = server.admin_token();
+    let cli = |args: &[&str], token: &str| {
+        // `--server` goes before a `--` that starts the step's command.
+        let split = args.iter().position(|a| *a == "--").unwrap_or(args.len());
+        Command::new(BIN).args(&args[..split]).args(["--server", &url]).args(&args[split..]).env("TAILRACE_TOKEN", token).env("TAILRACE_CA_CERT", &ca_path).output().unwrap()
+    };
+
+    // Plain HTTP gets no answer; a client that does not trust the CA is refused with a reason.
+    assert!(http_get(&server.url(), "/healthz", None, None).map(|r| r.status != 200).unwrap_or(true));
+    let untrusted = Command::new(BIN).args(["job", "create", "--project", "gh/acme/app", "--server", &url]).env("TAILRACE_TOKEN", &admin).output().unwrap();
+    assert!(!untrusted.status.success());
+    assert!(String::from_utf8_lossy(&untrusted.stderr).to_lowercase().contains("certificate"), "{}", String::from_utf8_lossy(&untrusted.stderr));
+
+    // Job creation (HTTP/1.1), a step over HTTP/2 ingest and one over QUIC, tails over wss.
+    let created = cli(&["job", "create", "--project", "gh/acme/app", "--json"], &admin);
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let created: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+    let (job, token) = (created["job_id"].as_str().unwrap(), created["token"].as_str().unwrap());
+    for (step, transport) in [("h2", "http2"), ("quic", "quic")] {
+        let run = cli(&["run", "--job", job, "--step", step, "--transport", transport, "--quiet", "--", "printf", "over tls\\n"], token);
+        assert!(run.status.success(), "{transport}: {}", String::from_utf8_lossy(&run.stderr));
+        let tail = cli(&["tail", "--job", job, "--step", step], token);
+        assert!(tail.status.success(), "{}", String::from_utf8_lossy(&tail.stderr));
+        assert_eq!(tail.stdout, b"over tls\n");
+    }
+    assert_eq!(presented(server.http, &ca.cert.pem()), fp1);
+
+    // Renewal: the key is replaced first (a mismatched pair: the old certificate stays in use),
+    // then the certificate; the server switches without a restart.
+    let (cert2, key2, fp2) = ca.leaf();
+    write(&key_path, &key2);
+    wait_until("the half renewal noticed", 30, || server.log().contains("keeping the certificate in use"));
+    assert_eq!(presented(server.http, &ca.cert.pem()), fp1);
+    write(&cert_path, &cert2);
+    wait_until("renewed certificate presented", 30, || presented(server.http, &ca.cert.pem()) == fp2);
+    let run = cli(&["run", "--job", job, "--step", "after", "--transport", "http2", "--quiet", "--", "echo", "renewed"], token);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    wait_until("renewal audited", 30, || server.audit().iter().any(|e| e["event"] == "tls_certificate_loaded" && e["cert_sha256"] == fp2.as_str()));
+}
