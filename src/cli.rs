@@ -61,6 +61,13 @@ pub enum Command {
     /// The server's token-signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Remove a secret from a job's stored output after the fact: every occurrence in every
+    /// step, archived or live, is overwritten with `*` of the same length (newlines kept), so
+    /// offsets and line numbers stay valid. Needs the admin token. The secret is read from
+    /// stdin (`--secret -`) or a file, never from the command line (where `ps` shows it). The
+    /// scrub is recorded in the audit log without the secret. Tailers already connected have
+    /// seen the bytes; rotate the secret as well.
+    Scrub(ScrubArgs),
     /// Upload test results (JUnit XML, or JSON records) to a job: files, or directories
     /// searched recursively for *.xml and *.json, as CircleCI's store_test_results does. Use the
     /// job's token; results may be uploaded while the job still runs. Prints each file's counts
@@ -113,6 +120,18 @@ pub struct TokenRevokeArgs {
     /// Id of the token to revoke.
     #[arg(long)]
     pub id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ScrubArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Job id.
+    #[arg(long)]
+    pub job: String,
+    /// Where the secret is: `-` for stdin, or a file path. One trailing newline is dropped.
+    #[arg(long)]
+    pub secret: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -375,6 +394,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
         }
         Command::Token(TokenCommand::Create(a)) => token_create(a).await,
         Command::Token(TokenCommand::Revoke(a)) => token_revoke(a).await,
+        Command::Scrub(a) => scrub(a).await,
         Command::Keys(KeysCommand::Rotate(a)) => {
             init_logs("warn", false);
             let cfg = match load_config(a.config.as_deref(), a.data_dir) {
@@ -523,6 +543,48 @@ async fn token_create(a: TokenCreateArgs) -> i32 {
         }
         Ok(v) => {
             println!("{}", v["token"].as_str().unwrap_or_default());
+            0
+        }
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+async fn scrub(a: ScrubArgs) -> i32 {
+    use base64::Engine as _;
+    use std::io::Read as _;
+    init_logs("warn", false);
+    let server = match Server::parse(&a.client.server) {
+        Ok(s) => s,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let mut secret = Vec::new();
+    let read = if a.secret.as_os_str() == "-" {
+        std::io::stdin().read_to_end(&mut secret).map(drop)
+    } else {
+        std::fs::read(&a.secret).map(|b| secret = b)
+    };
+    if let Err(e) = read {
+        return fail(&format!("could not read the secret from {}: {e}", a.secret.display()));
+    }
+    if secret.ends_with(b"\n") {
+        secret.pop();
+        if secret.ends_with(b"\r") {
+            secret.pop();
+        }
+    }
+    let body = serde_json::json!({ "secret_base64": base64::engine::general_purpose::STANDARD.encode(&secret) });
+    let path = format!("/api/v1/jobs/{}/scrub", a.job);
+    match server.json::<serde_json::Value>(http_method_post(), &path, Some(&a.client.token), Some(body)).await {
+        Ok(v) => {
+            let n = |k: &str| v[k].as_u64().unwrap_or(0);
+            println!(
+                "scrubbed {} occurrences from {} steps of job {} ({} archived segments rewritten, {} in the live tier)",
+                n("occurrences"),
+                n("steps"),
+                a.job,
+                n("segments_rewritten"),
+                n("live_occurrences")
+            );
             0
         }
         Err(e) => fail(&e.to_string()),

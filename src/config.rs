@@ -271,6 +271,9 @@ impl ServeConfig {
         if let Some(n) = num("TAILRACE_QUIC_STREAMS_PER_CONNECTION")? {
             cfg.quic_streams_per_connection = u32::try_from(n).map_err(|_| "TAILRACE_QUIC_STREAMS_PER_CONNECTION is too large")?;
         }
+        if let Some(n) = num("TAILRACE_ARCHIVE_SEGMENT_MIB")? {
+            cfg.archive_segment_mib = n;
+        }
         if let Some(n) = num("TAILRACE_ARCHIVE_LIVE_MIB")? {
             cfg.archive_live_mib = n;
         }

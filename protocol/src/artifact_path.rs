@@ -43,10 +43,6 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
     if raw.starts_with('/') {
         return Err(PathError::Absolute(shown()));
     }
-    let bytes = raw.as_bytes();
-    if bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':' {
-        return Err(PathError::Drive(shown()));
-    }
     let mut parts = Vec::new();
     for c in raw.split('/') {
         match c {
@@ -59,6 +55,11 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
     let path = parts.join("/");
     if path.is_empty() {
         return Err(PathError::Empty);
+    }
+    // Checked after `.` components are dropped: `./c:/x` is `c:/x` too (found by fuzzing).
+    let bytes = path.as_bytes();
+    if bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':' {
+        return Err(PathError::Drive(shown()));
     }
     if path.len() > MAX_PATH {
         return Err(PathError::TooLong(path.len()));
@@ -119,6 +120,8 @@ mod tests {
             ("a\nb", PathError::Control("a\nb".into())),
             ("C:/x", PathError::Drive("C:/x".into())),
             ("c:x", PathError::Drive("c:x".into())),
+            ("./c:/x", PathError::Drive("./c:/x".into())),
+            ("//./c:", PathError::Absolute("//./c:".into())),
         ] {
             assert_eq!(normalize(p), Err(want), "{p:?}");
         }

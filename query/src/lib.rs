@@ -15,6 +15,7 @@ pub mod output;
 pub mod ranges;
 pub mod rate_limit;
 pub mod server;
+pub mod scrub_api;
 pub mod since;
 pub mod source;
 pub mod tail;
@@ -75,6 +76,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/tokens/revoke", post(tokens_api::revoke))
         .route("/api/v1/jobs/{job}", get(jobs::get_job))
         .route("/api/v1/jobs/{job}/steps", get(jobs::list_steps))
+        .route("/api/v1/jobs/{job}/scrub", post(scrub_api::scrub))
         .route("/api/v1/jobs/{job}/output", get(job_output::get_job_output))
         .route("/api/v1/jobs/{job}/steps/{step}/output", get(output::get_output))
         .route("/api/v1/jobs/{job}/steps/{step}/tail", get(tail::tail))

@@ -520,6 +520,9 @@ pub fn remove_local_upload_leftovers(dir: &std::path::Path) -> std::io::Result<u
     Ok(removed)
 }
 
+mod scrub;
+pub use scrub::Scrubbed;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -187,6 +187,11 @@ pub trait LiveTier: Send + Sync + 'static {
     /// what is already released succeeds.
     fn release_prefix<'a>(&'a self, key: &'a StepKey, upto: u64) -> BoxFuture<'a, Result<(), LiveError>>;
 
+    /// Replaces durable bytes at `offset` with as many others (a scrub: offsets, the length and
+    /// the checksum of what the agent sent stay as they are) and makes them durable. Refused
+    /// below the released prefix or past the durable length.
+    fn overwrite<'a>(&'a self, key: &'a StepKey, offset: u64, bytes: Bytes) -> BoxFuture<'a, Result<(), LiveError>>;
+
     /// Steps whose bytes are held here, for recovery scans (at most `limit`).
     fn resident<'a>(&'a self, limit: usize) -> BoxFuture<'a, Result<Vec<StepKey>, LiveError>>;
 }

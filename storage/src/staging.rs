@@ -458,6 +458,31 @@ impl LiveTier for StagingTier {
         })
     }
 
+    fn overwrite<'a>(&'a self, key: &'a StepKey, offset: u64, bytes: Bytes) -> BoxFuture<'a, Result<(), LiveError>> {
+        Box::pin(async move {
+            let e = self.entry(key, false).await?;
+            let below = e.released.load(Acquire);
+            if offset < below {
+                return Err(LiveError::Released { key: key.to_string(), below });
+            }
+            let durable = e.progress.borrow().durable;
+            let end = offset.saturating_add(bytes.len() as u64);
+            if end > durable {
+                return Err(LiveError::Io {
+                    what: key.to_string(),
+                    source: std::io::Error::other(format!("cannot overwrite up to {end}: only {durable} bytes are durable")),
+                });
+            }
+            // The file is not opened for appending, so a positioned write lands where it is told.
+            let entry = e.clone();
+            tokio::task::spawn_blocking(move || {
+                entry.file.write_all_at(&bytes, offset).and_then(|_| entry.file.sync_data()).map_err(|err| io(&entry.log_path, err))
+            })
+            .await
+            .map_err(join_err)?
+        })
+    }
+
     fn time_index<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<Vec<(u64, u64)>, LiveError>> {
         Box::pin(async move {
             let e = self.entry(key, false).await?;
