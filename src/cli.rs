@@ -197,6 +197,11 @@ pub struct ServeArgs {
     /// TOML config file; see README for the keys.
     #[arg(long, env = "TAILRACE_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Check the configuration instead of serving: data directory, listen addresses, TLS files,
+    /// signing keys, metadata store and object store (a probe object is written, read and
+    /// deleted). Prints one line per check; exits 1 if any failed.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 #[derive(Debug, Args)]
@@ -332,6 +337,10 @@ pub async fn dispatch(cli: Cli) -> i32 {
             }
             if let Some(q) = a.quic_addr {
                 cfg.quic_addr = q;
+            }
+            if a.check_config {
+                init_logs("warn", false);
+                return crate::check::check_config(&cfg).await;
             }
             init_logs("info", cfg.log_format == "json");
             match crate::serve::serve(cfg).await {

@@ -2,6 +2,7 @@
 //! and `store-artifacts` are its clients.
 
 mod artifacts;
+mod check;
 mod cli;
 mod config;
 mod keys;

@@ -24,6 +24,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
     let data = &cfg.data_dir;
     std::fs::create_dir_all(data).map_err(|e| format!("could not create data dir {}: {e}", data.display()))?;
     let store = crate::store::build(&cfg)?;
+    crate::store::clean_local_leftovers(&cfg)?;
     let node: [u8; 6] = rand::random();
     let audit = AuditLog::start(store.clone(), &node.iter().map(|b| format!("{b:02x}")).collect::<String>(), AuditConfig::default());
     record_config(&cfg, &audit);

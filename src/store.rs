@@ -20,6 +20,25 @@ fn retry() -> RetryConfig {
     RetryConfig { max_retries: 3, retry_timeout: Duration::from_secs(20), ..Default::default() }
 }
 
+/// Removes the temporary files uploads cut short by a crash leave in the `local` store. Only
+/// `serve` calls it, at start, before anything uploads (a `gc` or `--check-config` beside a
+/// running server must not touch its uploads in flight).
+pub fn clean_local_leftovers(cfg: &ServeConfig) -> Result<(), String> {
+    if cfg.archive_store != ArchiveStore::Local {
+        return Ok(());
+    }
+    let dir = cfg.archive_dir.clone().unwrap_or_else(|| cfg.data_dir.join("objects"));
+    match tailrace_storage::remove_local_upload_leftovers(&dir) {
+        Ok(0) => Ok(()),
+        Ok(n) => {
+            info!(removed = n, "removed temporary files of interrupted uploads");
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("could not clean archive dir {}: {e}", dir.display())),
+    }
+}
+
 pub fn build(cfg: &ServeConfig) -> Result<Arc<dyn ObjectStore>, String> {
     let bucket = || {
         cfg.archive_bucket
@@ -30,12 +49,6 @@ pub fn build(cfg: &ServeConfig) -> Result<Arc<dyn ObjectStore>, String> {
         ArchiveStore::Local => {
             let dir = cfg.archive_dir.clone().unwrap_or_else(|| cfg.data_dir.join("objects"));
             std::fs::create_dir_all(&dir).map_err(|e| format!("could not create archive dir {}: {e}", dir.display()))?;
-            // Uploads cut short by a crash leave temporary files behind; nothing uploads yet.
-            match tailrace_storage::remove_local_upload_leftovers(&dir) {
-                Ok(0) => {}
-                Ok(n) => info!(removed = n, "removed temporary files of interrupted uploads"),
-                Err(e) => return Err(format!("could not clean archive dir {}: {e}", dir.display())),
-            }
             info!(dir = %dir.display(), "archive: local folder");
             Arc::new(
                 object_store::local::LocalFileSystem::new_with_prefix(&dir)
