@@ -311,6 +311,13 @@ pub struct JobCreateArgs {
     /// Print JSON `{"job_id":…,"job_number":…,"token":…}` instead of `export` lines for `eval`.
     #[arg(long)]
     pub json: bool,
+    /// Register the secret in this environment variable with the job (repeatable): only its
+    /// digest is sent, and the server masks it in output that agents did not mask.
+    #[arg(long = "mask-env", value_name = "NAME")]
+    pub mask_env: Vec<String>,
+    /// Register each line of this file as a secret of the job, like --mask-env (repeatable).
+    #[arg(long = "mask-file", value_name = "PATH")]
+    pub mask_file: Vec<PathBuf>,
 }
 
 fn init_logs(default: &str, json: bool) {
@@ -433,9 +440,20 @@ pub async fn dispatch(cli: Cli) -> i32 {
                 Ok(s) => s,
                 Err(e) => return fail(&e.to_string()),
             };
+            let secrets = match secrets(&a.mask_env, &a.mask_file) {
+                Ok(s) => s,
+                Err(e) => return fail(&e),
+            };
+            let min = tailrace_protocol::secret::MIN_SECRET;
+            let max = tailrace_protocol::secret::MAX_SECRET;
+            let (usable, skipped): (Vec<_>, Vec<_>) = secrets.iter().partition(|s| (min..=max).contains(&s.len()));
+            if !skipped.is_empty() {
+                eprintln!("tailrace: {} secret(s) not registered: shorter than {min} or longer than {max} bytes", skipped.len());
+            }
+            let digests: Vec<_> = usable.iter().map(|s| tailrace_protocol::secret::SecretDigest::of(s)).collect();
             let body = serde_json::json!({
                 "project": a.project, "branch": a.branch, "commit": a.commit, "workflow": a.workflow, "name": a.name,
-                "pipeline_number": a.pipeline_number, "workflow_id": a.workflow_id,
+                "pipeline_number": a.pipeline_number, "workflow_id": a.workflow_id, "secrets": digests,
             });
             let created: serde_json::Value =
                 match server.json(http_method_post(), "/api/v1/jobs", Some(&a.client.token), Some(body)).await {

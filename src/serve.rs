@@ -32,6 +32,10 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
     let keys = Arc::new(Keyring::new(crate::keys::load_or_create(&key_path, data)?).map_err(|e| format!("{}: {e}", key_path.display()))?);
     let admin_path = data.join("admin-token");
     crate::keys::ensure_admin_token(&admin_path, &keys, &audit)?;
+    // The configuration and admin-token records reach the object store before serving starts.
+    if tokio::time::timeout(tailrace_storage::audit::DURABLE_WAIT, audit.flush()).await.is_err() {
+        tracing::warn!("audit records of this start not yet written (object store slow or down); they stay queued");
+    }
     tokio::spawn(crate::keys::watch(key_path, admin_path.clone(), keys.clone(), audit.clone()));
     let (live, meta) = open_storage(&cfg)?;
     tokio::spawn(refresh_revocations(meta.clone(), keys.clone()));
@@ -140,7 +144,7 @@ fn http_tls(cfg: &ServeConfig, audit: &Arc<AuditLog>) -> Result<Option<Arc<rustl
                 Ok(false) => {}
                 Ok(true) => {
                     info!(cert_sha256 = %reloading.fingerprint(), "HTTP TLS certificate reloaded");
-                    audit.record("tls_certificate_loaded", None, serde_json::json!({"cert_sha256": reloading.fingerprint()}));
+                    audit.record_durable("tls_certificate_loaded", None, serde_json::json!({"cert_sha256": reloading.fingerprint()})).await;
                 }
                 Err(e) => tracing::warn!(error = %e, "HTTP TLS certificate files changed but are not usable; keeping the certificate in use"),
             }
@@ -276,7 +280,7 @@ async fn expiry_loop(cfg: ServeConfig, archive: Arc<Archive>, artifacts: Arc<Art
         match sweep(&cfg, &archive, &artifacts, tailrace_storage::meta::now_ms(), false).await {
             Ok(s) if !s.is_empty() => {
                 info!(steps = s.steps.len(), test_result_files = s.test_results.len(), artifacts = s.artifacts.len(), "expired data past retention");
-                audit.record("expired", None, s.audit_fields());
+                audit.record_durable("expired", None, s.audit_fields()).await;
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "expiry sweep failed; will retry"),

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use tailrace_protocol::secret::{DigestSet, SecretDigest};
 use tailrace_protocol::token::{Claims, Keyring};
 use tailrace_protocol::{
     Accept, Data, Decoder, End, ErrorFrame, ErrorKind, Frame, FrameError, Open,
@@ -21,7 +22,15 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::metrics::IngestMetrics;
+use crate::mask::Masked;
 use crate::quota::{StreamPermit, TokenQuotas};
+
+/// Per-stream state threaded through a stream's phases.
+struct StreamCtx<'a> {
+    permit: &'a StreamPermit<'a>,
+    /// The job's secret digests, when it registered any.
+    masking: Option<&'a DigestSet>,
+}
 
 /// Limits that bound what one stream may cost.
 #[derive(Debug, Clone)]
@@ -110,8 +119,8 @@ impl IngestCore {
             }
         };
         let key = StepKey::new(open.job.clone(), open.step.clone());
-        let claims = match self.authorize(&open).await {
-            Ok(claims) => claims,
+        let (claims, secrets) = match self.authorize(&open).await {
+            Ok(authorized) => authorized,
             Err(msg) => {
                 IngestMetrics::inc(&self.metrics.errors_unauthorized);
                 self.audit.record("auth_failed", None, serde_json::json!({"via": "ingest", "job": open.job.as_str(), "step": open.step.as_str(), "reason": msg, "peer": peer}));
@@ -128,7 +137,17 @@ impl IngestCore {
         };
         IngestMetrics::inc(&self.metrics.streams_opened);
         self.metrics.streams_active.fetch_add(1, Relaxed);
-        let outcome = self.run_open_stream(&key, &open.name, reader, buf, &decoder, out.clone(), &permit).await;
+        let masking = match DigestSet::new(&secrets) {
+            Ok(set) if !set.is_empty() => Some(set),
+            Ok(_) => None,
+            Err(e) => {
+                // Validated when the job was created; a bad record must not stop the output.
+                warn!(step = %key, error = %e, "job's secret digests are unusable; output is not masked at ingest");
+                None
+            }
+        };
+        let stream = StreamCtx { permit: &permit, masking: masking.as_ref() };
+        let outcome = self.run_open_stream(&key, &open.name, reader, buf, &decoder, out.clone(), &stream).await;
         drop(permit);
         self.metrics.streams_active.fetch_sub(1, Relaxed);
         match outcome {
@@ -143,13 +162,14 @@ impl IngestCore {
         }
     }
 
-    async fn authorize(&self, open: &Open) -> Result<Claims, String> {
+    /// The caller's claims and the job's secret digests.
+    async fn authorize(&self, open: &Open) -> Result<(Claims, Vec<SecretDigest>), String> {
         let claims = self.keys.verify(&open.token, now_secs()).map_err(|e| e.to_string())?;
         if !claims.can_write_job(open.job.as_str()) {
             return Err(format!("token does not allow writing job {}", open.job));
         }
         match self.meta.job(&open.job).await {
-            Ok(Some(_)) => Ok(claims),
+            Ok(Some(job)) => Ok((claims, job.secrets)),
             Ok(None) => Err(format!("job {} does not exist", open.job)),
             Err(e) => Err(format!("could not look up job {}: {e}", open.job)),
         }
@@ -164,7 +184,7 @@ impl IngestCore {
         mut buf: BytesMut,
         decoder: &Decoder,
         out: FrameSink,
-        permit: &StreamPermit<'_>,
+        stream: &StreamCtx<'_>,
     ) -> Result<Outcome, LiveError> {
         let step = match self.meta.open_step(&key.job, &key.step, name).await {
             Ok(step) => step,
@@ -181,7 +201,7 @@ impl IngestCore {
         }
         let (written_tx, written_rx) = watch::channel(progress.durable);
         let acker = tokio::spawn(ack_loop(self.clone(), key.clone(), written_rx, progress.durable, out.clone()));
-        let result = self.read_loop(key, &mut reader, &mut buf, decoder, &out, &written_tx, permit).await;
+        let result = self.read_loop(key, &mut reader, &mut buf, decoder, &out, &written_tx, stream).await;
         drop(written_tx);
         // The acker sends the last ack for what was written before it stops; a verified END
         // comes after it, so the agent sees its final ack first.
@@ -237,9 +257,11 @@ impl IngestCore {
         decoder: &Decoder,
         out: &FrameSink,
         written: &watch::Sender<u64>,
-        permit: &StreamPermit<'_>,
+        stream: &StreamCtx<'_>,
     ) -> Result<Option<End>, Outcome> {
         let mut gap_reported = false;
+        // The last bytes this stream stored (for secrets split across chunks), ending at `.1`.
+        let mut tail: (Vec<u8>, u64) = (Vec::new(), u64::MAX);
         loop {
             let frame = match read_frame(reader, buf, decoder).await {
                 Ok(Some(f)) => f,
@@ -257,13 +279,35 @@ impl IngestCore {
                 Frame::Data(Data { offset, bytes, timestamp_us, .. }) => {
                     IngestMetrics::inc(&self.metrics.data_frames);
                     let len = bytes.len() as u64;
-                    let pause = self.tokens.charge(permit, len, self.limits.bytes_per_sec_per_token, std::time::Instant::now());
+                    let pause = self.tokens.charge(stream.permit, len, self.limits.bytes_per_sec_per_token, std::time::Instant::now());
                     if !pause.is_zero() {
                         self.metrics.throttled_us.fetch_add(pause.as_micros() as u64, Relaxed);
                         tokio::time::sleep(pause).await;
                     }
                     let before = *written.borrow();
-                    match self.live.append(key, offset, timestamp_us, bytes).await {
+                    let masked = match stream.masking {
+                        Some(set) => match self.mask(set, key, offset, &bytes, &mut tail).await {
+                            Ok(m) => m,
+                            Err(e) => {
+                                IngestMetrics::inc(&self.metrics.errors_storage);
+                                return Err(Outcome::Refused(ErrorKind::Unavailable, format!("server could not mask output: {e}; retry later")));
+                            }
+                        },
+                        None => Masked::default(),
+                    };
+                    let appended = if masked.stored.is_some() {
+                        IngestMetrics::inc(&self.metrics.masked_chunks);
+                        self.live.append_stored(key, offset, timestamp_us, bytes, masked.stored).await
+                    } else {
+                        self.live.append(key, offset, timestamp_us, bytes).await
+                    };
+                    if let (Ok(AppendOutcome::Written { .. }), Some((at, b))) = (&appended, masked.before) {
+                        // The first part of a secret split across chunks, stored with the chunk before.
+                        if let Err(e) = self.live.overwrite(key, at, Bytes::from(b)).await {
+                            warn!(step = %key, error = %e, "could not mask the start of a secret split across chunks");
+                        }
+                    }
+                    match appended {
                         Ok(AppendOutcome::Written { hwm }) => {
                             gap_reported = false;
                             let new = hwm.saturating_sub(before.max(offset));
@@ -303,6 +347,32 @@ impl IngestCore {
         }
     }
 
+    /// What to store for a DATA chunk of a job with secret digests; `tail` carries the last
+    /// bytes this stream stored, so the look-back costs no read while the stream is in order.
+    async fn mask(&self, set: &DigestSet, key: &StepKey, offset: u64, bytes: &Bytes, tail: &mut (Vec<u8>, u64)) -> Result<Masked, LiveError> {
+        let look = (set.longest() - 1).min(offset as usize);
+        let before: Vec<u8> = if tail.1 == offset && tail.0.len() >= look {
+            tail.0[tail.0.len() - look..].to_vec()
+        } else {
+            // A reconnect or a resend: what the live tier holds durably before `offset`.
+            match self.live.read(key, offset - look as u64, look).await {
+                Ok(b) => b.to_vec(),
+                Err(LiveError::Released { .. } | LiveError::NotFound(_)) => Vec::new(),
+                Err(e) => return Err(e),
+            }
+        };
+        let m = crate::mask::mask_chunk(set, &before, offset, bytes);
+        let mut next = before;
+        next.extend_from_slice(m.stored.as_deref().unwrap_or(bytes));
+        if let Some((at, b)) = &m.before {
+            let s = (at - (offset - (next.len() - bytes.len()) as u64)) as usize;
+            next[s..s + b.len()].copy_from_slice(b);
+        }
+        let keep = next.len().min(set.longest());
+        *tail = (next.split_off(next.len() - keep), offset + bytes.len() as u64);
+        Ok(m)
+    }
+
     /// Verifies END against what is held, records the end, and echoes END to the agent.
     async fn finish(&self, key: &StepKey, end: End, out: &FrameSink) -> Result<Outcome, LiveError> {
         let (len, checksum) = match self.live.checksum(key).await {
@@ -323,6 +393,11 @@ impl IngestCore {
                     what: format!("archived prefix of {key}"),
                     source: std::io::Error::other(e.to_string()),
                 })?
+            }
+            // Masked at ingest, then a restart: only the length can be checked.
+            Err(LiveError::Unverifiable { len, .. }) => {
+                warn!(step = %key, "step was masked at ingest and the server restarted since; END verified by length only");
+                (len, end.checksum.clone())
             }
             Err(e) => return Err(e),
         };

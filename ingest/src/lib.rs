@@ -7,6 +7,7 @@
 pub mod core;
 pub mod http2;
 pub mod metrics;
+pub mod mask;
 pub mod quic;
 pub mod quota;
 pub mod results;

@@ -19,6 +19,8 @@ pub struct IngestMetrics {
     pub errors_mismatch: AtomicU64,
     pub errors_storage: AtomicU64,
     pub errors_quota: AtomicU64,
+    /// DATA chunks in which a registered secret was masked.
+    pub masked_chunks: AtomicU64,
     /// Microseconds streams were paced by per-token byte limits.
     pub throttled_us: AtomicU64,
 }
@@ -30,7 +32,8 @@ impl IngestMetrics {
 
     /// Appends the metrics in Prometheus text format.
     pub fn render(&self, out: &mut String) {
-        let counters: [(&str, &str, &AtomicU64); 6] = [
+        let counters: [(&str, &str, &AtomicU64); 7] = [
+            ("tailrace_ingest_masked_chunks_total", "DATA chunks in which ingest masked a registered secret.", &self.masked_chunks),
             ("tailrace_ingest_streams_opened_total", "Step streams opened by agents.", &self.streams_opened),
             ("tailrace_ingest_bytes_total", "New output bytes written to the live tier.", &self.bytes_written),
             ("tailrace_ingest_resent_bytes_total", "Bytes received again and trimmed by the offset rule.", &self.bytes_resent),

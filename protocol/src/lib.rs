@@ -8,6 +8,7 @@ pub mod codec;
 pub mod frame;
 pub mod ids;
 pub mod offset;
+pub mod secret;
 pub mod token;
 
 pub use codec::{Decoder, FrameError};

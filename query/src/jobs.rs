@@ -15,6 +15,9 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::AppState;
 
+/// Most secret digests one job may register.
+pub const MAX_SECRET_DIGESTS: usize = 1000;
+
 /// Answer of `POST /api/v1/jobs`.
 #[derive(Debug, Serialize)]
 pub struct CreatedJob {
@@ -37,16 +40,21 @@ pub async fn create_job(
     if !claims.is_admin() {
         return Err(ApiError::Forbidden("creating jobs needs the admin token".into()));
     }
+    if new.secrets.len() > MAX_SECRET_DIGESTS {
+        return Err(ApiError::BadRequest(format!("at most {MAX_SECRET_DIGESTS} secret digests per job")));
+    }
+    tailrace_protocol::secret::DigestSet::new(&new.secrets).map_err(|e| ApiError::BadRequest(format!("secrets: {e}")))?;
+    let digests = new.secrets.len();
     let job = state.core.meta.create_job(new).await?;
     let exp = now_ms() / 1000 + state.job_token_ttl.as_secs();
     let token_claims = Claims::new(Scope::Job { job: job.id.to_string(), project: job.project.clone() }, Some(exp));
     let token = state.core.keys.sign(&token_claims);
     tracing::info!(job = %job.id, project = %job.project, number = job.number, token_id = %token_claims.id, "job created");
-    state.core.audit.record(
+    state.core.audit.record_durable(
         "job_created",
         Some(&claims),
-        serde_json::json!({"job": job.id.as_str(), "project": job.project, "number": job.number, "token_id": token_claims.id, "token_expires_at": exp}),
-    );
+        serde_json::json!({"job": job.id.as_str(), "project": job.project, "number": job.number, "token_id": token_claims.id, "token_expires_at": exp, "secret_digests": digests}),
+    ).await;
     Ok((
         StatusCode::CREATED,
         Json(CreatedJob {

@@ -80,7 +80,7 @@ pub async fn scrub(
         answer.segments_rewritten += done.segments;
     }
     tracing::info!(job = %job.id, occurrences = answer.occurrences, segments = answer.segments_rewritten, "secret scrubbed from stored output");
-    state.core.audit.record(
+    state.core.audit.record_durable(
         "scrub",
         Some(&claims),
         serde_json::json!({
@@ -88,6 +88,6 @@ pub async fn scrub(
             "live_occurrences": answer.live_occurrences, "segments_rewritten": answer.segments_rewritten,
             "secret_length": secret.len(),
         }),
-    );
+    ).await;
     Ok(Json(answer))
 }

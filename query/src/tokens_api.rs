@@ -49,11 +49,11 @@ pub async fn create_read_token(
     let issued = Claims::new(Scope::Project { project: req.project.clone() }, Some(exp));
     let token = state.core.keys.sign(&issued);
     tracing::info!(project = %req.project, token_id = %issued.id, "read token issued");
-    state.core.audit.record(
+    state.core.audit.record_durable(
         "token_created",
         Some(&claims),
         serde_json::json!({"token_id": issued.id, "scope": "project", "project": req.project, "token_expires_at": exp}),
-    );
+    ).await;
     Ok((StatusCode::CREATED, Json(CreatedToken { project: req.project, token, token_id: issued.id, token_expires_at: exp })))
 }
 
@@ -99,6 +99,6 @@ pub async fn revoke(
     state.core.meta.revoke_token(&id, until).await?;
     state.core.keys.revoke(&id);
     tracing::info!(token_id = %id, "token revoked");
-    state.core.audit.record("token_revoked", Some(&caller), serde_json::json!({"token_id": id}));
+    state.core.audit.record_durable("token_revoked", Some(&caller), serde_json::json!({"token_id": id})).await;
     Ok(Json(Revoked { token_id: id }))
 }

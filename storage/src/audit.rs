@@ -2,9 +2,13 @@
 //! scrubs, failed authentication, configuration, expiry deletions) as JSON lines, batched into
 //! objects under `audit/YYYY/MM/DD/` of the object store.
 //!
-//! Records name tokens by their id, never by value, and carry no secrets. Recording never blocks
-//! a request: events wait in a bounded queue for the writer, which puts one object per batch
-//! (at most `batch` events or `flush_every` old) and retries while the object store is down.
+//! Records name tokens by their id, never by value, and carry no secrets. Events wait in a
+//! bounded queue for the writer, which puts one object per batch (at most `batch` events or
+//! `flush_every` old) and retries while the object store is down. Rare administrative actions
+//! (jobs, tokens, scrubs, keys) use [`AuditLog::record_durable`], which answers once their batch
+//! is in the object store (or after `DURABLE_WAIT`, leaving it queued), so a crash right after
+//! them does not lose their record; failed authentication, which a flood can make frequent,
+//! never waits.
 //! When the queue is full (a failed-auth flood during an object-store outage) further events are
 //! counted as dropped (`tailrace_audit_dropped_total`) and a warning is logged.
 
@@ -23,6 +27,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use crate::meta::now_ms;
+
+/// How long [`AuditLog::record_durable`] waits for the object store.
+pub const DURABLE_WAIT: Duration = Duration::from_secs(2);
 
 /// Folder of audit objects in the object store.
 pub const PREFIX: &str = "audit";
@@ -125,6 +132,15 @@ impl AuditLog {
             if dropped.is_power_of_two() {
                 warn!(dropped = dropped + 1, event, "audit queue full (object store down or too slow); audit events dropped");
             }
+        }
+    }
+
+    /// Records like [`AuditLog::record`], then waits (at most `DURABLE_WAIT`) until the event is
+    /// in the object store. When the store is down the caller goes on and the event stays queued.
+    pub async fn record_durable(&self, event: &str, actor: Option<&Claims>, fields: Value) {
+        self.record(event, actor, fields);
+        if tokio::time::timeout(DURABLE_WAIT, self.flush()).await.is_err() {
+            warn!(event, "audit event not yet written (object store slow or down); it stays queued");
         }
     }
 

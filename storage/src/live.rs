@@ -134,6 +134,10 @@ pub enum LiveError {
     /// running); read them from the archive.
     #[error("bytes of step {key} below offset {below} moved to the archive")]
     Released { key: String, below: u64 },
+    /// Ingest stored masked bytes and a restart lost the hash of what the agent sent: only the
+    /// length can be checked.
+    #[error("step {key} was masked at ingest and the server restarted since: only its length ({len}) can be verified")]
+    Unverifiable { key: String, len: u64 },
     #[error("step {key} ended with different content: held {held_len} bytes ({held_checksum}), END says {len} bytes ({checksum})")]
     Conflict { key: String, held_len: u64, held_checksum: String, len: u64, checksum: String },
 }
@@ -149,6 +153,11 @@ pub trait LiveTier: Send + Sync + 'static {
     /// Appends `bytes` at `offset` under the offset rule, atomically per step. `timestamp_us`
     /// (when the agent read them) feeds the step's sparse time index.
     fn append<'a>(&'a self, key: &'a StepKey, offset: u64, timestamp_us: u64, bytes: Bytes)
+    -> BoxFuture<'a, Result<AppendOutcome, LiveError>>;
+
+    /// Like `append`, but writes `stored` (as long as `bytes`: the same bytes with secrets
+    /// masked) while the offset rule and the step's checksum see `bytes`, what the agent sent.
+    fn append_stored<'a>(&'a self, key: &'a StepKey, offset: u64, timestamp_us: u64, bytes: Bytes, stored: Option<Bytes>)
     -> BoxFuture<'a, Result<AppendOutcome, LiveError>>;
 
     /// The step's sparse time index: `(offset, timestamp_us)` points, increasing in both, at
@@ -187,9 +196,10 @@ pub trait LiveTier: Send + Sync + 'static {
     /// what is already released succeeds.
     fn release_prefix<'a>(&'a self, key: &'a StepKey, upto: u64) -> BoxFuture<'a, Result<(), LiveError>>;
 
-    /// Replaces durable bytes at `offset` with as many others (a scrub: offsets, the length and
-    /// the checksum of what the agent sent stay as they are) and makes them durable. Refused
-    /// below the released prefix or past the durable length.
+    /// Replaces written bytes at `offset` with as many others (a scrub, or masking a secret
+    /// split across chunks: offsets, the length and the checksum of what the agent sent stay as
+    /// they are) and makes them durable. Refused below the released prefix or past the written
+    /// length.
     fn overwrite<'a>(&'a self, key: &'a StepKey, offset: u64, bytes: Bytes) -> BoxFuture<'a, Result<(), LiveError>>;
 
     /// Steps whose bytes are held here, for recovery scans (at most `limit`).

@@ -3,6 +3,7 @@
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+use tailrace_protocol::secret::SecretDigest;
 use tailrace_protocol::{JobId, StepId};
 
 use crate::artifacts::Artifact;
@@ -31,6 +32,9 @@ pub struct NewJob {
     /// share it. Insights count workflow runs by it (a job without one is its own run).
     #[serde(default)]
     pub workflow_id: Option<String>,
+    /// Digests of the job's secrets: ingest masks them in output the agent did not mask.
+    #[serde(default)]
+    pub secrets: Vec<SecretDigest>,
 }
 
 /// A job: one unit of CI work whose steps stream output.
@@ -47,6 +51,10 @@ pub struct Job {
     pub pipeline_number: Option<u64>,
     pub workflow_id: Option<String>,
     pub created_at_ms: u64,
+    /// Digests of the job's secrets; never shown by the API (a digest of a weak secret can be
+    /// brute-forced).
+    #[serde(skip_serializing, default)]
+    pub secrets: Vec<SecretDigest>,
 }
 
 /// A step of a job, as listed by the API.
@@ -234,6 +242,10 @@ pub mod conformance {
 
     pub async fn run(store: &dyn MetaStore) {
         let a1 = store.create_job(NewJob { project: "gh/acme/app".into(), ..Default::default() }).await.unwrap();
+        let secret = SecretDigest::of(b"s3cret-value");
+        let masked = store.create_job(NewJob { project: "gh/acme/secrets".into(), secrets: vec![secret.clone()], ..Default::default() }).await.unwrap();
+        assert_eq!(store.job(&masked.id).await.unwrap().unwrap().secrets, vec![secret]);
+        assert!(store.job(&a1.id).await.unwrap().unwrap().secrets.is_empty());
         let a2 = store
             .create_job(NewJob {
                 project: "gh/acme/app".into(),
@@ -342,6 +354,7 @@ pub mod conformance {
             name: Some("test".into()),
             pipeline_number: Some(pipeline),
             workflow_id: Some(wf.into()),
+            secrets: Vec::new(),
         };
         let timed = |name: &str, result: &str, t: f64| TestRun { run_time: Some(t), ..run(name, result) };
         let c1 = store.create_job(job_of("aaa", "w1", 1)).await.unwrap();

@@ -78,6 +78,8 @@ ALTER TABLE jobs ADD COLUMN pipeline_number INTEGER;
 ALTER TABLE jobs ADD COLUMN workflow_id TEXT;
 "#, insights::SCHEMA, artifacts::SCHEMA, r#"
 CREATE TABLE revoked_tokens (id TEXT PRIMARY KEY, until_s INTEGER NOT NULL);
+"#, r#"
+ALTER TABLE jobs ADD COLUMN secrets_json TEXT;
 "#];
 
 mod artifacts;
@@ -169,6 +171,12 @@ fn job_from_row(r: &Row<'_>) -> rusqlite::Result<(String, Job)> {
             created_at_ms: r.get(7)?,
             pipeline_number: r.get(8)?,
             workflow_id: r.get(9)?,
+            secrets: r
+                .get::<_, Option<String>>(10)?
+                .map(|j| serde_json::from_str(&j))
+                .transpose()
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, Box::new(e)))?
+                .unwrap_or_default(),
         },
     ))
 }
@@ -238,9 +246,10 @@ impl MetaStore for SqliteMeta {
                     .map_err(backend)?;
                 let id = new_job_id();
                 let created = now_ms();
+                let secrets = (!new.secrets.is_empty()).then(|| serde_json::to_string(&new.secrets)).transpose().map_err(backend)?;
                 tx.execute(
-                    "INSERT INTO jobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                    params![id, new.project, number, new.branch, new.commit, new.workflow, new.name, created, new.pipeline_number, new.workflow_id],
+                    "INSERT INTO jobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    params![id, new.project, number, new.branch, new.commit, new.workflow, new.name, created, new.pipeline_number, new.workflow_id, secrets],
                 )
                 .map_err(backend)?;
                 tx.commit().map_err(backend)?;
@@ -255,6 +264,7 @@ impl MetaStore for SqliteMeta {
                     pipeline_number: new.pipeline_number,
                     workflow_id: new.workflow_id,
                     created_at_ms: created,
+                    secrets: new.secrets,
                 })
             })
             .await

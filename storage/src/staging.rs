@@ -5,7 +5,9 @@
 //! `<job>/<step>.end` holds the verified end (JSON, written atomically); `<job>/<step>.idx` is
 //! the sparse time index, 16-byte records `offset: u64 LE, timestamp_us: u64 LE`; `<job>/<step>.rel`
 //! holds the released prefix of a running step (decimal offset, written atomically before the
-//! prefix's disk blocks are punched out of the log, so offsets never move). After a crash the hwm
+//! prefix's disk blocks are punched out of the log, so offsets never move); `<job>/<step>.masked`
+//! exists once ingest stored masked bytes (the log then differs from what the agent hashed, so
+//! after a restart END can be checked by length only). After a crash the hwm
 //! is the log file's length: every byte in it was written at its own offset under the offset
 //! rule, so the file is always a prefix of the agent's stream.
 
@@ -38,6 +40,7 @@ struct Entry {
     end_path: PathBuf,
     idx_path: PathBuf,
     rel_path: PathBuf,
+    masked_path: PathBuf,
     file: Arc<File>,
     /// The time index; opened with the log.
     idx: Option<File>,
@@ -56,9 +59,12 @@ struct Writer {
     /// Length of the time index file, and its last point.
     idx_len: u64,
     last_point: Option<(u64, u64)>,
-    /// Hash of `written` bytes; `None` after recovery until someone asks for the checksum.
+    /// Hash of the `written` bytes the agent sent; `None` after recovery until someone asks for
+    /// the checksum.
     hasher: Option<StreamHasher>,
     ended: bool,
+    /// Some stored bytes were masked at ingest (the `.masked` marker exists).
+    masked: bool,
 }
 
 impl StagingTier {
@@ -88,6 +94,10 @@ impl StagingTier {
         self.root.join(key.job.as_str()).join(format!("{}.rel", key.step))
     }
 
+    fn masked_path(&self, key: &StepKey) -> PathBuf {
+        self.root.join(key.job.as_str()).join(format!("{}.masked", key.step))
+    }
+
     /// The step's in-memory entry, loading it from disk if needed. With `create`, a missing step
     /// is created; otherwise it is `NotFound`.
     async fn entry(&self, key: &StepKey, create: bool) -> Result<Arc<Entry>, LiveError> {
@@ -95,7 +105,7 @@ impl StagingTier {
             return Ok(e.clone());
         }
         let (log_path, end_path) = self.paths(key);
-        let paths = StepPaths { log: log_path, end: end_path, idx: self.idx_path(key), rel: self.rel_path(key) };
+        let paths = StepPaths { log: log_path, end: end_path, idx: self.idx_path(key), rel: self.rel_path(key), masked: self.masked_path(key) };
         let name = key.to_string();
         let loaded = tokio::task::spawn_blocking(move || load(paths, create, name))
             .await
@@ -131,10 +141,12 @@ struct StepPaths {
     end: PathBuf,
     idx: PathBuf,
     rel: PathBuf,
+    masked: PathBuf,
 }
 
 fn load(paths: StepPaths, create: bool, name: String) -> Result<Entry, LiveError> {
-    let StepPaths { log: log_path, end: end_path, idx: idx_path, rel: rel_path } = paths;
+    let StepPaths { log: log_path, end: end_path, idx: idx_path, rel: rel_path, masked: masked_path } = paths;
+    let masked = masked_path.exists();
     if create
         && let Some(dir) = log_path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
@@ -181,9 +193,10 @@ fn load(paths: StepPaths, create: bool, name: String) -> Result<Entry, LiveError
         end_path,
         idx_path,
         rel_path,
+        masked_path,
         file: Arc::new(file),
         idx,
-        writer: Mutex::new(Writer { written, idx_len, last_point, hasher, ended }),
+        writer: Mutex::new(Writer { written, idx_len, last_point, hasher, ended, masked }),
         released: AtomicU64::new(released),
         sync_lock: tokio::sync::Mutex::new(()),
         progress: watch::Sender::new(Progress { durable: written, end }),
@@ -216,8 +229,29 @@ impl LiveTier for StagingTier {
         timestamp_us: u64,
         bytes: Bytes,
     ) -> BoxFuture<'a, Result<AppendOutcome, LiveError>> {
+        self.append_stored(key, offset, timestamp_us, bytes, None)
+    }
+
+    fn append_stored<'a>(
+        &'a self,
+        key: &'a StepKey,
+        offset: u64,
+        timestamp_us: u64,
+        bytes: Bytes,
+        stored: Option<Bytes>,
+    ) -> BoxFuture<'a, Result<AppendOutcome, LiveError>> {
         Box::pin(async move {
+            if stored.as_ref().is_some_and(|s| s.len() != bytes.len()) {
+                return Err(LiveError::Io { what: key.to_string(), source: std::io::Error::other("stored bytes must be as long as the received ones") });
+            }
             let e = self.entry(key, true).await?;
+            if stored.is_some() && !e.writer.lock().masked {
+                // The marker before any masked byte: a restart must know the log is not what the
+                // agent hashed.
+                let path = e.masked_path.clone();
+                tokio::task::spawn_blocking(move || write_atomically(&path, b"masked at ingest\n")).await.map_err(join_err)??;
+                e.writer.lock().masked = true;
+            }
             let hwm = {
                 let mut w = e.writer.lock();
                 if w.ended {
@@ -229,9 +263,10 @@ impl LiveTier for StagingTier {
                     OffsetDecision::Append { skip } => skip,
                 };
                 let new = &bytes[skip..];
+                let to_store = stored.as_ref().map_or(new, |s| &s[skip..]);
                 // A positional write into the page cache; it does not wait for the disk. On
                 // error nothing is counted as written, and the next append rewrites the range.
-                e.file.write_all_at(new, w.written).map_err(|err| io(&e.log_path, err))?;
+                e.file.write_all_at(to_store, w.written).map_err(|err| io(&e.log_path, err))?;
                 if let Some(h) = w.hasher.as_mut() {
                     h.update(new);
                 }
@@ -335,7 +370,13 @@ impl LiveTier for StagingTier {
                 }
             }
             // Recovered step: hash the file once, then keep the hasher for later appends.
-            let written = e.writer.lock().written;
+            let (written, masked) = {
+                let w = e.writer.lock();
+                (w.written, w.masked)
+            };
+            if masked {
+                return Err(LiveError::Unverifiable { key: key.to_string(), len: written });
+            }
             let released = e.released.load(Acquire);
             if released > 0 {
                 return Err(LiveError::Released { key: key.to_string(), below: released });
@@ -413,11 +454,13 @@ impl LiveTier for StagingTier {
             let (log, end) = self.paths(key);
             let idx = self.idx_path(key);
             let rel = self.rel_path(key);
+            let masked = self.masked_path(key);
             tokio::task::spawn_blocking(move || -> Result<(), LiveError> {
                 // The log first: a step with an end marker but no log is released, never "empty".
                 remove_if_present(&log)?;
                 remove_if_present(&idx)?;
                 remove_if_present(&rel)?;
+                remove_if_present(&masked)?;
                 remove_if_present(&end)?;
                 if let Some(dir) = log.parent() {
                     // Only succeeds once the job's last step is gone.
@@ -465,12 +508,12 @@ impl LiveTier for StagingTier {
             if offset < below {
                 return Err(LiveError::Released { key: key.to_string(), below });
             }
-            let durable = e.progress.borrow().durable;
+            let written = e.writer.lock().written;
             let end = offset.saturating_add(bytes.len() as u64);
-            if end > durable {
+            if end > written {
                 return Err(LiveError::Io {
                     what: key.to_string(),
-                    source: std::io::Error::other(format!("cannot overwrite up to {end}: only {durable} bytes are durable")),
+                    source: std::io::Error::other(format!("cannot overwrite up to {end}: only {written} bytes are written")),
                 });
             }
             // The file is not opened for appending, so a positioned write lands where it is told.
