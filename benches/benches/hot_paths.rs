@@ -156,6 +156,34 @@ fn masking(c: &mut Criterion) {
     g.finish();
 }
 
+/// Masking at ingest from secret digests on the corpus in 64 KiB chunks: one and three
+/// registered secrets (of different lengths) that never occur.
+fn ingest_masking(c: &mut Criterion) {
+    use tailrace_ingest::mask::mask_chunk;
+    use tailrace_protocol::secret::{DigestSet, SecretDigest};
+    let corpus = Bytes::from(tailrace_load::corpus::generate(2, 16 << 20));
+    let mut g = c.benchmark_group("ingest_mask");
+    g.throughput(Throughput::Bytes(corpus.len() as u64));
+    g.sample_size(10);
+    let secrets: [&[u8]; 3] = [b"ghp_16C7e42F292c6912E7710c838347Ae178B4a", b"AKIAIOSFODNN7EXAMPLE", b"hunter2-deploy-key"];
+    for n in [1, 3] {
+        let set = DigestSet::new(&secrets[..n].iter().map(|s| SecretDigest::of(s)).collect::<Vec<_>>()).expect("valid digests");
+        g.bench_function(format!("{n}_digests_absent"), |b| {
+            b.iter(|| {
+                let mut masked = 0;
+                let look = set.longest() - 1;
+                for at in (0..corpus.len()).step_by(64 * 1024) {
+                    let chunk = corpus.slice(at..(at + 64 * 1024).min(corpus.len()));
+                    let before = &corpus[at.saturating_sub(look)..at];
+                    masked += usize::from(mask_chunk(&set, before, at as u64, &chunk).stored.is_some());
+                }
+                masked
+            })
+        });
+    }
+    g.finish();
+}
+
 /// JUnit parsing of large real files from the corpus (MB/s of XML).
 fn junit_parse(c: &mut Criterion) {
     use tailrace_ingest::results::{parse_junit, JunitLimits};
@@ -173,5 +201,5 @@ fn junit_parse(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode, offset_rule_and_checksum, staging_append, segment, masking, junit_parse);
+criterion_group!(benches, decode, offset_rule_and_checksum, staging_append, segment, masking, ingest_masking, junit_parse);
 criterion_main!(benches);

@@ -25,14 +25,20 @@ pub struct Masked {
 /// Masks `chunk`, to be stored at `at`, given `before`: the stored bytes that end at `at` (up to
 /// the longest secret's length less one).
 pub fn mask_chunk(set: &DigestSet, before: &[u8], at: u64, chunk: &Bytes) -> Masked {
-    let mut joined = Vec::with_capacity(before.len() + chunk.len());
-    joined.extend_from_slice(before);
-    joined.extend_from_slice(chunk);
-    // Matches wholly inside `before` were masked with the chunk before.
-    let found: Vec<Range<usize>> = set.find(&joined).into_iter().filter(|r| r.end > before.len()).collect();
+    // Search the chunk in place, and the seam (`before` and the chunk's first bytes) apart, so a
+    // chunk without secrets is never copied. Seam matches must start in `before`: the others
+    // are in the chunk, and those wholly inside `before` were masked with the chunk before.
+    let b = before.len();
+    let mut seam = before.to_vec();
+    seam.extend_from_slice(&chunk[..chunk.len().min(set.longest().saturating_sub(1))]);
+    let mut found: Vec<Range<usize>> = set.find(&seam).into_iter().filter(|r| r.start < b && r.end > b).collect();
+    found.extend(set.find(chunk).into_iter().map(|r| r.start + b..r.end + b));
     if found.is_empty() {
         return Masked::default();
     }
+    let mut joined = Vec::with_capacity(b + chunk.len());
+    joined.extend_from_slice(before);
+    joined.extend_from_slice(chunk);
     for r in &found {
         for b in &mut joined[r.clone()] {
             if *b != b'\n' {
