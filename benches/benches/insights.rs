@@ -40,6 +40,7 @@ fn build(rt: &tokio::runtime::Runtime, runs: u64) -> (SqliteMeta, tempfile::Temp
                     name: Some("test".into()),
                     pipeline_number: Some(j / 2),
                     workflow_id: Some(format!("w{j}")),
+                    secrets: Vec::new(),
                 })
                 .await
                 .expect("job");
