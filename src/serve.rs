@@ -179,7 +179,7 @@ async fn refresh_revocations(meta: Arc<dyn MetaStore>, keys: Arc<Keyring>) {
     loop {
         every.tick().await;
         match meta.revoked_tokens(tailrace_storage::meta::now_ms() / 1000).await {
-            Ok(ids) => keys.set_revoked(ids),
+            Ok(ids) => keys.add_revoked(ids),
             Err(e) => tracing::warn!(error = %e, "could not load revoked tokens; keeping the last known list"),
         }
     }

@@ -223,9 +223,11 @@ impl Keyring {
         self.read().keys.current
     }
 
-    /// Replaces the set of revoked token ids.
-    pub fn set_revoked(&self, ids: impl IntoIterator<Item = String>) {
-        self.write().revoked = ids.into_iter().collect();
+    /// Adds revoked token ids (from the metadata store). Never removes one: a reload that read
+    /// the store just before a revocation on this node must not undo it. Ids stay until the
+    /// process ends (a few bytes each; revoked tokens expire anyway).
+    pub fn add_revoked(&self, ids: impl IntoIterator<Item = String>) {
+        self.write().revoked.extend(ids);
     }
 
     /// Adds one revoked token id.
