@@ -82,6 +82,8 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
         .map_err(|e| format!("could not listen on {}: {e} (is another tailrace running? use --http-addr)", cfg.http_addr))?;
     let http_addr = listener.local_addr().map_err(|e| e.to_string())?;
 
+    // Before "ready": a TLS pair that does not load stops the start with its reason.
+    let http_tls = http_tls(&cfg, &audit)?;
     let state = Arc::new(AppState {
         core: core.clone(),
         info: IngestInfo {
@@ -113,7 +115,6 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
     );
     let app = tailrace_query::router(state);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let http_tls = http_tls(&cfg, &audit)?;
     let server = tokio::spawn(tailrace_query::server::serve(listener, app, HttpLimits::default(), http_tls, stop_rx));
     shutdown_signal().await;
     info!("shutting down: no new connections; open streams get 10s to finish (agents resume elsewhere)");
