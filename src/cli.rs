@@ -83,12 +83,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct GcArgs {
-    /// Data directory of the server. [default: ./tailrace-data]
-    #[arg(long, env = "TAILRACE_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// The server's TOML config file (for retention and the object store).
-    #[arg(long, env = "TAILRACE_CONFIG")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub server: ServerFiles,
     /// List what would be deleted; delete nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -143,14 +139,21 @@ pub enum KeysCommand {
     Rotate(KeysRotateArgs),
 }
 
+/// The files of a server that a command works on directly (not through its API).
 #[derive(Debug, Args)]
-pub struct KeysRotateArgs {
+pub struct ServerFiles {
     /// Data directory of the server. [default: ./tailrace-data]
     #[arg(long, env = "TAILRACE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// The server's TOML config file (for `signing_keys_file`).
+    /// The server's TOML config file (retention, object store, `signing_keys_file`, …).
     #[arg(long, env = "TAILRACE_CONFIG")]
     pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct KeysRotateArgs {
+    #[command(flatten)]
+    pub server: ServerFiles,
     /// How long tokens of the previous key stay valid, e.g. 24h; 0s refuses them at once
     /// (after a key leaked).
     #[arg(long, value_parser = parse_duration, default_value = "24h")]
@@ -413,7 +416,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
         Command::Scrub(a) => scrub(a).await,
         Command::Keys(KeysCommand::Rotate(a)) => {
             init_logs("warn", false);
-            let cfg = match load_config(a.config.as_deref(), a.data_dir) {
+            let cfg = match load_config(a.server.config.as_deref(), a.server.data_dir) {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
             };
@@ -501,7 +504,7 @@ fn load_config(file: Option<&std::path::Path>, data_dir: Option<PathBuf>) -> Res
 
 async fn gc(a: GcArgs) -> i32 {
     init_logs("warn", false);
-    let cfg = match load_config(a.config.as_deref(), a.data_dir) {
+    let cfg = match load_config(a.server.config.as_deref(), a.server.data_dir) {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };

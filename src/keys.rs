@@ -108,9 +108,7 @@ pub async fn watch(path: PathBuf, admin_token: PathBuf, keys: Arc<Keyring>, audi
                 if let Err(e) = ensure_admin_token(&admin_token, &keys, &audit) {
                     warn!(error = %e, "could not rewrite the admin token after key rotation");
                 }
-                if tokio::time::timeout(tailrace_storage::audit::DURABLE_WAIT, audit.flush()).await.is_err() {
-                    warn!("audit record of the key reload not yet written; it stays queued");
-                }
+                audit.flush_for_a_while().await;
             }
             Err(e) => warn!(error = %e, "signing-key file changed but is invalid; keeping the keys in use"),
         }

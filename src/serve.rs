@@ -33,9 +33,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
     let admin_path = data.join("admin-token");
     crate::keys::ensure_admin_token(&admin_path, &keys, &audit)?;
     // The configuration and admin-token records reach the object store before serving starts.
-    if tokio::time::timeout(tailrace_storage::audit::DURABLE_WAIT, audit.flush()).await.is_err() {
-        tracing::warn!("audit records of this start not yet written (object store slow or down); they stay queued");
-    }
+    audit.flush_for_a_while().await;
     tokio::spawn(crate::keys::watch(key_path, admin_path.clone(), keys.clone(), audit.clone()));
     let (live, meta) = open_storage(&cfg)?;
     tokio::spawn(refresh_revocations(meta.clone(), keys.clone()));

@@ -14,7 +14,7 @@ use tracing::warn;
 
 /// Secrets shorter than this are not masked (CircleCI's rule): masking `abc` would garble most
 /// output and protect nothing.
-pub const MIN_SECRET: usize = 4;
+pub use tailrace_protocol::secret::MIN_SECRET;
 /// The longest `::add-mask::` line honoured; longer ones are dropped (not sent) with a warning.
 pub const MAX_COMMAND_LINE: usize = 4096;
 const ADD_MASK: &[u8] = b"::add-mask::";

@@ -295,12 +295,10 @@ impl IngestCore {
                         },
                         None => Masked::default(),
                     };
-                    let appended = if masked.stored.is_some() {
+                    if masked.stored.is_some() {
                         IngestMetrics::inc(&self.metrics.masked_chunks);
-                        self.live.append_stored(key, offset, timestamp_us, bytes, masked.stored).await
-                    } else {
-                        self.live.append(key, offset, timestamp_us, bytes).await
-                    };
+                    }
+                    let appended = self.live.append_stored(key, offset, timestamp_us, bytes, masked.stored).await;
                     if let (Ok(AppendOutcome::Written { .. }), Some((at, b))) = (&appended, masked.before) {
                         // The first part of a secret split across chunks, stored with the chunk before.
                         if let Err(e) = self.live.overwrite(key, at, Bytes::from(b)).await {
@@ -362,12 +360,9 @@ impl IngestCore {
             }
         };
         let m = crate::mask::mask_chunk(set, &before, offset, bytes);
-        let mut next = before;
+        // What is stored now: `before` (as rewritten, if a split secret reached into it), then the chunk.
+        let mut next = m.before.as_ref().map_or(before, |(_, b)| b.clone());
         next.extend_from_slice(m.stored.as_deref().unwrap_or(bytes));
-        if let Some((at, b)) = &m.before {
-            let s = (at - (offset - (next.len() - bytes.len()) as u64)) as usize;
-            next[s..s + b.len()].copy_from_slice(b);
-        }
         let keep = next.len().min(set.longest());
         *tail = (next.split_off(next.len() - keep), offset + bytes.len() as u64);
         Ok(m)

@@ -11,7 +11,7 @@
 use std::ops::Range;
 
 use bytes::Bytes;
-use tailrace_protocol::secret::DigestSet;
+use tailrace_protocol::secret::{star, DigestSet};
 
 /// What to store for one chunk.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -40,11 +40,7 @@ pub fn mask_chunk(set: &DigestSet, before: &[u8], at: u64, chunk: &Bytes) -> Mas
     joined.extend_from_slice(before);
     joined.extend_from_slice(chunk);
     for r in &found {
-        for b in &mut joined[r.clone()] {
-            if *b != b'\n' {
-                *b = b'*';
-            }
-        }
+        star(&mut joined[r.clone()]);
     }
     let touches_before = found.iter().any(|r| r.start < before.len());
     let (head, tail) = joined.split_at(before.len());

@@ -14,7 +14,8 @@ use sha2::{Digest, Sha256};
 
 /// Base of the rolling hash.
 pub const BASE: u32 = 0x0100_0193;
-/// Shortest secret a digest may be registered for (as the agent's masking).
+/// Shortest secret that is masked anywhere (agent, ingest, scrub): masking every `abc` would
+/// garble output and hide nothing (CircleCI refuses secrets under 4 characters too).
 pub const MIN_SECRET: usize = 4;
 /// Longest secret a digest may be registered for; bounds the bytes ingest looks back.
 pub const MAX_SECRET: usize = 4096;
@@ -51,6 +52,17 @@ impl SecretDigest {
         }
         Ok(())
     }
+}
+
+/// Replaces every byte of `bytes` but newlines with `*`, so a masked secret keeps its length and
+/// the line structure around it; returns whether anything changed.
+pub fn star(bytes: &mut [u8]) -> bool {
+    let mut changed = false;
+    for b in bytes.iter_mut().filter(|b| **b != b'\n' && **b != b'*') {
+        *b = b'*';
+        changed = true;
+    }
+    changed
 }
 
 fn rolling(bytes: &[u8]) -> u32 {

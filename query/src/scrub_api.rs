@@ -8,15 +8,12 @@ use axum::extract::{Path, State};
 use axum::Json;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
+use tailrace_protocol::secret::MIN_SECRET;
 use tailrace_storage::StepKey;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::AppState;
-
-/// Secrets shorter than this are refused: masking every `abc` would garble the log and hide
-/// nothing (the agent's masking has the same minimum).
-pub const MIN_SECRET: usize = 4;
 
 /// Body: the secret as text, or as base64 for bytes that are not UTF-8.
 #[derive(Deserialize)]

@@ -324,6 +324,7 @@ impl Archive {
         Ok(Segment { seq, start, length: len, key: path.to_string(), compressed: stored, checksum: hasher.hex(), frames, frame_lines, frame_times })
     }
 
+    /// Exactly `len` live bytes at `offset`; `State` when the live tier holds fewer.
     async fn read_live_exact(&self, key: &StepKey, offset: u64, len: usize) -> Result<Vec<u8>, ArchiveError> {
         let mut out = Vec::with_capacity(len);
         while out.len() < len {

@@ -139,8 +139,14 @@ impl AuditLog {
     /// in the object store. When the store is down the caller goes on and the event stays queued.
     pub async fn record_durable(&self, event: &str, actor: Option<&Claims>, fields: Value) {
         self.record(event, actor, fields);
+        self.flush_for_a_while().await;
+    }
+
+    /// Writes everything recorded so far, waiting at most `DURABLE_WAIT`; what the object store
+    /// did not take by then stays queued (and a warning says so).
+    pub async fn flush_for_a_while(&self) {
         if tokio::time::timeout(DURABLE_WAIT, self.flush()).await.is_err() {
-            warn!(event, "audit event not yet written (object store slow or down); it stays queued");
+            warn!("audit events not yet written (object store slow or down); they stay queued");
         }
     }
 

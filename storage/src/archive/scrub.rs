@@ -14,6 +14,7 @@ use super::{Archive, ArchiveError, READ_BLOCK};
 use crate::live::{LiveError, StepKey};
 use crate::meta::Segment;
 use crate::segment::{compress_frame, decompress_frames, seek_table};
+use tailrace_protocol::secret::star;
 use tailrace_protocol::StreamHasher;
 
 /// What a scrub of one step changed.
@@ -66,12 +67,7 @@ fn mask(buf: &mut [u8], at: u64, ranges: &[Range<u64>]) -> bool {
     let mut changed = false;
     for r in ranges.iter().filter(|r| r.start < end && r.end > at) {
         let (s, e) = ((r.start.max(at) - at) as usize, (r.end.min(end) - at) as usize);
-        for b in &mut buf[s..e] {
-            if *b != b'\n' {
-                *b = b'*';
-                changed = true;
-            }
-        }
+        changed |= star(&mut buf[s..e]);
     }
     changed
 }
@@ -135,10 +131,10 @@ impl Archive {
         for r in &found {
             let mut start = r.start;
             loop {
-                let result = match self.read_live_range(key, start, r.end).await {
+                let result = match self.read_live_exact(key, start, (r.end - start) as usize).await {
                     Ok(mut bytes) => {
                         mask(&mut bytes, start, std::slice::from_ref(r));
-                        self.live.overwrite(key, start, Bytes::from(bytes)).await
+                        self.live.overwrite(key, start, Bytes::from(bytes)).await.map_err(ArchiveError::from)
                     }
                     Err(e) => Err(e),
                 };
@@ -148,9 +144,10 @@ impl Archive {
                         break;
                     }
                     // Partly released meanwhile: the rest is still here.
-                    Err(LiveError::Released { below, .. }) if below > start && below < r.end => start = below,
-                    Err(LiveError::Released { .. } | LiveError::NotFound(_)) => break,
-                    Err(e) => return Err(e.into()),
+                    Err(ArchiveError::Live(LiveError::Released { below, .. })) if below > start && below < r.end => start = below,
+                    // Released or gone: the archive holds it, and is scrubbed below.
+                    Err(ArchiveError::Live(LiveError::Released { .. } | LiveError::NotFound(_)) | ArchiveError::State(_)) => break,
+                    Err(e) => return Err(e),
                 }
             }
         }
@@ -174,19 +171,6 @@ impl Archive {
         }
         done.segments = rewritten.len() as u64;
         Ok(done)
-    }
-
-    /// The live tier's bytes of `start..end`; `NotFound` when it holds fewer.
-    async fn read_live_range(&self, key: &StepKey, start: u64, end: u64) -> Result<Vec<u8>, LiveError> {
-        let mut out = Vec::with_capacity((end - start) as usize);
-        while (out.len() as u64) < end - start {
-            let b = self.live.read(key, start + out.len() as u64, (end - start) as usize - out.len()).await?;
-            if b.is_empty() {
-                return Err(LiveError::NotFound(key.to_string()));
-            }
-            out.extend_from_slice(&b);
-        }
-        Ok(out)
     }
 
     /// Writes `seg` again with `ranges` masked, to a new object; returns its manifest entry.
