@@ -19,7 +19,8 @@ fn an_archived_step_reads_back_exactly_and_zstd_can_read_its_segments() {
     let data = awkward_bytes(41, 110 << 20);
     stream_step(&server, &job, &token, "big", &data);
     wait_until("step archived", 120, || archived(&server, &job, "big"));
-    assert!(!server.data_dir().join(format!("live/{job}/big.log")).exists(), "live bytes were not released");
+    // The archived mark is committed first, then the live bytes are released.
+    wait_until("live bytes released", 60, || !server.data_dir().join(format!("live/{job}/big.log")).exists());
 
     let segments = segment_files(&server, &job, "big");
     assert_eq!(segments.len(), 4, "{segments:?}");
@@ -79,7 +80,7 @@ fn kill_9_during_archiving_is_repaired_by_the_restart() {
     assert_eq!(segments.len(), 1, "{segments:?}");
     let decoded = std::process::Command::new("zstd").arg("-dc").args(&segments).output().expect("zstd CLI");
     assert!(decoded.stdout == data);
-    assert!(!server.data_dir().join(format!("live/{job}/s.log")).exists());
+    wait_until("live bytes released", 60, || !server.data_dir().join(format!("live/{job}/s.log")).exists());
     eprintln!("archived before the kill: {was_archived}");
 }
 
