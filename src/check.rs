@@ -98,10 +98,14 @@ fn keys(cfg: &ServeConfig) -> Outcome {
 }
 
 async fn meta(cfg: &ServeConfig) -> Outcome {
-    let (_, meta) = crate::serve::open_storage(cfg)?;
+    let meta = crate::serve::open_meta(cfg).await?;
     let probe = tailrace_protocol::JobId::new("check-config-probe").map_err(|e| e.to_string())?;
-    meta.job(&probe).await.map_err(|e| format!("SQLite at {} does not answer: {e}", cfg.data_dir.join("meta.db").display()))?;
-    Ok(format!("SQLite at {}", cfg.data_dir.join("meta.db").display()))
+    let at = crate::serve::meta_location(cfg);
+    meta.job(&probe).await.map_err(|e| format!("{at} does not answer: {e}"))?;
+    Ok(match cfg.meta_url {
+        None => at,
+        Some(_) => format!("{at}: connected, indexes in place, transactions work"),
+    })
 }
 
 async fn store(cfg: &ServeConfig) -> Outcome {

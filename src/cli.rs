@@ -513,11 +513,11 @@ async fn gc(a: GcArgs) -> i32 {
         println!("retention is unlimited (none of retention_logs_days, retention_test_results_days, retention_artifacts_days is set): nothing to delete");
         return 0;
     }
-    if !cfg.data_dir.join("meta.db").exists() {
+    if cfg.meta_url.is_none() && !cfg.data_dir.join("meta.db").exists() {
         return fail(&format!("{} holds no tailrace data (no meta.db); pass --data-dir", cfg.data_dir.display()));
     }
     let result = async {
-        let (live, meta) = crate::serve::open_storage(&cfg)?;
+        let (live, meta) = crate::serve::open_storage(&cfg).await?;
         let store = crate::store::build(&cfg)?;
         let archive = crate::serve::open_archive(&cfg, store.clone(), &live, &meta);
         let artifacts = crate::serve::open_artifacts(&cfg, store.clone(), &meta);

@@ -18,6 +18,9 @@ pub const DEFAULT_QUIC_ADDR: &str = "127.0.0.1:8521";
 pub struct ServeConfig {
     /// Where staging files, the SQLite database, TLS material and tokens live.
     pub data_dir: PathBuf,
+    /// The metadata store: unset for SQLite in `<data_dir>/meta.db`, or a MongoDB URI
+    /// (`mongodb://…` or `mongodb+srv://…`; the database is the URI's, else `tailrace`).
+    pub meta_url: Option<String>,
     /// HTTP listen address (API, websocket tail, HTTP/2 ingest, `/metrics`).
     pub http_addr: SocketAddr,
     /// QUIC listen address (UDP); the HTTP API publishes it at `/api/v1/ingest/info`.
@@ -120,6 +123,7 @@ impl Default for ServeConfig {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("tailrace-data"),
+            meta_url: None,
             http_addr: DEFAULT_HTTP_ADDR.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8520))),
             quic_addr: DEFAULT_QUIC_ADDR.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8521))),
             quic_public_addr: None,
@@ -160,6 +164,19 @@ impl Default for ServeConfig {
             artifacts_serve_active: false,
             artifacts_url: None,
         }
+    }
+}
+
+/// `url` with its password, if any, replaced by `****`: for logs and the audit log.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..auth_end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:****{}", &rest[at..])
+        }
+        None => url.to_string(),
     }
 }
 
@@ -209,6 +226,9 @@ impl ServeConfig {
         let get = |k: &str| env.get(k).filter(|v| !v.is_empty());
         if let Some(v) = get("TAILRACE_DATA_DIR") {
             cfg.data_dir = v.into();
+        }
+        if let Some(v) = get("TAILRACE_META_URL") {
+            cfg.meta_url = Some(v.clone());
         }
         if let Some(v) = get("TAILRACE_HTTP_ADDR") {
             cfg.http_addr = v.parse().map_err(|_| format!("TAILRACE_HTTP_ADDR={v:?} is not HOST:PORT"))?;
@@ -318,6 +338,14 @@ impl ServeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_in_urls_are_redacted() {
+        assert_eq!(redact_url("mongodb://app:s3cr@t@db1:27017,db2/tr?replicaSet=rs0"), "mongodb://app:****@db1:27017,db2/tr?replicaSet=rs0");
+        assert_eq!(redact_url("mongodb+srv://app@cluster.example.net/"), "mongodb+srv://app:****@cluster.example.net/");
+        assert_eq!(redact_url("mongodb://127.0.0.1:27017/x?a=b@c"), "mongodb://127.0.0.1:27017/x?a=b@c");
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
 
     #[test]
     fn file_then_environment() {

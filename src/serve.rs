@@ -13,7 +13,7 @@ use tailrace_protocol::token::Keyring;
 use tailrace_query::server::HttpLimits;
 use tailrace_query::{AppState, IngestInfo, QueryMetrics};
 use object_store::ObjectStore;
-use tailrace_storage::{Archive, ArchiveConfig, AuditConfig, AuditLog, ArtifactConfig, Artifacts, LiveTier, MetaStore, SqliteMeta, StagingTier};
+use tailrace_storage::{Archive, ArchiveConfig, AuditConfig, AuditLog, ArtifactConfig, Artifacts, LiveTier, MetaStore, MongoMeta, SqliteMeta, StagingTier};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::info;
 
@@ -35,7 +35,8 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
     // The configuration and admin-token records reach the object store before serving starts.
     audit.flush_for_a_while().await;
     tokio::spawn(crate::keys::watch(key_path, admin_path.clone(), keys.clone(), audit.clone()));
-    let (live, meta) = open_storage(&cfg)?;
+    let (live, meta) = open_storage(&cfg).await?;
+    info!(meta = %meta_location(&cfg), "metadata store ready");
     tokio::spawn(refresh_revocations(meta.clone(), keys.clone()));
     let (archive, archiving, artifacts) = if cfg.archive {
         let archive = open_archive(&cfg, store.clone(), &live, &meta);
@@ -155,7 +156,10 @@ fn http_tls(cfg: &ServeConfig, audit: &Arc<AuditLog>) -> Result<Option<Arc<rustl
 /// Records the configuration in the audit log at every start, with the settings that changed
 /// since the previous start (remembered in `<data_dir>/last-config.json`).
 fn record_config(cfg: &ServeConfig, audit: &AuditLog) {
-    let now = serde_json::to_value(cfg).unwrap_or_default();
+    let mut now = serde_json::to_value(cfg).unwrap_or_default();
+    if let Some(url) = &cfg.meta_url {
+        now["meta_url"] = crate::config::redact_url(url).into();
+    }
     let last_path = cfg.data_dir.join("last-config.json");
     let last: Option<serde_json::Value> = std::fs::read(&last_path).ok().and_then(|b| serde_json::from_slice(&b).ok());
     let changed: Vec<String> = match (&now, &last) {
@@ -187,12 +191,32 @@ async fn refresh_revocations(meta: Arc<dyn MetaStore>, keys: Arc<Keyring>) {
 /// The live tier and the metadata store of a deployment.
 pub type Storage = (Arc<dyn LiveTier>, Arc<dyn MetaStore>);
 
-/// The live tier and metadata store under the data directory.
-pub fn open_storage(cfg: &ServeConfig) -> Result<Storage, String> {
-    let data = &cfg.data_dir;
-    let live: Arc<dyn LiveTier> = Arc::new(StagingTier::new(data.join("live"), cfg.durability).map_err(|e| e.to_string())?);
-    let meta: Arc<dyn MetaStore> = Arc::new(SqliteMeta::open(&data.join("meta.db")).map_err(|e| e.to_string())?);
-    Ok((live, meta))
+/// The live tier under the data directory and the configured metadata store.
+pub async fn open_storage(cfg: &ServeConfig) -> Result<Storage, String> {
+    let live: Arc<dyn LiveTier> = Arc::new(StagingTier::new(cfg.data_dir.join("live"), cfg.durability).map_err(|e| e.to_string())?);
+    Ok((live, open_meta(cfg).await?))
+}
+
+/// The metadata store: SQLite under the data directory, or MongoDB at `meta_url`.
+pub async fn open_meta(cfg: &ServeConfig) -> Result<Arc<dyn MetaStore>, String> {
+    match &cfg.meta_url {
+        None => {
+            let path = cfg.data_dir.join("meta.db");
+            Ok(Arc::new(SqliteMeta::open(&path).map_err(|e| format!("SQLite at {}: {e}", path.display()))?))
+        }
+        Some(url) => {
+            let meta = MongoMeta::connect(url).await.map_err(|e| format!("MongoDB at {}: {e}", crate::config::redact_url(url)))?;
+            Ok(Arc::new(meta))
+        }
+    }
+}
+
+/// Where the metadata store is, for messages (no password).
+pub fn meta_location(cfg: &ServeConfig) -> String {
+    match &cfg.meta_url {
+        None => format!("SQLite at {}", cfg.data_dir.join("meta.db").display()),
+        Some(url) => format!("MongoDB at {}", crate::config::redact_url(url)),
+    }
 }
 
 /// The archive on the configured object store.

@@ -37,13 +37,17 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready when the metadata store answers.
+/// How long `/readyz` waits for the metadata store: less than a probe's usual timeout.
+const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Ready when the metadata store answers, within [`READY_WAIT`].
 pub async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let probe = tailrace_protocol::JobId::new("readyz-probe").map(|id| async move { state.core.meta.job(&id).await });
     match probe {
-        Ok(fut) => match fut.await {
-            Ok(_) => (StatusCode::OK, "ready\n".to_string()),
-            Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("metadata store unavailable: {e}\n")),
+        Ok(fut) => match tokio::time::timeout(READY_WAIT, fut).await {
+            Ok(Ok(_)) => (StatusCode::OK, "ready\n".to_string()),
+            Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("metadata store unavailable: {e}\n")),
+            Err(_) => (StatusCode::SERVICE_UNAVAILABLE, format!("metadata store unavailable: no answer within {}s\n", READY_WAIT.as_secs())),
         },
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }

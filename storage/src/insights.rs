@@ -42,6 +42,99 @@ pub fn p95(hist: &[u32]) -> f64 {
     bucket_upper(hist.len().saturating_sub(1))
 }
 
+/// Milliseconds in a day: rollups are kept per day since the epoch.
+pub const DAY_MS: u64 = 86_400_000;
+
+/// How a test run counts: its index in workflow-run counts (success, failure, error, skipped),
+/// and whether it passed or failed.
+pub fn classify(result: &str) -> (usize, bool, bool) {
+    match result {
+        "success" => (0, true, false),
+        "failure" => (1, false, true),
+        "error" => (2, false, true),
+        _ => (3, false, false),
+    }
+}
+
+/// A histogram as stored: little-endian `u32` counts.
+pub fn hist_to_blob(h: &[u32]) -> Vec<u8> {
+    h.iter().flat_map(|n| n.to_le_bytes()).collect()
+}
+
+/// A stored histogram, padded to [`HIST_BUCKETS`].
+pub fn hist_from_blob(b: &[u8]) -> Vec<u32> {
+    let mut h: Vec<u32> = b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    h.resize(HIST_BUCKETS, 0);
+    h
+}
+
+/// Adds histogram `b` into `a`.
+pub fn hist_merge(a: &mut [u32], b: &[u32]) {
+    for (x, y) in a.iter_mut().zip(b) {
+        *x += y;
+    }
+}
+
+/// A test's totals over a window, summed from its rollup rows.
+#[derive(Debug, Default)]
+pub struct Totals {
+    pub runs: u64,
+    pub failed: u64,
+    pub flaky: bool,
+    /// The largest p95 of any one of its rows: a merged p95 is never above it, so it ranks the
+    /// candidates for "slowest".
+    pub max_p95_ms: f64,
+}
+
+impl Totals {
+    /// Adds one rollup row.
+    pub fn add(&mut self, runs: u64, failed: u64, flaky: u64, p95_ms: f64) {
+        self.runs += runs;
+        self.failed += failed;
+        self.flaky |= flaky > 0;
+        self.max_p95_ms = self.max_p95_ms.max(p95_ms);
+    }
+}
+
+/// The tests whose exact figures a metrics answer needs: the most failed (at most `limit`) and
+/// the candidates for slowest (`3 × limit` by their largest row p95), ties broken by id.
+pub fn pick_tests<K: Ord + Clone>(by_test: &std::collections::HashMap<K, Totals>, limit: usize) -> (Vec<K>, Vec<K>) {
+    let mut ids: Vec<(&K, &Totals)> = by_test.iter().collect();
+    ids.sort_by(|a, b| b.1.failed.cmp(&a.1.failed).then(a.0.cmp(b.0)));
+    let most_failed = ids.iter().filter(|(_, t)| t.failed > 0).take(limit).map(|(id, _)| (*id).clone()).collect();
+    ids.sort_by(|a, b| b.1.max_p95_ms.total_cmp(&a.1.max_p95_ms).then(a.0.cmp(b.0)));
+    let candidates = ids.iter().take(limit * 3).map(|(id, _)| (*id).clone()).collect();
+    (most_failed, candidates)
+}
+
+/// The slowest `limit` of the candidates' exact figures.
+pub fn slowest(mut candidates: Vec<TestMetric>, limit: usize) -> Vec<TestMetric> {
+    candidates.sort_by(|a, b| b.p95_duration.total_cmp(&a.p95_duration));
+    candidates.truncate(limit);
+    candidates
+}
+
+/// What the store keeps per test and commit: whether it passed there, failed there, and the
+/// seconds its failed runs took.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CommitRecord {
+    pub passed: bool,
+    pub failed: bool,
+    pub failed_time: f64,
+}
+
+impl CommitRecord {
+    /// Folds in one run (`passed`/`failed` by its result, `run_time` in seconds). Returns the
+    /// new record and, when this run makes the test flaky on the commit (it has now both passed
+    /// and failed there, for the first time), the seconds wasted by its failures.
+    pub fn fold(self, passed: bool, failed: bool, run_time: Option<f64>) -> (Self, Option<f64>) {
+        let failed_time = self.failed_time + if failed { run_time.unwrap_or(0.0) } else { 0.0 };
+        let next = Self { passed: self.passed || passed, failed: self.failed || failed, failed_time };
+        let flaked = next.passed && next.failed && !(self.passed && self.failed);
+        (next, flaked.then_some(failed_time))
+    }
+}
+
 /// A flaky test of a project: passed and failed on the same commit, or needed a retry to pass.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FlakyTest {

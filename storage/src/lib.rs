@@ -1,8 +1,8 @@
 //! Tailrace storage: the live tier (where a running step's bytes are held durably and followed by
 //! readers), the archive, artifacts, and the metadata store.
 //!
-//! Both are traits with one embedded backend each today — staging files on local disk and SQLite —
-//! shaped so that the scale-out backends (Redis Streams, MongoDB) fit them unchanged.
+//! Both are traits: the live tier has its embedded backend (staging files on local disk); the
+//! metadata store has SQLite (embedded) and MongoDB (scale-out), held to one conformance suite.
 
 pub mod archive;
 pub mod audit;
@@ -11,6 +11,7 @@ pub mod digest;
 pub mod insights;
 pub mod live;
 pub mod meta;
+pub mod mongo;
 pub mod segment;
 pub mod sqlite;
 pub mod staging;
@@ -22,5 +23,6 @@ pub use artifacts::{Artifact, ArtifactConfig, ArtifactError, Artifacts, UploadOu
 pub use archive::{remove_local_upload_leftovers, Archive, ArchiveConfig, ArchiveError};
 pub use audit::{AuditConfig, AuditLog};
 pub use meta::{Job, MetaError, MetaStore, NewJob, Segment, Step, TestRun};
+pub use mongo::MongoMeta;
 pub use sqlite::SqliteMeta;
 pub use staging::StagingTier;

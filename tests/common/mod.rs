@@ -747,3 +747,62 @@ pub fn segment_files(server: &Server, job: &str, step: &str) -> Vec<PathBuf> {
     mine.sort();
     mine
 }
+
+/// A real MongoDB-protocol server (SecantusDB, on MongoDB's WiredTiger engine) on a free loopback
+/// port, in memory. Its launcher comes from `TAILRACE_SECANTUS_BIN` or
+/// `.venv-services/bin/secantusd-py` (scripts/test.sh installs it).
+pub struct MongoServer {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl MongoServer {
+    pub fn start() -> Self {
+        let mut s = MongoServer { child: None, dir: tempfile::tempdir().expect("tempdir"), port: free_port() };
+        s.start_again();
+        s
+    }
+
+    /// Starts the server (again) on the same port and data directory.
+    pub fn start_again(&mut self) {
+        let bin = std::env::var("TAILRACE_SECANTUS_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-services/bin/secantusd-py"));
+        assert!(bin.exists(), "MongoDB tests need SecantusDB: run scripts/test.sh (it installs it), or set TAILRACE_SECANTUS_BIN");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("mongo.log")).expect("log");
+        let child = Command::new(bin)
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string(), "--storage-path"])
+            .arg(self.dir.path().join("data"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn secantusd-py");
+        self.child = Some(child);
+        let port = self.port;
+        wait_until("SecantusDB port", 60, || TcpStream::connect(("127.0.0.1", port)).is_ok());
+    }
+
+    /// A URI for database `db` on this server.
+    pub fn uri(&self, db: &str) -> String {
+        format!("mongodb://127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Stops the server (kill -9), keeping its data.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mongo.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for MongoServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

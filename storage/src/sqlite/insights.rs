@@ -16,7 +16,10 @@ use std::collections::HashMap;
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::backend;
-use crate::insights::{bucket, p95, FlakyTest, MetricsQuery, TestDay, TestMetric, TestMetrics, WorkflowTestRun, HIST_BUCKETS};
+use crate::insights::{
+    bucket, classify, hist_from_blob, hist_merge, hist_to_blob, p95, pick_tests, slowest, CommitRecord, FlakyTest, MetricsQuery, TestDay,
+    TestMetric, TestMetrics, Totals, WorkflowTestRun, DAY_MS, HIST_BUCKETS,
+};
 use crate::meta::{Job, MetaError};
 use crate::test_runs::TestRun;
 
@@ -53,18 +56,6 @@ CREATE TABLE workflow_test_runs (
 CREATE INDEX workflow_test_runs_recent ON workflow_test_runs (project, workflow, created_at_ms);
 "#;
 
-const DAY_MS: u64 = 86_400_000;
-
-fn hist_from_blob(b: &[u8]) -> Vec<u32> {
-    let mut h: Vec<u32> = b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-    h.resize(HIST_BUCKETS, 0);
-    h
-}
-
-fn hist_to_blob(h: &[u32]) -> Vec<u8> {
-    h.iter().flat_map(|n| n.to_le_bytes()).collect()
-}
-
 /// Folds `runs` of `job` into every rollup.
 pub(super) fn update(tx: &Transaction<'_>, job: &Job, runs: &[TestRun]) -> Result<(), MetaError> {
     let workflow = job.workflow.clone().unwrap_or_default();
@@ -99,29 +90,23 @@ pub(super) fn update(tx: &Transaction<'_>, job: &Job, runs: &[TestRun]) -> Resul
         .map_err(backend)?;
     for r in runs {
         let file = r.file.clone().unwrap_or_default();
-        let failed = r.result == "failure" || r.result == "error";
-        let passed = r.result == "success";
-        counts[match r.result.as_str() {
-            "success" => 0,
-            "failure" => 1,
-            "error" => 2,
-            _ => 3,
-        }] += 1;
+        let (kind, passed, failed) = classify(&r.result);
+        counts[kind] += 1;
         let id: i64 = test_id
             .query_row(params![job.project, r.classname, r.name, file, r.source, job_name], |x| x.get(0))
             .map_err(backend)?;
         // Flaky: a retry made it pass, or it both passed and failed on this commit.
         let mut wasted = r.flaky.then_some(r.wasted_time);
         if let (Some(commit), true) = (job.commit.as_deref(), passed || failed) {
-            let prior: Option<(bool, bool, f64)> =
-                get_commit.query_row(params![id, commit], |x| Ok((x.get(0)?, x.get(1)?, x.get(2)?))).optional().map_err(backend)?;
-            let (was_passed, was_failed, failed_time) = prior.unwrap_or((false, false, 0.0));
-            let failed_time = failed_time + if failed { r.run_time.unwrap_or(0.0) } else { 0.0 };
-            let (now_passed, now_failed) = (was_passed || passed, was_failed || failed);
-            if now_passed && now_failed && !(was_passed && was_failed) {
+            let prior: Option<CommitRecord> = get_commit
+                .query_row(params![id, commit], |x| Ok(CommitRecord { passed: x.get(0)?, failed: x.get(1)?, failed_time: x.get(2)? }))
+                .optional()
+                .map_err(backend)?;
+            let (now, flaked) = prior.unwrap_or_default().fold(passed, failed, r.run_time);
+            if let Some(failed_time) = flaked {
                 wasted = Some(wasted.unwrap_or(0.0) + failed_time);
             }
-            put_commit.execute(params![id, commit, now_passed, now_failed, failed_time]).map_err(backend)?;
+            put_commit.execute(params![id, commit, now.passed, now.failed, now.failed_time]).map_err(backend)?;
         }
         if let Some(w) = wasted {
             flaked.execute(params![id, w, job.id.as_str()]).map_err(backend)?;
@@ -178,17 +163,6 @@ pub(super) fn flaky_tests(c: &rusqlite::Connection, project: &str) -> Result<Vec
     rows.collect::<Result<_, _>>().map_err(backend)
 }
 
-/// A test's totals over a window, by id.
-#[derive(Default)]
-struct Totals {
-    runs: u64,
-    failed: u64,
-    flaky: bool,
-    /// The largest p95 of any one of its rows: a merged p95 is never above it, so it ranks the
-    /// candidates for "slowest".
-    max_p95_ms: f64,
-}
-
 /// Test metrics of one workflow: narrow rollup rows are scanned and summed by test id; exact
 /// p95s come from the histograms of the listed tests (and the slowest-test candidates) only.
 pub(super) fn test_metrics(c: &rusqlite::Connection, project: &str, q: &MetricsQuery) -> Result<TestMetrics, MetaError> {
@@ -203,19 +177,16 @@ pub(super) fn test_metrics(c: &rusqlite::Connection, project: &str, q: &MetricsQ
             .map_err(backend)?;
         let mut rows = stmt.query(params![project, q.workflow, since_day, q.branch]).map_err(backend)?;
         while let Some(r) = rows.next().map_err(backend)? {
-            let t = by_test.entry(r.get(0).map_err(backend)?).or_default();
-            t.runs += r.get::<_, u64>(1).map_err(backend)?;
-            t.failed += r.get::<_, u64>(2).map_err(backend)?;
-            t.flaky |= r.get::<_, u64>(3).map_err(backend)? > 0;
-            t.max_p95_ms = t.max_p95_ms.max(r.get(4).map_err(backend)?);
+            by_test.entry(r.get(0).map_err(backend)?).or_default().add(
+                r.get(1).map_err(backend)?,
+                r.get(2).map_err(backend)?,
+                r.get(3).map_err(backend)?,
+                r.get(4).map_err(backend)?,
+            );
         }
     }
     let total = by_test.values().map(|t| t.runs).sum();
-    let mut ids: Vec<(i64, &Totals)> = by_test.iter().map(|(id, t)| (*id, t)).collect();
-    ids.sort_by_key(|(id, t)| (std::cmp::Reverse(t.failed), *id));
-    let most_failed: Vec<i64> = ids.iter().filter(|(_, t)| t.failed > 0).take(q.limit).map(|(id, _)| *id).collect();
-    ids.sort_by(|a, b| b.1.max_p95_ms.total_cmp(&a.1.max_p95_ms).then(a.0.cmp(&b.0)));
-    let candidates: Vec<i64> = ids.iter().take(q.limit * 3).map(|(id, _)| *id).collect();
+    let (most_failed, candidates) = pick_tests(&by_test, q.limit);
 
     let mut hist = c
         .prepare_cached("SELECT hist FROM test_hists WHERE test = ?1 AND day >= ?2 AND workflow = ?3 AND (?4 IS NULL OR branch = ?4)")
@@ -225,9 +196,7 @@ pub(super) fn test_metrics(c: &rusqlite::Connection, project: &str, q: &MetricsQ
         let mut merged = vec![0u32; HIST_BUCKETS];
         let mut rows = hist.query(params![id, since_day, q.workflow, q.branch]).map_err(backend)?;
         while let Some(r) = rows.next().map_err(backend)? {
-            for (a, b) in merged.iter_mut().zip(hist_from_blob(&r.get::<_, Vec<u8>>(0).map_err(backend)?)) {
-                *a += b;
-            }
+            hist_merge(&mut merged, &hist_from_blob(&r.get::<_, Vec<u8>>(0).map_err(backend)?));
         }
         let t = &by_test[&id];
         names
@@ -247,9 +216,7 @@ pub(super) fn test_metrics(c: &rusqlite::Connection, project: &str, q: &MetricsQ
             .map_err(backend)
     };
     let most_failed = most_failed.into_iter().map(&mut metric).collect::<Result<Vec<_>, _>>()?;
-    let mut slowest = candidates.into_iter().map(&mut metric).collect::<Result<Vec<_>, _>>()?;
-    slowest.sort_by(|a, b| b.p95_duration.total_cmp(&a.p95_duration));
-    slowest.truncate(q.limit);
+    let slowest = slowest(candidates.into_iter().map(&mut metric).collect::<Result<Vec<_>, _>>()?, q.limit);
 
     let workflow_runs: u64 = c
         .query_row(
@@ -311,9 +278,7 @@ pub(super) fn test_history(c: &rusqlite::Connection, project: &str, test: (&str,
     while let Some(r) = rows.next().map_err(backend)? {
         let day: u64 = r.get(0).map_err(backend)?;
         if let Some((_, h)) = days.iter_mut().find(|(d, _)| d.day == day) {
-            for (a, b) in h.iter_mut().zip(hist_from_blob(&r.get::<_, Vec<u8>>(1).map_err(backend)?)) {
-                *a += b;
-            }
+            hist_merge(h, &hist_from_blob(&r.get::<_, Vec<u8>>(1).map_err(backend)?));
         }
     }
     Ok(days
