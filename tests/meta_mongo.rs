@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
@@ -142,4 +143,76 @@ fn two_nodes_racing_on_one_job_never_double_count() {
         let (x, y) = tokio::join!(a.advance_artifact("art0", 0, &[1], None), b.advance_artifact("art0", 0, &[2], None));
         assert!(x.unwrap() ^ y.unwrap(), "exactly one node advances a part");
     });
+}
+
+fn check_config(server: &Server, env: &[(String, String)]) -> String {
+    let out = Command::new(BIN)
+        .args(["serve", "--check-config", "--http-addr", "127.0.0.1:0", "--quic-addr", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(server.data_dir())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines().find(|l| l.contains(" metadata store: ")).unwrap_or_else(|| panic!("no metadata store line in {text}")).to_string()
+}
+
+#[test]
+fn serve_on_mongodb_keeps_steps_and_results_across_a_restart_and_an_outage() {
+    let mut mongo = MongoServer::start();
+    let env = vec![("TAILRACE_META_URL".to_string(), mongo.uri("tailrace"))];
+    let mut server = Server::start_with(env.clone());
+    assert!(server.log().contains("MongoDB at mongodb://127.0.0.1"), "{}", server.log());
+    assert!(!server.data_dir().join("meta.db").exists(), "no SQLite database beside MongoDB");
+    let (job, token) = server.create_job();
+    let data = awkward_bytes(7, 3 << 20);
+    stream_step(&server, &job, &token, "first", &data);
+    assert_eq!(server.output(&job, "first", None).body, data);
+    let junit = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/junit/quick-junit/crates__quick-junit-tests__tests__fixtures__basic_report.xml");
+    let out = Command::new(BIN)
+        .args(["store-test-results", "--server", &server.url(), "--job", &job])
+        .arg(&junit)
+        .env("TAILRACE_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tests = |server: &Server| {
+        let r = http_get(&server.url(), &format!("/api/v1/jobs/{job}/tests"), Some(&server.admin_token()), None).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        v["items"].as_array().map_or(0, Vec::len)
+    };
+    assert_eq!(tests(&server), 8);
+    assert!(check_config(&server, &env).contains("ok") && check_config(&server, &env).contains("transactions work"));
+
+    // MongoDB goes away while a step runs: its bytes keep landing in the live tier, its end
+    // cannot be recorded and is refused (the agent retries), /readyz says why.
+    let gated = GatedStep::new(&[b"before the outage\n", b"after the outage\n"]);
+    let agent = Watched::spawn(gated.agent(&server, &token, &job, "second"));
+    wait_until("first part durable", 30, || server.step_len(&job, "second") == 18);
+    mongo.stop();
+    let ready = http_get(&server.url(), "/readyz", None, None).unwrap();
+    assert_eq!(ready.status, 503);
+    assert!(String::from_utf8_lossy(&ready.body).contains("metadata store unavailable"));
+    assert!(check_config(&server, &env).starts_with("FAIL"), "a stopped MongoDB fails the check");
+    gated.open(1);
+    agent.wait_for("could not record step", 60);
+
+    // Back: the agent's retry records the end; nothing was lost or doubled.
+    mongo.start_again();
+    let out = agent.finish(120);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(server.output(&job, "second", None).body, b"before the outage\nafter the outage\n");
+    assert_eq!(server.step(&job, "second").unwrap()["status"], "success");
+    wait_until("/readyz ok again", 30, || http_get(&server.url(), "/readyz", None, None).is_ok_and(|r| r.status == 200));
+
+    // A restarted server finds everything in MongoDB.
+    server.restart();
+    assert_eq!(server.output(&job, "first", None).body, data);
+    assert_eq!(server.step(&job, "second").unwrap()["status"], "success");
+    assert_eq!(tests(&server), 8);
+    let (job2, _) = server.create_job();
+    let numbers = http_get(&server.url(), &format!("/api/v1/jobs/{job2}"), Some(&server.admin_token()), None).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&numbers.body).unwrap();
+    assert_eq!(v["number"], 2, "job numbers continue from MongoDB");
 }

@@ -772,7 +772,7 @@ impl MongoServer {
         assert!(bin.exists(), "MongoDB tests need SecantusDB: run scripts/test.sh (it installs it), or set TAILRACE_SECANTUS_BIN");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("mongo.log")).expect("log");
         let child = Command::new(bin)
-            .args(["--host", "127.0.0.1", "--port", &self.port.to_string(), "--storage-path"])
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string(), "--sync-on-commit", "--storage-path"])
             .arg(self.dir.path().join("data"))
             .stdout(Stdio::null())
             .stderr(log)
