@@ -12,6 +12,7 @@ pub mod insights;
 pub mod live;
 pub mod meta;
 pub mod mongo;
+pub mod redis_live;
 pub mod segment;
 pub mod sqlite;
 pub mod staging;
@@ -24,5 +25,6 @@ pub use archive::{remove_local_upload_leftovers, Archive, ArchiveConfig, Archive
 pub use audit::{AuditConfig, AuditLog};
 pub use meta::{Job, MetaError, MetaStore, NewJob, Segment, Step, TestRun};
 pub use mongo::MongoMeta;
+pub use redis_live::{RedisConfig, RedisTier};
 pub use sqlite::SqliteMeta;
 pub use staging::StagingTier;

@@ -205,3 +205,126 @@ pub trait LiveTier: Send + Sync + 'static {
     /// Steps whose bytes are held here, for recovery scans (at most `limit`).
     fn resident<'a>(&'a self, limit: usize) -> BoxFuture<'a, Result<Vec<StepKey>, LiveError>>;
 }
+
+/// The conformance suite every [`LiveTier`] backend must pass. `job` names the steps it uses.
+#[doc(hidden)]
+#[allow(clippy::unwrap_used)]
+pub mod conformance {
+    use std::time::Duration;
+
+    use tailrace_protocol::StreamHasher;
+
+    use super::*;
+
+    fn end_for(bytes: &[u8]) -> StepEnd {
+        let mut h = StreamHasher::new();
+        h.update(bytes);
+        StepEnd {
+            status: StepStatus::Success,
+            reason: EndReason::Exited,
+            exit_code: Some(0),
+            length: bytes.len() as u64,
+            checksum: h.hex(),
+            duration_ms: 1,
+            ended_at_ms: 1,
+        }
+    }
+
+    /// Waits (at most 10 s, then fails) until the receiver's progress satisfies `f`.
+    async fn wait(rx: &mut watch::Receiver<Progress>, what: &str, f: impl FnMut(&Progress) -> bool) {
+        match tokio::time::timeout(Duration::from_secs(10), rx.wait_for(f)).await {
+            Ok(Ok(_)) => {}
+            other => panic!("readers were not told {what}: {:?}", other.map(|r| r.map(|p| p.clone()))),
+        }
+    }
+
+    pub async fn run(tier: &dyn LiveTier, job: &str) {
+        let key = |s: &str| StepKey::new(JobId::new(job).unwrap(), StepId::new(s).unwrap());
+        let k = key("a");
+        assert!(matches!(tier.read(&k, 0, 1).await, Err(LiveError::NotFound(_))));
+        assert!(matches!(tier.subscribe(&k).await, Err(LiveError::NotFound(_))));
+        assert!(matches!(tier.checksum(&k).await, Err(LiveError::NotFound(_))));
+
+        // The offset rule: append at the hwm, trim a resent prefix, refuse a gap.
+        assert_eq!(tier.open(&k).await.unwrap(), Progress::default());
+        let mut rx = tier.subscribe(&k).await.unwrap();
+        let b = |s: &'static [u8]| Bytes::from_static(s);
+        assert_eq!(tier.append(&k, 0, 1_000_000, b(b"hello ")).await.unwrap(), AppendOutcome::Written { hwm: 6 });
+        assert_eq!(tier.append(&k, 3, 1_000_001, b(b"lo world")).await.unwrap(), AppendOutcome::Written { hwm: 11 });
+        assert_eq!(tier.append(&k, 0, 1_000_002, b(b"hel")).await.unwrap(), AppendOutcome::Written { hwm: 11 });
+        assert_eq!(tier.append(&k, 20, 1_000_003, b(b"x")).await.unwrap(), AppendOutcome::Gap { hwm: 11 });
+        assert_eq!(tier.sync(&k).await.unwrap(), 11);
+        wait(&mut rx, "the durable length", |p| p.durable == 11).await;
+        assert_eq!(&tier.read(&k, 0, 100).await.unwrap()[..], b"hello world");
+        assert_eq!(&tier.read(&k, 4, 3).await.unwrap()[..], b"o w");
+        assert!(tier.read(&k, 11, 10).await.unwrap().is_empty());
+        assert_eq!(tier.checksum(&k).await.unwrap(), (11, end_for(b"hello world").checksum));
+        assert_eq!(tier.open(&k).await.unwrap().durable, 11, "opening again finds the bytes");
+        assert!(tier.resident(1000).await.unwrap().contains(&k));
+
+        // The time index: the first byte, then a gap of more than a second.
+        tier.append(&k, 11, 3_000_000, b(b"!")).await.unwrap();
+        assert_eq!(tier.time_index(&k).await.unwrap(), [(0, 1_000_000), (11, 3_000_000)]);
+
+        // The end: recorded once, readers told, a different end refused, appends refused.
+        tier.sync(&k).await.unwrap();
+        let end = tier.finish(&k, end_for(b"hello world!")).await.unwrap();
+        wait(&mut rx, "the end", |p| p.end.is_some()).await;
+        assert_eq!(rx.borrow().end.as_deref(), Some(&*end));
+        assert_eq!(tier.finish(&k, end_for(b"hello world!")).await.unwrap(), end);
+        assert!(matches!(tier.finish(&k, end_for(b"hello world?")).await, Err(LiveError::Conflict { .. })));
+        assert_eq!(tier.append(&k, 12, 3_000_001, b(b"more")).await.unwrap(), AppendOutcome::Ended { hwm: 12 });
+        assert_eq!(tier.open(&k).await.unwrap().end.as_deref(), Some(&*end));
+
+        // A released prefix of a running step: refused below, served above.
+        let r = key("b");
+        tier.open(&r).await.unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        for (i, chunk) in data.chunks(100_000).enumerate() {
+            tier.append(&r, i as u64 * 100_000, 1, Bytes::copy_from_slice(chunk)).await.unwrap();
+        }
+        tier.sync(&r).await.unwrap();
+        tier.release_prefix(&r, 150_000).await.unwrap();
+        tier.release_prefix(&r, 10).await.unwrap();
+        assert!(matches!(tier.read(&r, 149_999, 10).await, Err(LiveError::Released { below: 150_000, .. })));
+        assert_eq!(&tier.read(&r, 150_000, 60_000).await.unwrap()[..], &data[150_000..210_000]);
+        assert_eq!(&tier.read(&r, 299_990, 100).await.unwrap()[..], &data[299_990..]);
+        match tier.checksum(&r).await {
+            Ok(c) => assert_eq!(c, (300_000, end_for(&data).checksum)),
+            Err(LiveError::Released { below, .. }) => assert_eq!(below, 150_000),
+            Err(e) => panic!("checksum after a released prefix: {e}"),
+        }
+
+        // Overwrite: same length, across chunk boundaries; refused below the release or past the end.
+        tier.overwrite(&r, 199_998, b(b"****")).await.unwrap();
+        let mut want = data[199_990..200_010].to_vec();
+        want[8..12].copy_from_slice(b"****");
+        assert_eq!(&tier.read(&r, 199_990, 20).await.unwrap()[..], &want[..]);
+        assert!(tier.overwrite(&r, 100, b(b"x")).await.is_err());
+        assert!(tier.overwrite(&r, 299_999, b(b"xy")).await.is_err());
+
+        // Stored bytes that differ from the received ones: readers get the stored ones.
+        let m = key("c");
+        tier.open(&m).await.unwrap();
+        let sent = b(b"token=abcd\n");
+        tier.append_stored(&m, 0, 1, sent.clone(), Some(b(b"token=****\n"))).await.unwrap();
+        tier.sync(&m).await.unwrap();
+        assert_eq!(&tier.read(&m, 0, 100).await.unwrap()[..], b"token=****\n");
+        match tier.checksum(&m).await {
+            Ok(c) => assert_eq!(c, (11, end_for(&sent).checksum)),
+            Err(LiveError::Unverifiable { len, .. }) => assert_eq!(len, 11),
+            Err(e) => panic!("checksum of masked bytes: {e}"),
+        }
+
+        // Release: gone for later readers, twice is fine.
+        tier.release(&k).await.unwrap();
+        tier.release(&k).await.unwrap();
+        assert!(matches!(tier.read(&k, 0, 10).await, Err(LiveError::NotFound(_))));
+        assert!(matches!(tier.checksum(&k).await, Err(LiveError::NotFound(_))));
+        assert!(!tier.resident(1000).await.unwrap().contains(&k));
+        for s in [&r, &m] {
+            tier.finish(s, StepEnd { length: 0, ..end_for(b"") }).await.ok();
+            tier.release(s).await.unwrap();
+        }
+    }
+}

@@ -806,3 +806,57 @@ impl Drop for MongoServer {
         self.stop();
     }
 }
+
+/// A real Redis server (Debian's `redis-server`, installed by scripts/test.sh) on a free loopback
+/// port, persisting with an fsync'd append-only file so a `kill -9` loses nothing it acknowledged.
+pub struct RedisServer {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let mut s = RedisServer { child: None, dir: tempfile::tempdir().expect("tempdir"), port: free_port() };
+        s.start_again();
+        s
+    }
+
+    /// Starts the server (again) on the same port and data directory.
+    pub fn start_again(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("redis.log")).expect("log");
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server (scripts/test.sh installs it)");
+        self.child = Some(child);
+        let port = self.port;
+        wait_until("redis ping", 30, || {
+            let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+            let mut buf = [0u8; 64];
+            s.write_all(b"PING\r\n").is_ok() && s.read(&mut buf).is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+        });
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Stops the server (kill -9), keeping its append-only file.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

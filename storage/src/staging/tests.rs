@@ -173,3 +173,10 @@ fn cached_reads_return_exactly_the_written_bytes_or_decline() {
     // Past the end there is nothing to read: decline, so the caller's blocking read reports it.
     assert!(!read_cached(&file, &mut buf, 250_000));
 }
+
+#[tokio::test]
+async fn staging_passes_the_live_tier_conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = StagingTier::new(dir.path(), Durability::Fsync).unwrap();
+    crate::live::conformance::run(&tier, "conformance").await;
+}

@@ -1,0 +1,395 @@
+//! The scale-out live tier: one Redis Stream per running step, shared by every node.
+//!
+//! Per step (one hash tag, so a Redis Cluster keeps a step on one shard): `tr:{job/step}:m`, a
+//! hash with the written length `hwm`, the released prefix `rel`, the end, and the last
+//! time-index point; `…:s`, the stream, one entry per appended chunk with id `<offset>-1`;
+//! `…:t`, the time index; `…:o`, replacement bytes of entries an overwrite changed. Every
+//! change is one Lua script, so the offset rule is applied inside Redis: two nodes racing on
+//! one step cannot interleave or duplicate bytes. Scripts that add bytes or end a step publish
+//! on `…:n`, which each node's follower (see [`follow`]) turns into `watch` updates for its
+//! readers. Keys expire `ttl` after the last append; the archiver's release deletes them.
+//!
+//! Durable means what Redis acknowledged under its own persistence (run it with
+//! `appendonly yes` and `appendfsync always`); with `wait_replicas` set, `sync` also waits
+//! for that many replicas (`WAIT`). The checksum at END is computed by reading the step back,
+//! so a step whose stored bytes differ from what was sent (masked at ingest, or scrubbed) is
+//! verified by length only.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+use tailrace_protocol::{JobId, StepId, StreamHasher};
+use tokio::sync::{mpsc, watch};
+
+use crate::live::{AppendOutcome, LiveError, LiveTier, Progress, StepEnd, StepKey, TIME_INDEX_GAP_US};
+
+mod follow;
+
+/// A time-index point at least every this many bytes (as the staging tier).
+const INDEX_EVERY_BYTES: u64 = 64 * 1024;
+/// The set of steps with keys here, for recovery scans.
+const RESIDENT: &str = "tr:resident";
+/// Bytes per read while hashing a step back.
+const HASH_READ: usize = 4 << 20;
+
+/// Where and how long the Redis live tier keeps steps.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://[user:pass@]host:port[/db]` or `rediss://…`.
+    pub url: String,
+    /// Keys of a step expire this long after its last append (abandoned steps).
+    pub ttl: Duration,
+    /// Replicas `sync` waits for (`WAIT`); 0 trusts the primary's persistence.
+    pub wait_replicas: u32,
+}
+
+struct Scripts {
+    open: Script,
+    append: Script,
+    read: Script,
+    overwrite: Script,
+    release_prefix: Script,
+    finish: Script,
+}
+
+/// The Redis Streams live tier. Cheap to share: one multiplexed connection (reconnecting by
+/// itself) for commands, one pub/sub connection for the follower.
+pub struct RedisTier {
+    con: ConnectionManager,
+    cfg: RedisConfig,
+    scripts: Scripts,
+    watchers: follow::Watchers,
+    follow: mpsc::UnboundedSender<StepKey>,
+}
+
+impl std::fmt::Debug for RedisTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTier").field("ttl", &self.cfg.ttl).finish()
+    }
+}
+
+fn io(what: impl std::fmt::Display, e: impl std::fmt::Display) -> LiveError {
+    LiveError::Io { what: what.to_string(), source: std::io::Error::other(e.to_string()) }
+}
+
+/// `tr:{job/step}:<suffix>`.
+pub(crate) fn key_of(k: &StepKey, suffix: &str) -> String {
+    format!("tr:{{{}/{}}}:{suffix}", k.job, k.step)
+}
+
+fn end_from_json(key: &StepKey, json: &str) -> Result<StepEnd, LiveError> {
+    serde_json::from_str(json).map_err(|e| io(format!("end of {key}"), e))
+}
+
+impl RedisTier {
+    /// Connects (failing fast if Redis does not answer) and starts the follower.
+    pub async fn connect(cfg: RedisConfig) -> Result<Arc<Self>, LiveError> {
+        let client = redis::Client::open(cfg.url.as_str()).map_err(|e| io("live_url", e))?;
+        let mcfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(5))
+            .set_response_timeout(Duration::from_secs(10))
+            .set_number_of_retries(2)
+            .set_max_delay(1000);
+        let con = tokio::time::timeout(Duration::from_secs(15), client.get_connection_manager_with_config(mcfg))
+            .await
+            .map_err(|_| io("Redis", "no answer within 15 s"))?
+            .map_err(|e| io("Redis", e))?;
+        let scripts = Scripts {
+            open: Script::new(include_str!("redis_live/open.lua")),
+            append: Script::new(include_str!("redis_live/append.lua")),
+            read: Script::new(include_str!("redis_live/read.lua")),
+            overwrite: Script::new(include_str!("redis_live/overwrite.lua")),
+            release_prefix: Script::new(include_str!("redis_live/release_prefix.lua")),
+            finish: Script::new(include_str!("redis_live/finish.lua")),
+        };
+        let watchers = follow::Watchers::default();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let tier = Arc::new(Self { con: con.clone(), cfg, scripts, watchers: watchers.clone(), follow: tx });
+        tokio::spawn(follow::run(client, Arc::downgrade(&tier), watchers, rx));
+        let _: () = redis::cmd("PING").query_async(&mut con.clone()).await.map_err(|e| io("Redis", e))?;
+        Ok(tier)
+    }
+
+    fn con(&self) -> ConnectionManager {
+        self.con.clone()
+    }
+
+    fn ttl(&self) -> u64 {
+        self.cfg.ttl.as_secs().max(1)
+    }
+
+    /// The step's progress as Redis holds it; `None` when it is not here.
+    pub(crate) async fn progress(&self, key: &StepKey) -> Result<Option<Progress>, LiveError> {
+        let (hwm, end): (Option<u64>, Option<String>) =
+            self.con().hget(key_of(key, "m"), &["hwm", "end"]).await.map_err(|e| io(key, e))?;
+        let Some(durable) = hwm else { return Ok(None) };
+        let end = end.map(|j| end_from_json(key, &j)).transpose()?.map(Arc::new);
+        Ok(Some(Progress { durable, end }))
+    }
+
+    async fn append_inner(&self, key: &StepKey, offset: u64, ts: u64, bytes: &[u8], masked: bool) -> Result<AppendOutcome, LiveError> {
+        let (outcome, hwm): (String, u64) = self
+            .scripts
+            .append
+            .key(key_of(key, "m"))
+            .key(key_of(key, "s"))
+            .key(key_of(key, "t"))
+            .arg(offset)
+            .arg(ts)
+            .arg(bytes)
+            .arg(if masked { "1" } else { "0" })
+            .arg(self.ttl())
+            .arg(key_of(key, "n"))
+            .arg(INDEX_EVERY_BYTES)
+            .arg(TIME_INDEX_GAP_US)
+            .invoke_async(&mut self.con())
+            .await
+            .map_err(|e| io(key, e))?;
+        Ok(match outcome.as_str() {
+            "gap" => AppendOutcome::Gap { hwm },
+            "ended" => AppendOutcome::Ended { hwm },
+            _ => AppendOutcome::Written { hwm },
+        })
+    }
+}
+
+impl LiveTier for RedisTier {
+    fn open<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<Progress, LiveError>> {
+        Box::pin(async move {
+            let (hwm, end): (u64, String) =
+                self.scripts.open.key(key_of(key, "m")).arg(self.ttl()).invoke_async(&mut self.con()).await.map_err(|e| io(key, e))?;
+            let _: () = self.con().sadd(RESIDENT, key.to_string()).await.map_err(|e| io(key, e))?;
+            let end = (!end.is_empty()).then(|| end_from_json(key, &end)).transpose()?.map(Arc::new);
+            Ok(Progress { durable: hwm, end })
+        })
+    }
+
+    fn append<'a>(&'a self, key: &'a StepKey, offset: u64, timestamp_us: u64, bytes: Bytes) -> BoxFuture<'a, Result<AppendOutcome, LiveError>> {
+        Box::pin(async move { self.append_inner(key, offset, timestamp_us, &bytes, false).await })
+    }
+
+    fn append_stored<'a>(
+        &'a self,
+        key: &'a StepKey,
+        offset: u64,
+        timestamp_us: u64,
+        bytes: Bytes,
+        stored: Option<Bytes>,
+    ) -> BoxFuture<'a, Result<AppendOutcome, LiveError>> {
+        Box::pin(async move {
+            match stored {
+                // The offset rule needs only the length, which the two share.
+                Some(s) if s.len() == bytes.len() => self.append_inner(key, offset, timestamp_us, &s, s != bytes).await,
+                Some(_) => Err(io(key, "stored bytes must be as long as the received ones")),
+                None => self.append_inner(key, offset, timestamp_us, &bytes, false).await,
+            }
+        })
+    }
+
+    fn time_index<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<Vec<(u64, u64)>, LiveError>> {
+        Box::pin(async move {
+            let points: Vec<String> = self.con().lrange(key_of(key, "t"), 0, -1).await.map_err(|e| io(key, e))?;
+            Ok(points
+                .iter()
+                .filter_map(|p| {
+                    let (o, t) = p.split_once(':')?;
+                    Some((o.parse().ok()?, t.parse().ok()?))
+                })
+                .collect())
+        })
+    }
+
+    fn sync<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<u64, LiveError>> {
+        Box::pin(async move {
+            let hwm: Option<u64> = self.con().hget(key_of(key, "m"), "hwm").await.map_err(|e| io(key, e))?;
+            let hwm = hwm.ok_or_else(|| LiveError::NotFound(key.to_string()))?;
+            if self.cfg.wait_replicas > 0 {
+                let acked: u32 = redis::cmd("WAIT")
+                    .arg(self.cfg.wait_replicas)
+                    .arg(5000)
+                    .query_async(&mut self.con())
+                    .await
+                    .map_err(|e| io(key, e))?;
+                if acked < self.cfg.wait_replicas {
+                    return Err(io(key, format!("only {acked} of {} Redis replicas acknowledged within 5 s", self.cfg.wait_replicas)));
+                }
+            }
+            Ok(hwm)
+        })
+    }
+
+    fn read<'a>(&'a self, key: &'a StepKey, offset: u64, max: usize) -> BoxFuture<'a, Result<Bytes, LiveError>> {
+        Box::pin(async move {
+            let (status, n, data): (String, u64, Vec<u8>) = self
+                .scripts
+                .read
+                .key(key_of(key, "m"))
+                .key(key_of(key, "s"))
+                .key(key_of(key, "o"))
+                .arg(offset)
+                .arg(max)
+                .invoke_async(&mut self.con())
+                .await
+                .map_err(|e| io(key, e))?;
+            match status.as_str() {
+                "missing" => Err(LiveError::NotFound(key.to_string())),
+                "released" => Err(LiveError::Released { key: key.to_string(), below: n }),
+                _ => Ok(Bytes::from(data)),
+            }
+        })
+    }
+
+    fn subscribe<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<watch::Receiver<Progress>, LiveError>> {
+        Box::pin(async move {
+            if let Some(rx) = self.watchers.receiver(key) {
+                return Ok(rx);
+            }
+            let progress = self.progress(key).await?.ok_or_else(|| LiveError::NotFound(key.to_string()))?;
+            let (rx, new) = self.watchers.insert(key, progress);
+            if new {
+                // The follower subscribes, then reads the progress again: nothing published
+                // between the read above and the subscription is missed.
+                let _ = self.follow.send(key.clone());
+            }
+            Ok(rx)
+        })
+    }
+
+    fn checksum<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<(u64, String), LiveError>> {
+        Box::pin(async move {
+            let (hwm, rel, masked): (Option<u64>, Option<u64>, Option<String>) =
+                redis::cmd("HMGET").arg(key_of(key, "m")).arg(&["hwm", "rel", "masked"]).query_async(&mut self.con()).await.map_err(|e| io(key, e))?;
+            let hwm = hwm.ok_or_else(|| LiveError::NotFound(key.to_string()))?;
+            if masked.is_some() {
+                return Err(LiveError::Unverifiable { key: key.to_string(), len: hwm });
+            }
+            if let Some(below) = rel.filter(|r| *r > 0) {
+                return Err(LiveError::Released { key: key.to_string(), below });
+            }
+            let mut h = StreamHasher::new();
+            while h.len() < hwm {
+                let chunk = self.read(key, h.len(), HASH_READ).await?;
+                if chunk.is_empty() {
+                    return Err(io(key, format!("stream ends at {} below its length {hwm}", h.len())));
+                }
+                h.update(&chunk);
+            }
+            Ok((hwm, h.hex()))
+        })
+    }
+
+    fn finish<'a>(&'a self, key: &'a StepKey, end: StepEnd) -> BoxFuture<'a, Result<Arc<StepEnd>, LiveError>> {
+        Box::pin(async move {
+            let json = serde_json::to_string(&end).map_err(|e| io(key, e))?;
+            let (status, held): (String, String) = self
+                .scripts
+                .finish
+                .key(key_of(key, "m"))
+                .arg(&json)
+                .arg(key_of(key, "n"))
+                .invoke_async(&mut self.con())
+                .await
+                .map_err(|e| io(key, e))?;
+            match status.as_str() {
+                "missing" => Err(LiveError::NotFound(key.to_string())),
+                "set" => Ok(Arc::new(end)),
+                _ => {
+                    let held = end_from_json(key, &held)?;
+                    if held.length == end.length && held.checksum == end.checksum {
+                        Ok(Arc::new(held))
+                    } else {
+                        Err(LiveError::Conflict {
+                            key: key.to_string(),
+                            held_len: held.length,
+                            held_checksum: held.checksum,
+                            len: end.length,
+                            checksum: end.checksum,
+                        })
+                    }
+                }
+            }
+        })
+    }
+
+    fn release<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<(), LiveError>> {
+        Box::pin(async move {
+            let keys = ["m", "s", "t", "o"].map(|s| key_of(key, s));
+            let _: () = redis::pipe()
+                .atomic()
+                .del(&keys)
+                .ignore()
+                .srem(RESIDENT, key.to_string())
+                .ignore()
+                .query_async(&mut self.con())
+                .await
+                .map_err(|e| io(key, e))?;
+            Ok(())
+        })
+    }
+
+    fn release_prefix<'a>(&'a self, key: &'a StepKey, upto: u64) -> BoxFuture<'a, Result<(), LiveError>> {
+        Box::pin(async move {
+            let _: i64 = self
+                .scripts
+                .release_prefix
+                .key(key_of(key, "m"))
+                .key(key_of(key, "s"))
+                .key(key_of(key, "o"))
+                .arg(upto)
+                .invoke_async(&mut self.con())
+                .await
+                .map_err(|e| io(key, e))?;
+            Ok(())
+        })
+    }
+
+    fn overwrite<'a>(&'a self, key: &'a StepKey, offset: u64, bytes: Bytes) -> BoxFuture<'a, Result<(), LiveError>> {
+        Box::pin(async move {
+            let (status, n): (String, u64) = self
+                .scripts
+                .overwrite
+                .key(key_of(key, "m"))
+                .key(key_of(key, "s"))
+                .key(key_of(key, "o"))
+                .arg(offset)
+                .arg(&bytes[..])
+                .arg(self.ttl())
+                .invoke_async(&mut self.con())
+                .await
+                .map_err(|e| io(key, e))?;
+            match status.as_str() {
+                "missing" => Err(LiveError::NotFound(key.to_string())),
+                "refused" if n > offset => Err(io(key, format!("overwrite at {offset} runs past the {n} bytes written"))),
+                "refused" => Err(LiveError::Released { key: key.to_string(), below: n }),
+                _ => Ok(()),
+            }
+        })
+    }
+
+    fn resident<'a>(&'a self, limit: usize) -> BoxFuture<'a, Result<Vec<StepKey>, LiveError>> {
+        Box::pin(async move {
+            let members: Vec<String> = self.con().smembers(RESIDENT).await.map_err(|e| io(RESIDENT, e))?;
+            let mut out = Vec::new();
+            for m in members {
+                let Some(key) = m.split_once('/').and_then(|(j, s)| Some(StepKey::new(JobId::new(j).ok()?, StepId::new(s).ok()?))) else {
+                    continue;
+                };
+                // Keys that expired (an abandoned step) leave their member behind: forget it.
+                let exists: bool = self.con().exists(key_of(&key, "m")).await.map_err(|e| io(&key, e))?;
+                if !exists {
+                    let _: () = self.con().srem(RESIDENT, &m).await.map_err(|e| io(&key, e))?;
+                    continue;
+                }
+                out.push(key);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+    }
+}

@@ -1,0 +1,29 @@
+-- Reads up to max bytes from an offset, across entries, through the overwrite overlay.
+-- KEYS: meta hash, stream, overlay hash.  ARGV: offset, max.
+-- Returns {status, n, bytes}: status ok (n = hwm), missing, or released (n = released prefix).
+local m, s, o = KEYS[1], KEYS[2], KEYS[3]
+local v = redis.call('HMGET', m, 'hwm', 'rel')
+if v[1] == false then return {'missing', 0, ''} end
+local hwm = tonumber(v[1])
+local rel = tonumber(v[2] or '0')
+local off = tonumber(ARGV[1])
+local want = tonumber(ARGV[2])
+if off < rel then return {'released', rel, ''} end
+if off >= hwm or want <= 0 then return {'ok', hwm, ''} end
+local first = redis.call('XREVRANGE', s, ARGV[1] .. '-1', '-', 'COUNT', 1)
+if #first == 0 then return {'released', rel, ''} end
+local overlay = redis.call('EXISTS', o) == 1
+local out = {}
+for _, e in ipairs(redis.call('XRANGE', s, first[1][1], '+', 'COUNT', 256)) do
+  local id = e[1]
+  local start = tonumber(string.match(id, '^(%d+)'))
+  local data = e[2][2]
+  if overlay then data = redis.call('HGET', o, id) or data end
+  local skip = off - start
+  local piece = string.sub(data, skip + 1, skip + want)
+  out[#out + 1] = piece
+  want = want - string.len(piece)
+  off = off + string.len(piece)
+  if want <= 0 then break end
+end
+return {'ok', hwm, table.concat(out)}
