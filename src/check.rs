@@ -24,6 +24,7 @@ pub async fn check_config(cfg: &ServeConfig) -> i32 {
         ("QUIC TLS", quic_tls(cfg)),
         ("HTTP TLS", http_tls(cfg)),
         ("signing keys", keys(cfg)),
+        ("live tier", live(cfg).await),
         ("metadata store", meta(cfg).await),
         ("object store", store(cfg).await),
     ];
@@ -95,6 +96,33 @@ fn keys(cfg: &ServeConfig) -> Outcome {
     }
     let set = crate::keys::load(&path)?;
     Ok(format!("{}: key {} signs, {} key(s) verify", path.display(), set.current, set.keys.len()))
+}
+
+async fn live(cfg: &ServeConfig) -> Outcome {
+    let at = crate::serve::live_location(cfg);
+    if cfg.live_url.is_none() {
+        // Staging files live in the data directory, checked above.
+        return Ok(at);
+    }
+    let tier = crate::serve::open_live(cfg).await?;
+    tier.health().await.map_err(|e| format!("{at} does not answer: {e}"))?;
+    let probe = tailrace_storage::StepKey::new(
+        tailrace_protocol::JobId::new("check-config-probe").map_err(|e| e.to_string())?,
+        tailrace_protocol::StepId::new("probe").map_err(|e| e.to_string())?,
+    );
+    // Runs the scripts once: a Redis that refuses Lua (or this user's commands) fails here.
+    let step = async {
+        tier.open(&probe).await?;
+        tier.append(&probe, 0, 0, bytes::Bytes::from_static(b"probe")).await?;
+        let read = tier.read(&probe, 0, 5).await?;
+        tier.release(&probe).await?;
+        Ok::<_, tailrace_storage::LiveError>(read)
+    };
+    match step.await {
+        Ok(r) if &r[..] == b"probe" => Ok(format!("{at}: append, read and release work")),
+        Ok(_) => Err(format!("{at}: a probe step read back different bytes")),
+        Err(e) => Err(format!("{at}: a probe step failed: {e}")),
+    }
 }
 
 async fn meta(cfg: &ServeConfig) -> Outcome {

@@ -200,6 +200,11 @@ pub struct ServeArgs {
     /// TOML config file; see README for the keys.
     #[arg(long, env = "TAILRACE_CONFIG")]
     pub config: Option<PathBuf>,
+    /// What this process does: all, or a comma-separated list of ingest (agents stream here),
+    /// query (HTTP API, live tails) and archiver (archiving and expiry). Split roles need
+    /// live_url (Redis) and meta_url (MongoDB). [default: all]
+    #[arg(long, env = "TAILRACE_ROLES")]
+    pub role: Option<String>,
     /// Check the configuration instead of serving: data directory, listen addresses, TLS files,
     /// signing keys, metadata store and object store (a probe object is written, read and
     /// deleted). Prints one line per check; exits 1 if any failed.
@@ -347,6 +352,15 @@ pub async fn dispatch(cli: Cli) -> i32 {
             }
             if let Some(q) = a.quic_addr {
                 cfg.quic_addr = q;
+            }
+            if let Some(r) = a.role {
+                match crate::config::Role::parse_list(&r) {
+                    Ok(roles) => cfg.roles = roles,
+                    Err(e) => return fail(&e),
+                }
+                if let Err(e) = cfg.validate() {
+                    return fail(&e);
+                }
             }
             if a.check_config {
                 init_logs("warn", false);
@@ -519,7 +533,7 @@ async fn gc(a: GcArgs) -> i32 {
     let result = async {
         let (live, meta) = crate::serve::open_storage(&cfg).await?;
         let store = crate::store::build(&cfg)?;
-        let archive = crate::serve::open_archive(&cfg, store.clone(), &live, &meta);
+        let archive = crate::serve::open_archive(&cfg, store.clone(), &live, &meta, &format!("gc-{}", std::process::id()));
         let artifacts = crate::serve::open_artifacts(&cfg, store.clone(), &meta);
         let swept = crate::serve::sweep(&cfg, &archive, &artifacts, now, a.dry_run).await?;
         if !a.dry_run && !swept.is_empty() {

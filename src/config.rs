@@ -21,6 +21,17 @@ pub struct ServeConfig {
     /// The metadata store: unset for SQLite in `<data_dir>/meta.db`, or a MongoDB URI
     /// (`mongodb://…` or `mongodb+srv://…`; the database is the URI's, else `tailrace`).
     pub meta_url: Option<String>,
+    /// The live tier: unset for staging files in `<data_dir>/live`, or a Redis URL
+    /// (`redis://[user:pass@]host:port[/db]`, `rediss://…` for TLS) shared by every node.
+    pub live_url: Option<String>,
+    /// Redis keys of a step expire this long after its last append (abandoned steps).
+    pub live_ttl_hours: u64,
+    /// Redis replicas each ack waits for (`WAIT`); 0 trusts the primary's persistence.
+    pub live_wait_replicas: u32,
+    /// What this process does: `all`, or any of `ingest` (QUIC and HTTP/2 ingest), `query` (the
+    /// HTTP API and live tails) and `archiver` (archiving and expiry, under leases). Roles other
+    /// than `all` need the shared backends (`live_url`, `meta_url`).
+    pub roles: Vec<Role>,
     /// HTTP listen address (API, websocket tail, HTTP/2 ingest, `/metrics`).
     pub http_addr: SocketAddr,
     /// QUIC listen address (UDP); the HTTP API publishes it at `/api/v1/ingest/info`.
@@ -124,6 +135,10 @@ impl Default for ServeConfig {
         Self {
             data_dir: PathBuf::from("tailrace-data"),
             meta_url: None,
+            live_url: None,
+            live_ttl_hours: 7 * 24,
+            live_wait_replicas: 0,
+            roles: vec![Role::All],
             http_addr: DEFAULT_HTTP_ADDR.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8520))),
             quic_addr: DEFAULT_QUIC_ADDR.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8521))),
             quic_public_addr: None,
@@ -180,6 +195,31 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// A part of the work a `tailrace serve` process does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    All,
+    Ingest,
+    Query,
+    Archiver,
+}
+
+impl Role {
+    /// `ingest,query`-style lists.
+    pub fn parse_list(v: &str) -> Result<Vec<Role>, String> {
+        v.split(',')
+            .map(|r| match r.trim() {
+                "all" => Ok(Role::All),
+                "ingest" => Ok(Role::Ingest),
+                "query" => Ok(Role::Query),
+                "archiver" => Ok(Role::Archiver),
+                other => Err(format!("unknown role {other:?}: expected all, ingest, query or archiver (comma-separated)")),
+            })
+            .collect()
+    }
+}
+
 /// Kinds of object store for the archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -198,6 +238,25 @@ fn cutoff_ms(days: Option<u32>, now_ms: u64) -> Option<u64> {
 }
 
 impl ServeConfig {
+    /// Whether this process does `role`'s work.
+    pub fn runs(&self, role: Role) -> bool {
+        self.roles.contains(&Role::All) || self.roles.contains(&role)
+    }
+
+    /// Refuses settings that cannot work together.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.roles.is_empty() {
+            return Err("roles is empty: use all, or some of ingest, query, archiver".into());
+        }
+        if !self.runs(Role::All) && (self.live_url.is_none() || self.meta_url.is_none()) {
+            return Err(format!(
+                "roles {:?} split the work between processes, which then need shared backends: set live_url (Redis) and meta_url (MongoDB)",
+                self.roles
+            ));
+        }
+        Ok(())
+    }
+
     /// The start of the first day whose output is kept at `now_ms`: output of steps that ended
     /// before it is expired. `None` when retention is unlimited.
     pub fn logs_cutoff_ms(&self, now_ms: u64) -> Option<u64> {
@@ -229,6 +288,12 @@ impl ServeConfig {
         }
         if let Some(v) = get("TAILRACE_META_URL") {
             cfg.meta_url = Some(v.clone());
+        }
+        if let Some(v) = get("TAILRACE_LIVE_URL") {
+            cfg.live_url = Some(v.clone());
+        }
+        if let Some(v) = get("TAILRACE_ROLES") {
+            cfg.roles = Role::parse_list(v)?;
         }
         if let Some(v) = get("TAILRACE_HTTP_ADDR") {
             cfg.http_addr = v.parse().map_err(|_| format!("TAILRACE_HTTP_ADDR={v:?} is not HOST:PORT"))?;
@@ -331,6 +396,7 @@ impl ServeConfig {
         if let Some(v) = get("TAILRACE_LOG_FORMAT") {
             cfg.log_format = v.clone();
         }
+        cfg.validate()?;
         Ok(cfg)
     }
 }
@@ -338,6 +404,20 @@ impl ServeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn roles_parse_and_split_roles_need_shared_backends() {
+        assert_eq!(Role::parse_list("ingest, query").unwrap(), [Role::Ingest, Role::Query]);
+        assert!(Role::parse_list("ingest,reader").unwrap_err().contains("unknown role \"reader\""));
+        let env: HashMap<String, String> = [("TAILRACE_ROLES".to_string(), "archiver".to_string())].into();
+        assert!(ServeConfig::load(None, &env).unwrap_err().contains("set live_url (Redis) and meta_url (MongoDB)"));
+        let mut env = env;
+        env.insert("TAILRACE_LIVE_URL".into(), "redis://r/".into());
+        env.insert("TAILRACE_META_URL".into(), "mongodb://m/".into());
+        let cfg = ServeConfig::load(None, &env).unwrap();
+        assert!(cfg.runs(Role::Archiver) && !cfg.runs(Role::Ingest));
+        assert!(ServeConfig::default().runs(Role::Ingest));
+    }
 
     #[test]
     fn passwords_in_urls_are_redacted() {

@@ -11,13 +11,13 @@ use tailrace_ingest::quic::QuicLimits;
 use tailrace_ingest::{tls, Archiving, IngestCore, IngestLimits, IngestMetrics};
 use tailrace_protocol::token::Keyring;
 use tailrace_query::server::HttpLimits;
-use tailrace_query::{AppState, IngestInfo, QueryMetrics};
+use tailrace_query::{AppState, IngestInfo, QueryMetrics, Surface};
 use object_store::ObjectStore;
-use tailrace_storage::{Archive, ArchiveConfig, AuditConfig, AuditLog, ArtifactConfig, Artifacts, LiveTier, MetaStore, MongoMeta, SqliteMeta, StagingTier};
+use tailrace_storage::{Archive, ArchiveConfig, AuditConfig, AuditLog, ArtifactConfig, Artifacts, LiveTier, MetaStore, MongoMeta, RedisConfig, RedisTier, SqliteMeta, StagingTier};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::info;
 
-use crate::config::ServeConfig;
+use crate::config::{Role, ServeConfig};
 
 pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
     raise_fd_limit();
@@ -26,7 +26,8 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
     let store = crate::store::build(&cfg)?;
     crate::store::clean_local_leftovers(&cfg)?;
     let node: [u8; 6] = rand::random();
-    let audit = AuditLog::start(store.clone(), &node.iter().map(|b| format!("{b:02x}")).collect::<String>(), AuditConfig::default());
+    let node: String = node.iter().map(|b| format!("{b:02x}")).collect();
+    let audit = AuditLog::start(store.clone(), &node, AuditConfig::default());
     record_config(&cfg, &audit);
     let key_path = crate::keys::path(&cfg);
     let keys = Arc::new(Keyring::new(crate::keys::load_or_create(&key_path, data)?).map_err(|e| format!("{}: {e}", key_path.display()))?);
@@ -39,15 +40,19 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
     info!(meta = %meta_location(&cfg), "metadata store ready");
     tokio::spawn(refresh_revocations(meta.clone(), keys.clone()));
     let (archive, archiving, artifacts) = if cfg.archive {
-        let archive = open_archive(&cfg, store.clone(), &live, &meta);
+        let archive = open_archive(&cfg, store.clone(), &live, &meta, &node);
         let artifacts = Arc::new(open_artifacts(&cfg, store, &meta));
-        let (tx, rx) = tokio::sync::mpsc::channel(1024);
-        tokio::spawn(archive.clone().run(rx));
-        info!(level = cfg.archive_level, live_mib = cfg.archive_live_mib, live_age_secs = cfg.archive_live_age_secs, "archiving steps as they run and end");
-        if cfg.retention_logs_days.is_some() || cfg.retention_test_results_days.is_some() || cfg.retention_artifacts_days.is_some() {
-            tokio::spawn(expiry_loop(cfg.clone(), archive.clone(), artifacts.clone(), audit.clone()));
-        }
-        (Some(archive.clone()), Some(Archiving { queue: tx, archive }), Some(artifacts))
+        // Every node reads the archive; archiver nodes also write it and expire what is due.
+        let queue = cfg.runs(Role::Archiver).then(|| {
+            let (tx, rx) = tokio::sync::mpsc::channel(1024);
+            tokio::spawn(archive.clone().run(rx));
+            info!(level = cfg.archive_level, live_mib = cfg.archive_live_mib, live_age_secs = cfg.archive_live_age_secs, "archiving steps as they run and end");
+            if cfg.retention_logs_days.is_some() || cfg.retention_test_results_days.is_some() || cfg.retention_artifacts_days.is_some() {
+                tokio::spawn(expiry_loop(cfg.clone(), archive.clone(), artifacts.clone(), audit.clone(), node.clone()));
+            }
+            tx
+        });
+        (Some(archive.clone()), Some(Archiving { queue, archive }), Some(artifacts))
     } else {
         (None, None, None)
     };
@@ -74,8 +79,11 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
         max_connections: cfg.quic_max_connections.max(1),
         ..QuicLimits::default()
     };
-    let endpoint = tailrace_ingest::quic::bind(cfg.quic_addr, &material, &limits).map_err(|e| e.to_string())?;
-    let quic_addr = endpoint.local_addr().map_err(|e| e.to_string())?;
+    let endpoint = match cfg.runs(Role::Ingest) {
+        true => Some(tailrace_ingest::quic::bind(cfg.quic_addr, &material, &limits).map_err(|e| e.to_string())?),
+        false => None,
+    };
+    let quic_addr = endpoint.as_ref().map(|e| e.local_addr()).transpose().map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(cfg.http_addr)
         .await
         .map_err(|e| format!("could not listen on {}: {e} (is another tailrace running? use --http-addr)", cfg.http_addr))?;
@@ -86,7 +94,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
     let state = Arc::new(AppState {
         core: core.clone(),
         info: IngestInfo {
-            quic_addr: Some(cfg.quic_public_addr.unwrap_or(quic_addr).to_string()),
+            quic_addr: quic_addr.map(|a| cfg.quic_public_addr.unwrap_or(a).to_string()),
             alpn: String::from_utf8_lossy(tailrace_protocol::ALPN).into_owned(),
             cert_sha256: Some(material.fingerprint.clone()),
             http2_path: tailrace_ingest::http2::INGEST_PATH.into(),
@@ -102,23 +110,31 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
         },
         jobs: Default::default(),
     });
-    tokio::spawn(tailrace_ingest::quic::serve(endpoint.clone(), core, limits));
+    if let Some(endpoint) = &endpoint {
+        tokio::spawn(tailrace_ingest::quic::serve(endpoint.clone(), core, limits));
+    }
     info!(
         http = %http_addr,
-        quic = %quic_addr,
+        quic = %quic_addr.map_or_else(|| "off (not an ingest node)".to_string(), |a| a.to_string()),
+        roles = ?cfg.roles,
+        node = %node,
+        live = %live_location(&cfg),
+        meta = %meta_location(&cfg),
         data_dir = %data.display(),
         admin_token_file = %admin_path.display(),
         cert_sha256 = %material.fingerprint,
         durability = ?cfg.durability,
         "tailrace serve ready"
     );
-    let app = tailrace_query::router(state);
+    let app = tailrace_query::router(state, Surface { api: cfg.runs(Role::Query), ingest: cfg.runs(Role::Ingest) });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(tailrace_query::server::serve(listener, app, HttpLimits::default(), http_tls, stop_rx));
     shutdown_signal().await;
     info!("shutting down: no new connections; open streams get 10s to finish (agents resume elsewhere)");
     let _ = stop_tx.send(true);
-    endpoint.close(0u32.into(), b"server shutting down");
+    if let Some(endpoint) = &endpoint {
+        endpoint.close(0u32.into(), b"server shutting down");
+    }
     let _ = server.await;
     audit.flush().await;
     Ok(())
@@ -193,8 +209,31 @@ pub type Storage = (Arc<dyn LiveTier>, Arc<dyn MetaStore>);
 
 /// The live tier under the data directory and the configured metadata store.
 pub async fn open_storage(cfg: &ServeConfig) -> Result<Storage, String> {
-    let live: Arc<dyn LiveTier> = Arc::new(StagingTier::new(cfg.data_dir.join("live"), cfg.durability).map_err(|e| e.to_string())?);
-    Ok((live, open_meta(cfg).await?))
+    Ok((open_live(cfg).await?, open_meta(cfg).await?))
+}
+
+/// The live tier: staging files under the data directory, or Redis at `live_url`.
+pub async fn open_live(cfg: &ServeConfig) -> Result<Arc<dyn LiveTier>, String> {
+    match &cfg.live_url {
+        None => Ok(Arc::new(StagingTier::new(cfg.data_dir.join("live"), cfg.durability).map_err(|e| e.to_string())?)),
+        Some(url) => {
+            let redis = RedisConfig {
+                url: url.clone(),
+                ttl: Duration::from_secs(cfg.live_ttl_hours.max(1) * 3600),
+                wait_replicas: cfg.live_wait_replicas,
+            };
+            let tier = RedisTier::connect(redis).await.map_err(|e| format!("Redis at {}: {e}", crate::config::redact_url(url)))?;
+            Ok(tier)
+        }
+    }
+}
+
+/// Where the live tier is, for messages (no password).
+pub fn live_location(cfg: &ServeConfig) -> String {
+    match &cfg.live_url {
+        None => format!("staging files in {}", cfg.data_dir.join("live").display()),
+        Some(url) => format!("Redis at {}", crate::config::redact_url(url)),
+    }
 }
 
 /// The metadata store: SQLite under the data directory, or MongoDB at `meta_url`.
@@ -220,13 +259,14 @@ pub fn meta_location(cfg: &ServeConfig) -> String {
 }
 
 /// The archive on the configured object store.
-pub fn open_archive(cfg: &ServeConfig, store: Arc<dyn ObjectStore>, live: &Arc<dyn LiveTier>, meta: &Arc<dyn MetaStore>) -> Arc<Archive> {
+pub fn open_archive(cfg: &ServeConfig, store: Arc<dyn ObjectStore>, live: &Arc<dyn LiveTier>, meta: &Arc<dyn MetaStore>, node: &str) -> Arc<Archive> {
     let archive_cfg = ArchiveConfig {
         level: cfg.archive_level,
         segment_bytes: cfg.archive_segment_mib.max(1) * 1024 * 1024,
         live_bytes: cfg.archive_live_mib.max(1) * 1024 * 1024,
         live_age: Duration::from_secs(cfg.archive_live_age_secs),
         sweep_every: Duration::from_secs(cfg.archive_sweep_secs.max(1)),
+        node: node.to_string(),
         ..Default::default()
     };
     Arc::new(Archive::new(store, live.clone(), meta.clone(), archive_cfg))
@@ -296,10 +336,21 @@ pub async fn sweep(cfg: &ServeConfig, archive: &Archive, artifacts: &Artifacts, 
 }
 
 /// Runs the expiry sweep every `expiry_sweep_secs`.
-async fn expiry_loop(cfg: ServeConfig, archive: Arc<Archive>, artifacts: Arc<Artifacts>, audit: Arc<AuditLog>) {
-    let mut every = tokio::time::interval(Duration::from_secs(cfg.expiry_sweep_secs.max(1)));
+async fn expiry_loop(cfg: ServeConfig, archive: Arc<Archive>, artifacts: Arc<Artifacts>, audit: Arc<AuditLog>, node: String) {
+    let period = Duration::from_secs(cfg.expiry_sweep_secs.max(1));
+    let mut every = tokio::time::interval(period);
     loop {
         every.tick().await;
+        // One archiver node sweeps per period: the lease outlives the sweep and is not renewed.
+        let now = tailrace_storage::meta::now_ms();
+        match archive.meta().lease("expiry-sweep", &node, now + period.as_millis() as u64 * 9 / 10, now).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not take the expiry lease; will retry");
+                continue;
+            }
+        }
         match sweep(&cfg, &archive, &artifacts, tailrace_storage::meta::now_ms(), false).await {
             Ok(s) if !s.is_empty() => {
                 info!(steps = s.steps.len(), test_result_files = s.test_results.len(), artifacts = s.artifacts.len(), "expired data past retention");

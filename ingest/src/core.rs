@@ -77,8 +77,9 @@ pub struct IngestCore {
 pub struct Archiving {
     /// Told about every verified step, and about a running step each time its durable bytes
     /// grow by the archive's `live_bytes`, so it is archived at once. When the queue is full the
-    /// archiver's periodic sweep picks the step up instead.
-    pub queue: mpsc::Sender<StepKey>,
+    /// archiver's periodic sweep picks the step up instead. `None` on a node that does not
+    /// archive (another node's sweep finds the step).
+    pub queue: Option<mpsc::Sender<StepKey>>,
     /// Hashes a step whose live tier lost the hash of its archived prefix in a restart.
     pub archive: Arc<Archive>,
 }
@@ -325,6 +326,11 @@ impl IngestCore {
                                 }
                             }
                         }
+                        Ok(AppendOutcome::Ended { hwm }) if offset + len <= hwm => {
+                            // A resend of bytes the step ended with (another stream of the
+                            // step ended it first): nothing new, so nothing wrong.
+                            self.metrics.bytes_resent.fetch_add(len, Relaxed);
+                        }
                         Ok(AppendOutcome::Ended { hwm }) => {
                             return Err(Outcome::Refused(
                                 ErrorKind::Conflict,
@@ -428,8 +434,8 @@ impl IngestCore {
             return Ok(Outcome::Refused(ErrorKind::Unavailable, format!("could not record step end: {e}; retry")));
         }
         IngestMetrics::inc(&self.metrics.steps_verified);
-        if let Some(a) = &self.archiving {
-            let _ = a.queue.try_send(key.clone());
+        if let Some(q) = self.archiving.as_ref().and_then(|a| a.queue.as_ref()) {
+            let _ = q.try_send(key.clone());
         }
         let _ = out.send(Frame::End(end).to_bytes()).await;
         Ok(Outcome::Verified)
@@ -487,8 +493,8 @@ async fn ack_loop(core: Arc<IngestCore>, key: StepKey, mut written: watch::Recei
                 Ok(durable) if durable > acked => {
                     acked = durable;
                     if acked >= archive_due {
-                        if let Some(a) = &core.archiving {
-                            let _ = a.queue.try_send(key.clone());
+                        if let Some(q) = core.archiving.as_ref().and_then(|a| a.queue.as_ref()) {
+                            let _ = q.try_send(key.clone());
                         }
                         archive_due = next_due(acked);
                     }

@@ -64,13 +64,24 @@ pub struct AppState {
     pub rate_limit: Option<rate_limit::RateLimiter>,
 }
 
-/// The whole HTTP API.
-pub fn router(state: Arc<AppState>) -> Router {
-    let api = Router::new()
+/// Which parts of the HTTP surface a process serves (its roles).
+#[derive(Debug, Clone, Copy)]
+pub struct Surface {
+    /// The API: jobs, tokens, output, tails, tests, artifacts, insights.
+    pub api: bool,
+    /// The HTTP/2 ingest route.
+    pub ingest: bool,
+}
+
+/// The HTTP surface: probes, metrics and ingest info always; the API and the ingest route as
+/// `surface` says.
+pub fn router(state: Arc<AppState>, surface: Surface) -> Router {
+    let ops = Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .route("/api/v1/ingest/info", get(ops::ingest_info))
+        .route("/api/v1/ingest/info", get(ops::ingest_info));
+    let api = Router::new()
         .route("/api/v1/jobs", post(jobs::create_job))
         .route("/api/v1/tokens", post(tokens_api::create_read_token))
         .route("/api/v1/tokens/revoke", post(tokens_api::revoke))
@@ -94,8 +105,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v2/project/{vcs}/{org}/{repo}/{number}/artifacts", get(artifacts_api::circle_list))
         .route("/api/v2/insights/{vcs}/{org}/{repo}/flaky-tests", get(insights_api::flaky_tests))
         .route("/api/v1/projects/{vcs}/{org}/{repo}/tests/history", get(insights_api::test_history))
-        .route("/api/v2/insights/{vcs}/{org}/{repo}/workflows/{workflow}/test-metrics", get(insights_api::test_metrics))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), rate_limit::limit))
-        .with_state(state.clone());
-    api.merge(tailrace_ingest::http2::router(state.core.clone()))
+        .route("/api/v2/insights/{vcs}/{org}/{repo}/workflows/{workflow}/test-metrics", get(insights_api::test_metrics));
+    let app = if surface.api { ops.merge(api) } else { ops };
+    let app = app.layer(axum::middleware::from_fn_with_state(state.clone(), rate_limit::limit)).with_state(state.clone());
+    if surface.ingest { app.merge(tailrace_ingest::http2::router(state.core.clone())) } else { app }
 }

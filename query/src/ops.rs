@@ -40,16 +40,26 @@ pub async fn healthz() -> &'static str {
 /// How long `/readyz` waits for the metadata store: less than a probe's usual timeout.
 const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Ready when the metadata store answers, within [`READY_WAIT`].
+/// Ready when the metadata store and the live tier answer, each within [`READY_WAIT`]; the
+/// body names what is unavailable.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let probe = tailrace_protocol::JobId::new("readyz-probe").map(|id| async move { state.core.meta.job(&id).await });
-    match probe {
-        Ok(fut) => match tokio::time::timeout(READY_WAIT, fut).await {
-            Ok(Ok(_)) => (StatusCode::OK, "ready\n".to_string()),
-            Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("metadata store unavailable: {e}\n")),
-            Err(_) => (StatusCode::SERVICE_UNAVAILABLE, format!("metadata store unavailable: no answer within {}s\n", READY_WAIT.as_secs())),
-        },
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    let Ok(probe) = tailrace_protocol::JobId::new("readyz-probe") else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "bad probe id\n".to_string());
+    };
+    let wait = |what: &str, r: Result<Result<(), String>, tokio::time::error::Elapsed>| match r {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(format!("{what} unavailable: {e}")),
+        Err(_) => Some(format!("{what} unavailable: no answer within {}s", READY_WAIT.as_secs())),
+    };
+    let (meta, live) = tokio::join!(
+        tokio::time::timeout(READY_WAIT, async { state.core.meta.job(&probe).await.map(drop).map_err(|e| e.to_string()) }),
+        tokio::time::timeout(READY_WAIT, async { state.core.live.health().await.map_err(|e| e.to_string()) }),
+    );
+    let problems: Vec<String> = [wait("metadata store", meta), wait("live tier", live)].into_iter().flatten().collect();
+    if problems.is_empty() {
+        (StatusCode::OK, "ready\n".to_string())
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, problems.join("\n") + "\n")
     }
 }
 

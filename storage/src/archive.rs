@@ -60,6 +60,9 @@ pub struct ArchiveConfig {
     pub concurrent_steps: usize,
     /// How often to look for steps that still need archiving (after failures or restarts).
     pub sweep_every: Duration,
+    /// This node's name in archiving leases: with several archiver nodes, one archives a step
+    /// at a time, and a dead node's lease expires for another to take over.
+    pub node: String,
 }
 
 impl Default for ArchiveConfig {
@@ -72,6 +75,7 @@ impl Default for ArchiveConfig {
             part_bytes: 8 * 1024 * 1024,
             compress_threads: 2,
             concurrent_steps: 2,
+            node: "local".into(),
             sweep_every: Duration::from_secs(10),
         }
     }
@@ -112,6 +116,7 @@ pub struct ArchiveMetrics {
     pub fetched_bytes: AtomicU64,
     pub expired: AtomicU64,
     pub running_bytes: AtomicU64,
+    pub lease_skips: AtomicU64,
 }
 
 impl ArchiveMetrics {
@@ -125,6 +130,7 @@ impl ArchiveMetrics {
             ("tailrace_archive_read_bytes_total", "Output bytes served from the archive.", &self.read_bytes),
             ("tailrace_archive_fetched_bytes_total", "Compressed bytes fetched from the object store to serve reads.", &self.fetched_bytes),
             ("tailrace_archive_running_bytes_total", "Output bytes of running steps archived and released from the live tier before the step ended.", &self.running_bytes),
+            ("tailrace_archive_lease_skips_total", "Steps due for archiving left to the node holding their lease.", &self.lease_skips),
             ("tailrace_archive_expired_steps_total", "Steps whose output retention deleted.", &self.expired),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));
@@ -146,6 +152,9 @@ pub struct Archive {
 
 /// The object key of a step's segment: kind and the step's start date first, so lifecycle rules
 /// can match by prefix. Deterministic, so a retried upload overwrites the same object.
+/// How long an archiving lease lasts without renewal (a dead node's steps wait this long).
+pub const LEASE: Duration = Duration::from_secs(60);
+
 pub fn segment_key(started_at_ms: u64, key: &StepKey, seq: u32) -> String {
     let (y, m, d) = civil_date(started_at_ms);
     format!("logs/{y:04}/{m:02}/{d:02}/{}/{}/{seq:06}.zst", key.job, key.step)
@@ -162,6 +171,11 @@ impl Archive {
     pub async fn put_object(&self, key: &str, bytes: Bytes) -> Result<(), ArchiveError> {
         self.store.put(&ObjectPath::from(key), bytes.into()).await?;
         Ok(())
+    }
+
+    /// The metadata store it records manifests in.
+    pub fn meta(&self) -> &Arc<dyn MetaStore> {
+        &self.meta
     }
 
     /// Bytes a running step may gather in the live tier before they are archived.
@@ -453,7 +467,7 @@ impl Archive {
                 let this = self.clone();
                 tokio::spawn(async move {
                     loop {
-                        if let Err(e) = this.archive_step(&key).await {
+                        if let Err(e) = this.archive_leased(&key).await {
                             this.metrics.failures.fetch_add(1, Relaxed);
                             warn!(step = %key, error = %e, "archiving failed; output stays in the live tier and will be retried");
                         }
@@ -469,6 +483,41 @@ impl Archive {
                 });
             }
         }
+    }
+
+    /// Archives what is due of a step under its lease (see [`ArchiveConfig::node`]), renewed
+    /// while the work lasts; a step another node holds is left to it.
+    pub async fn archive_leased(&self, key: &StepKey) -> Result<(), ArchiveError> {
+        let name = format!("archive:{key}");
+        let node = self.cfg.node.as_str();
+        let now = now_ms();
+        if !self.meta.lease(&name, node, now + LEASE.as_millis() as u64, now).await? {
+            self.metrics.lease_skips.fetch_add(1, Relaxed);
+            return Ok(());
+        }
+        let work = self.archive_step(key);
+        tokio::pin!(work);
+        let mut renew = tokio::time::interval(LEASE / 3);
+        renew.tick().await;
+        let result = loop {
+            tokio::select! {
+                r = &mut work => break r,
+                _ = renew.tick() => {
+                    let now = now_ms();
+                    match self.meta.lease(&name, node, now + LEASE.as_millis() as u64, now).await {
+                        Ok(true) => {}
+                        // Archiving is idempotent (same keys, manifests replaced by seq): a
+                        // second node doing the same work wastes effort, never output.
+                        Ok(false) => warn!(step = %key, "archiving lease taken over by another node; finishing anyway"),
+                        Err(e) => warn!(step = %key, error = %e, "could not renew the archiving lease"),
+                    }
+                }
+            }
+        };
+        if let Err(e) = self.meta.unlease(&name, node).await {
+            warn!(step = %key, error = %e, "could not give the archiving lease back; it expires by itself");
+        }
+        result
     }
 
     /// Steps that ended but are not archived; live steps already archived (a crash between

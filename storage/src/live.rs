@@ -204,6 +204,12 @@ pub trait LiveTier: Send + Sync + 'static {
 
     /// Steps whose bytes are held here, for recovery scans (at most `limit`).
     fn resident<'a>(&'a self, limit: usize) -> BoxFuture<'a, Result<Vec<StepKey>, LiveError>>;
+
+    /// Whether the tier can take bytes now (for `/readyz`): local files always can; a shared
+    /// tier answers a round trip.
+    fn health(&self) -> BoxFuture<'_, Result<(), LiveError>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// The conformance suite every [`LiveTier`] backend must pass. `job` names the steps it uses.

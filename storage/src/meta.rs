@@ -207,6 +207,14 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Ids of tokens revoked whose expiry is after `now_s` (older ones are refused anyway, and
     /// are forgotten).
     fn revoked_tokens(&self, now_s: u64) -> BoxFuture<'_, Result<Vec<String>, MetaError>>;
+
+    /// Takes or renews the lease `name` for `holder` until `until_ms`, if it is free, expired
+    /// (held until `now_ms` or before) or already `holder`'s. Returns whether `holder` holds it.
+    /// Nodes use leases so that exactly one works on a thing (archiving a step, a sweep); a
+    /// holder that dies loses its lease when it expires.
+    fn lease<'a>(&'a self, name: &'a str, holder: &'a str, until_ms: u64, now_ms: u64) -> BoxFuture<'a, Result<bool, MetaError>>;
+    /// Gives the lease back if `holder` holds it.
+    fn unlease<'a>(&'a self, name: &'a str, holder: &'a str) -> BoxFuture<'a, Result<(), MetaError>>;
 }
 
 /// Checks a project slug: `vcs/org/repo`-like, 1 to 200 of `[A-Za-z0-9._/-]`.
@@ -399,6 +407,20 @@ pub mod conformance {
 
         artifacts(store, &a1.id, &a2.id).await;
         revocations(store).await;
+        leases(store).await;
+    }
+
+    async fn leases(store: &dyn MetaStore) {
+        assert!(store.lease("archive:x", "node-a", 1_000, 0).await.unwrap());
+        assert!(!store.lease("archive:x", "node-b", 2_000, 10).await.unwrap(), "held by node-a");
+        assert!(store.lease("archive:x", "node-a", 3_000, 20).await.unwrap(), "renewed by its holder");
+        assert!(store.lease("archive:y", "node-b", 1_000, 20).await.unwrap(), "leases are per name");
+        assert!(!store.lease("archive:x", "node-b", 4_000, 2_999).await.unwrap());
+        assert!(store.lease("archive:x", "node-b", 4_000, 3_000).await.unwrap(), "expired: taken over");
+        store.unlease("archive:x", "node-a").await.unwrap();
+        assert!(!store.lease("archive:x", "node-a", 5_000, 3_001).await.unwrap(), "only the holder gives it back");
+        store.unlease("archive:x", "node-b").await.unwrap();
+        assert!(store.lease("archive:x", "node-a", 5_000, 3_001).await.unwrap());
     }
 
     async fn revocations(store: &dyn MetaStore) {

@@ -566,6 +566,26 @@ impl MetaStore for MongoMeta {
         })
     }
 
+    fn lease<'a>(&'a self, name: &'a str, holder: &'a str, until_ms: u64, now_ms: u64) -> BoxFuture<'a, Result<bool, MetaError>> {
+        Box::pin(async move {
+            let filter = doc! { "_id": name, "$or": [ { "until_ms": { "$lte": int(now_ms) } }, { "holder": holder } ] };
+            let set = doc! { "$set": { "holder": holder, "until_ms": int(until_ms) } };
+            match self.coll("leases").update_one(filter, set).upsert(true).await {
+                Ok(_) => Ok(true),
+                // The lease exists and is someone else's: the upsert's insert hit its _id.
+                Err(e) if is_duplicate(&e) => Ok(false),
+                Err(e) => Err(backend(e)),
+            }
+        })
+    }
+
+    fn unlease<'a>(&'a self, name: &'a str, holder: &'a str) -> BoxFuture<'a, Result<(), MetaError>> {
+        Box::pin(async move {
+            self.coll("leases").delete_one(doc! { "_id": name, "holder": holder }).await.map_err(backend)?;
+            Ok(())
+        })
+    }
+
     fn revoked_tokens(&self, now_s: u64) -> BoxFuture<'_, Result<Vec<String>, MetaError>> {
         Box::pin(async move {
             let coll = self.coll("revoked_tokens");

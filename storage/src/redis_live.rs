@@ -370,6 +370,10 @@ impl LiveTier for RedisTier {
         })
     }
 
+    fn health(&self) -> BoxFuture<'_, Result<(), LiveError>> {
+        Box::pin(async move { redis::cmd("PING").query_async::<()>(&mut self.con()).await.map_err(|e| io("Redis", e)) })
+    }
+
     fn resident<'a>(&'a self, limit: usize) -> BoxFuture<'a, Result<Vec<StepKey>, LiveError>> {
         Box::pin(async move {
             let members: Vec<String> = self.con().smembers(RESIDENT).await.map_err(|e| io(RESIDENT, e))?;

@@ -80,6 +80,8 @@ ALTER TABLE jobs ADD COLUMN workflow_id TEXT;
 CREATE TABLE revoked_tokens (id TEXT PRIMARY KEY, until_s INTEGER NOT NULL);
 "#, r#"
 ALTER TABLE jobs ADD COLUMN secrets_json TEXT;
+"#, r#"
+CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, until_ms INTEGER NOT NULL);
 "#];
 
 mod artifacts;
@@ -507,6 +509,29 @@ impl MetaStore for SqliteMeta {
             let mut stmt = c.prepare_cached("SELECT id FROM revoked_tokens").map_err(backend)?;
             let ids = stmt.query_map([], |r| r.get(0)).map_err(backend)?;
             ids.collect::<Result<Vec<String>, _>>().map_err(backend)
+        }))
+    }
+
+    fn lease<'a>(&'a self, name: &'a str, holder: &'a str, until_ms: u64, now_ms: u64) -> BoxFuture<'a, Result<bool, MetaError>> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        let (until, now) = (i64::try_from(until_ms).unwrap_or(i64::MAX), i64::try_from(now_ms).unwrap_or(i64::MAX));
+        Box::pin(self.call(move |c| {
+            let n = c
+                .prepare_cached(
+                    "INSERT INTO leases (name, holder, until_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until_ms = excluded.until_ms
+                     WHERE leases.until_ms <= ?4 OR leases.holder = excluded.holder",
+                )
+                .and_then(|mut s| s.execute(params![name, holder, until, now]))
+                .map_err(backend)?;
+            Ok(n == 1)
+        }))
+    }
+
+    fn unlease<'a>(&'a self, name: &'a str, holder: &'a str) -> BoxFuture<'a, Result<(), MetaError>> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        Box::pin(self.call(move |c| {
+            c.execute("DELETE FROM leases WHERE name = ?1 AND holder = ?2", params![name, holder]).map(drop).map_err(backend)
         }))
     }
 

@@ -711,6 +711,11 @@ impl GatedStep {
         agent(&server.url(), token, job, step, &["--quiet"], &cmd)
     }
 
+    /// The step's command line.
+    pub fn cmd(&self) -> Vec<String> {
+        self.cmd.clone()
+    }
+
     /// Lets `parts[i]` out.
     pub fn open(&self, i: usize) {
         std::fs::write(self.dir.path().join(format!("gate{i}")), b"").expect("write gate");
@@ -858,5 +863,42 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A TCP load balancer with passive health checks: each connection goes to the first target
+/// that accepts it, so a dead node's share moves to the next one.
+pub struct TcpBalancer {
+    pub port: u16,
+}
+
+impl TcpBalancer {
+    pub fn start(targets: Vec<SocketAddr>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Some(upstream) = targets.iter().find_map(|t| TcpStream::connect_timeout(t, Duration::from_secs(1)).ok()) else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = upstream.set_nodelay(true);
+                let (mut c_r, mut u_w) = (client.try_clone().expect("clone"), upstream.try_clone().expect("clone"));
+                let (mut u_r, mut c_w) = (upstream, client);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_r, &mut u_w);
+                    let _ = u_w.shutdown(std::net::Shutdown::Both);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut u_r, &mut c_w);
+                    let _ = c_w.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        TcpBalancer { port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 }
