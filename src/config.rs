@@ -22,7 +22,7 @@ pub struct ServeConfig {
     /// (`mongodb://…` or `mongodb+srv://…`; the database is the URI's, else `tailrace`).
     pub meta_url: Option<String>,
     /// The live tier: unset for staging files in `<data_dir>/live`, or a Redis URL
-    /// (`redis://[user:pass@]host:port[/db]`, `rediss://…` for TLS) shared by every node.
+    /// (`redis://[user:pass@]host:port[/db]`) shared by every node.
     pub live_url: Option<String>,
     /// Redis keys of a step expire this long after its last append (abandoned steps).
     pub live_ttl_hours: u64,

@@ -263,8 +263,14 @@ impl IngestCore {
         let mut gap_reported = false;
         // The last bytes this stream stored (for secrets split across chunks), ending at `.1`.
         let mut tail: (Vec<u8>, u64) = (Vec::new(), u64::MAX);
+        // A frame read while coalescing that belongs to the next turn.
+        let mut pending: Option<Result<Option<Frame>, ReadError>> = None;
         loop {
-            let frame = match read_frame(reader, buf, decoder).await {
+            let next = match pending.take() {
+                Some(r) => r,
+                None => read_frame(reader, buf, decoder).await,
+            };
+            let frame = match next {
                 Ok(Some(f)) => f,
                 Ok(None) => return Ok(None),
                 Err(ReadError::Io(e)) => {
@@ -279,6 +285,8 @@ impl IngestCore {
             match frame {
                 Frame::Data(Data { offset, bytes, timestamp_us, .. }) => {
                     IngestMetrics::inc(&self.metrics.data_frames);
+                    let (bytes, next) = coalesce(reader, buf, decoder, offset, timestamp_us, bytes, &self.metrics).await;
+                    pending = next;
                     let len = bytes.len() as u64;
                     let pause = self.tokens.charge(stream.permit, len, self.limits.bytes_per_sec_per_token, std::time::Instant::now());
                     if !pause.is_zero() {
@@ -523,6 +531,63 @@ enum ReadError {
 }
 
 /// Reads until one frame is complete. `Ok(None)` is a clean end of stream between frames.
+/// Most bytes one append takes: DATA frames already received that continue a chunk are
+/// appended with it, so a shared live tier (Redis) costs one round trip per batch, not per frame.
+const MAX_BATCH: usize = 1 << 20;
+
+/// Joins to `first` (at `offset`) the DATA frames that follow it contiguously and are already
+/// here — in the buffer, or readable without waiting — up to [`MAX_BATCH`] bytes, and less than
+/// the time-index gap apart (so no time point is lost). Returns the batch and, if one was read,
+/// the next frame (or read error) for the caller's next turn. A lone frame is not copied.
+async fn coalesce<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    decoder: &Decoder,
+    offset: u64,
+    timestamp_us: u64,
+    first: Bytes,
+    metrics: &IngestMetrics,
+) -> (Bytes, Option<Result<Option<Frame>, ReadError>>) {
+    use futures_util::FutureExt as _;
+    let mut batch: Option<BytesMut> = None;
+    let mut len = first.len();
+    let next = loop {
+        if len >= MAX_BATCH {
+            break None;
+        }
+        match decoder.decode(buf) {
+            Ok(Some(Frame::Data(d)))
+                if d.offset == offset + len as u64
+                    && d.timestamp_us.saturating_sub(timestamp_us) < tailrace_storage::live::TIME_INDEX_GAP_US
+                    && len + d.bytes.len() <= MAX_BATCH =>
+            {
+                IngestMetrics::inc(&metrics.data_frames);
+                let b = batch.get_or_insert_with(|| {
+                    let mut b = BytesMut::with_capacity(MAX_BATCH);
+                    b.extend_from_slice(&first);
+                    b
+                });
+                b.extend_from_slice(&d.bytes);
+                len += d.bytes.len();
+            }
+            Ok(Some(other)) => break Some(Ok(Some(other))),
+            Err(e) => break Some(Err(ReadError::Frame(e))),
+            Ok(None) => {
+                if buf.capacity() - buf.len() < 16 * 1024 {
+                    buf.reserve(64 * 1024);
+                }
+                // Only what is already readable: never wait for the agent here.
+                match reader.read_buf(buf).now_or_never() {
+                    Some(Ok(n)) if n > 0 => continue,
+                    Some(Err(e)) => break Some(Err(ReadError::Io(e))),
+                    _ => break None,
+                }
+            }
+        }
+    };
+    (batch.map_or(first, BytesMut::freeze), next)
+}
+
 async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     buf: &mut BytesMut,

@@ -485,17 +485,24 @@ impl Archive {
         }
     }
 
-    /// Archives what is due of a step under its lease (see [`ArchiveConfig::node`]), renewed
-    /// while the work lasts; a step another node holds is left to it.
+    /// Archives what is due of a step under its lease (see [`ArchiveConfig::node`]); a step
+    /// another node holds is left to it.
     pub async fn archive_leased(&self, key: &StepKey) -> Result<(), ArchiveError> {
+        if self.leased(key, self.archive_step(key)).await?.is_none() {
+            self.metrics.lease_skips.fetch_add(1, Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Runs `work` holding the step's lease `archive:<job>/<step>`, renewed while it runs;
+    /// `None` (and `work` never started) if another node holds it.
+    pub(crate) async fn leased<T>(&self, key: &StepKey, work: impl std::future::Future<Output = Result<T, ArchiveError>>) -> Result<Option<T>, ArchiveError> {
         let name = format!("archive:{key}");
         let node = self.cfg.node.as_str();
         let now = now_ms();
         if !self.meta.lease(&name, node, now + LEASE.as_millis() as u64, now).await? {
-            self.metrics.lease_skips.fetch_add(1, Relaxed);
-            return Ok(());
+            return Ok(None);
         }
-        let work = self.archive_step(key);
         tokio::pin!(work);
         let mut renew = tokio::time::interval(LEASE / 3);
         renew.tick().await;
@@ -508,16 +515,16 @@ impl Archive {
                         Ok(true) => {}
                         // Archiving is idempotent (same keys, manifests replaced by seq): a
                         // second node doing the same work wastes effort, never output.
-                        Ok(false) => warn!(step = %key, "archiving lease taken over by another node; finishing anyway"),
-                        Err(e) => warn!(step = %key, error = %e, "could not renew the archiving lease"),
+                        Ok(false) => warn!(step = %key, "step lease taken over by another node; finishing anyway"),
+                        Err(e) => warn!(step = %key, error = %e, "could not renew the step lease"),
                     }
                 }
             }
         };
         if let Err(e) = self.meta.unlease(&name, node).await {
-            warn!(step = %key, error = %e, "could not give the archiving lease back; it expires by itself");
+            warn!(step = %key, error = %e, "could not give the step lease back; it expires by itself");
         }
-        result
+        result.map(Some)
     }
 
     /// Steps that ended but are not archived; live steps already archived (a crash between

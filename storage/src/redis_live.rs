@@ -39,7 +39,7 @@ const HASH_READ: usize = 4 << 20;
 /// Where and how long the Redis live tier keeps steps.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    /// `redis://[user:pass@]host:port[/db]` or `rediss://…`.
+    /// `redis://[user:pass@]host:port[/db]`.
     pub url: String,
     /// Keys of a step expire this long after its last append (abandoned steps).
     pub ttl: Duration,

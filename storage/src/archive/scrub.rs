@@ -73,8 +73,9 @@ fn mask(buf: &mut [u8], at: u64, ranges: &[Range<u64>]) -> bool {
 }
 
 impl Archive {
-    /// Scrubs every occurrence of `secret` from one step. Holds the step's archiving slot, so
-    /// the archiver cannot copy live bytes between the scan and the rewrite.
+    /// Scrubs every occurrence of `secret` from one step. Holds the step's archiving slot here
+    /// and its lease in the metadata store, so no archiver (on this node or another) copies
+    /// live bytes between the scan and the rewrite; waits up to two lease lengths for them.
     pub async fn scrub_step(&self, key: &StepKey, secret: &[u8]) -> Result<Scrubbed, ArchiveError> {
         if secret.is_empty() {
             return Err(ArchiveError::State("an empty secret cannot be scrubbed".into()));
@@ -89,7 +90,15 @@ impl Archive {
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        let result = self.scrub_held(key, secret).await;
+        let deadline = tokio::time::Instant::now() + 2 * super::LEASE;
+        let result = loop {
+            match self.leased(key, self.scrub_held(key, secret)).await {
+                Ok(Some(r)) => break Ok(r),
+                Ok(None) if tokio::time::Instant::now() < deadline => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+                Ok(None) => break Err(ArchiveError::State(format!("step {key} is being archived by another node; scrub again"))),
+                Err(e) => break Err(e),
+            }
+        };
         // Work the archiver asked for meanwhile is picked up by its next sweep.
         self.in_flight.lock().remove(key);
         result

@@ -2,7 +2,7 @@
 -- KEYS: meta hash, stream, overlay hash.  ARGV: offset, max.
 -- Returns {status, n, bytes}: status ok (n = hwm), missing, or released (n = released prefix).
 local m, s, o = KEYS[1], KEYS[2], KEYS[3]
-local v = redis.call('HMGET', m, 'hwm', 'rel')
+local v = redis.call('HMGET', m, 'hwm', 'rel', 'masked')
 if v[1] == false then return {'missing', 0, ''} end
 local hwm = tonumber(v[1])
 local rel = tonumber(v[2] or '0')
@@ -12,18 +12,26 @@ if off < rel then return {'released', rel, ''} end
 if off >= hwm or want <= 0 then return {'ok', hwm, ''} end
 local first = redis.call('XREVRANGE', s, ARGV[1] .. '-1', '-', 'COUNT', 1)
 if #first == 0 then return {'released', rel, ''} end
-local overlay = redis.call('EXISTS', o) == 1
+-- Only a marked step (masked or overwritten) can have replacement bytes.
+local overlay = v[3] ~= false
 local out = {}
-for _, e in ipairs(redis.call('XRANGE', s, first[1][1], '+', 'COUNT', 256)) do
-  local id = e[1]
-  local start = tonumber(string.match(id, '^(%d+)'))
-  local data = e[2][2]
-  if overlay then data = redis.call('HGET', o, id) or data end
-  local skip = off - start
-  local piece = string.sub(data, skip + 1, skip + want)
-  out[#out + 1] = piece
-  want = want - string.len(piece)
-  off = off + string.len(piece)
-  if want <= 0 then break end
+local from = first[1][1]
+-- Two entries per XRANGE (at most 512 KiB): only `want` bytes are needed.
+while want > 0 do
+  local entries = redis.call('XRANGE', s, from, '+', 'COUNT', 2)
+  if #entries == 0 then break end
+  for _, e in ipairs(entries) do
+    local id = e[1]
+    local start = tonumber(string.match(id, '^(%d+)'))
+    local data = e[2][2]
+    if overlay then data = redis.call('HGET', o, id) or data end
+    local piece = string.sub(data, off - start + 1, off - start + want)
+    out[#out + 1] = piece
+    want = want - string.len(piece)
+    off = off + string.len(piece)
+    if want <= 0 then break end
+    from = '(' .. id
+  end
+  if #entries < 2 then break end
 end
 return {'ok', hwm, table.concat(out)}
