@@ -157,3 +157,46 @@ async fn bad_input_is_refused_with_a_clear_error() {
     send(&mut agent, &[open(&h, "sum", &h.token), end(b"abc")]).await;
     assert!(matches!(replies(rx).await.last(), Some(Frame::End(_))));
 }
+
+#[tokio::test]
+async fn contiguous_frames_already_received_are_appended_as_one_batch() {
+    let framed = |frames: &[Frame]| {
+        let mut b = BytesMut::new();
+        for f in frames {
+            b.extend_from_slice(&f.to_bytes());
+        }
+        b
+    };
+    let at = |offset: u64, ts: u64, bytes: &'static [u8]| Frame::Data(Data { offset, timestamp_us: ts, stream: StreamTag::Stdout, bytes: Bytes::from_static(bytes) });
+    let metrics = IngestMetrics::default();
+    // Nothing more arrives while coalescing: it must not wait for the agent.
+    let (_agent, mut idle) = tokio::io::duplex(1024);
+    let mut buf = framed(&[at(3, 5, b"de"), at(5, 6, b"f"), at(9, 7, b"x"), end(b"abcdefghix")]);
+    let (batch, next) = coalesce(&mut idle, &mut buf, &Decoder::default(), 0, 1, Bytes::from_static(b"abc"), &metrics).await;
+    assert_eq!(&batch[..], b"abcdef");
+    assert!(matches!(next, Some(Ok(Some(Frame::Data(Data { offset: 9, .. }))))), "a frame that does not continue the batch is kept for the next turn");
+    assert_eq!(metrics.data_frames.load(Relaxed), 2);
+
+    // A frame a second or more after the batch's first starts a new batch (a time-index point).
+    let mut buf = framed(&[at(1, 1 + tailrace_storage::live::TIME_INDEX_GAP_US, b"b")]);
+    let (batch, next) = coalesce(&mut idle, &mut buf, &Decoder::default(), 0, 1, Bytes::from_static(b"a"), &metrics).await;
+    assert_eq!(&batch[..], b"a");
+    assert!(matches!(next, Some(Ok(Some(Frame::Data(_))))));
+
+    // A malformed frame after the batch is reported on the next turn, not lost.
+    let mut buf = BytesMut::from(&[99u8, 0, 0, 0, 0][..]);
+    let (batch, next) = coalesce(&mut idle, &mut buf, &Decoder::default(), 0, 1, Bytes::from_static(b"a"), &metrics).await;
+    assert_eq!(&batch[..], b"a");
+    assert!(matches!(next, Some(Err(ReadError::Frame(_)))));
+
+    // Frames still arriving on the pipe are read without waiting for more, up to the batch limit.
+    let (mut agent, mut pipe) = tokio::io::duplex(4 << 20);
+    let chunk: &'static [u8] = Box::leak(vec![b'z'; 100_000].into_boxed_slice());
+    for i in 0..20u64 {
+        agent.write_all(&at(100_000 * (i + 1), 1, chunk).to_bytes()).await.unwrap();
+    }
+    let mut buf = BytesMut::new();
+    let (batch, next) = coalesce(&mut pipe, &mut buf, &Decoder::new(1 << 20), 0, 1, Bytes::from_static(chunk), &metrics).await;
+    assert_eq!(batch.len(), 1_000_000, "ten frames make a batch under the 1 MiB limit");
+    assert!(matches!(next, Some(Ok(Some(Frame::Data(Data { offset: 1_000_000, .. }))))));
+}

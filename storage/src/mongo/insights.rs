@@ -72,10 +72,10 @@ struct Rollup {
 async fn write(db: &Database, s: &mut ClientSession, coll: &str, updates: Vec<Document>) -> mongodb::error::Result<()> {
     for chunk in updates.chunks(BATCH) {
         let r = db.run_command(doc! { "update": coll, "updates": chunk.to_vec(), "ordered": true }).session(&mut *s).await?;
-        if let Ok(errors) = r.get_array("writeErrors") {
-            if !errors.is_empty() {
-                return Err(abort(MetaError::Backend(format!("writing {coll}: {errors:?}"))));
-            }
+        if let Ok(errors) = r.get_array("writeErrors")
+            && !errors.is_empty()
+        {
+            return Err(abort(MetaError::Backend(format!("writing {coll}: {errors:?}"))));
         }
     }
     Ok(())

@@ -15,9 +15,12 @@ use tracing::{debug, warn};
 use super::{key_of, RedisTier};
 use crate::live::{Progress, StepKey};
 
+/// A followed step and its readers' `watch`.
+type Followed = (StepKey, watch::Sender<Progress>);
+
 /// The `watch` of every followed step, by notify channel.
 #[derive(Clone, Default)]
-pub(super) struct Watchers(Arc<Mutex<HashMap<String, (StepKey, watch::Sender<Progress>)>>>);
+pub(super) struct Watchers(Arc<Mutex<HashMap<String, Followed>>>);
 
 impl Watchers {
     /// A receiver of an already followed step.
@@ -88,7 +91,7 @@ pub(super) async fn run(client: redis::Client, tier: Weak<RedisTier>, watchers: 
             Ok(p) => p,
             Err(e) => {
                 failures += 1;
-                if failures == 1 || failures % 30 == 0 {
+                if failures == 1 || failures.is_multiple_of(30) {
                     warn!(error = %e, "live tier: cannot reach Redis for notifications; readers wait for it");
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
