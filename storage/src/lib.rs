@@ -11,7 +11,9 @@ pub mod digest;
 pub mod insights;
 pub mod live;
 pub mod meta;
+#[cfg(feature = "scale-out")]
 pub mod mongo;
+#[cfg(feature = "scale-out")]
 pub mod redis_live;
 pub mod segment;
 pub mod sqlite;
@@ -24,7 +26,9 @@ pub use artifacts::{Artifact, ArtifactConfig, ArtifactError, Artifacts, UploadOu
 pub use archive::{remove_local_upload_leftovers, Archive, ArchiveConfig, ArchiveError};
 pub use audit::{AuditConfig, AuditLog};
 pub use meta::{Job, MetaError, MetaStore, NewJob, Segment, Step, TestRun};
+#[cfg(feature = "scale-out")]
 pub use mongo::MongoMeta;
+#[cfg(feature = "scale-out")]
 pub use redis_live::{RedisConfig, RedisTier};
 pub use sqlite::SqliteMeta;
 pub use staging::StagingTier;
