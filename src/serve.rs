@@ -173,8 +173,11 @@ fn http_tls(cfg: &ServeConfig, audit: &Arc<AuditLog>) -> Result<Option<Arc<rustl
 /// since the previous start (remembered in `<data_dir>/last-config.json`).
 fn record_config(cfg: &ServeConfig, audit: &AuditLog) {
     let mut now = serde_json::to_value(cfg).unwrap_or_default();
-    if let Some(url) = &cfg.meta_url {
-        now["meta_url"] = crate::config::redact_url(url).into();
+    // URLs may carry passwords: the audit log and last-config.json get them redacted.
+    for (key, url) in [("meta_url", &cfg.meta_url), ("live_url", &cfg.live_url)] {
+        if let Some(url) = url {
+            now[key] = crate::config::redact_url(url).into();
+        }
     }
     let last_path = cfg.data_dir.join("last-config.json");
     let last: Option<serde_json::Value> = std::fs::read(&last_path).ok().and_then(|b| serde_json::from_slice(&b).ok());

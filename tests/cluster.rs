@@ -71,7 +71,9 @@ fn read_all(child: std::process::Child) -> Vec<u8> {
 fn an_agent_fails_over_when_its_ingest_node_is_killed() {
     let mut c = Cluster::start(2);
     assert!(c.query().log().contains("[Query, Archiver]"), "{}", c.query().log());
-    assert!(http_get(&c.nodes[0].url(), "/api/v1/jobs/x", None, None).unwrap().status == 404, "ingest nodes serve no API");
+    let r = http_get(&c.nodes[0].url(), "/api/v1/jobs/x", None, None).unwrap();
+    assert_eq!(r.status, 404, "ingest nodes serve no API");
+    assert!(String::from_utf8_lossy(&r.body).contains("send API requests to a query node"));
     let (job, token) = c.query().create_job();
     let balancer = TcpBalancer::start(vec![c.http(0), c.http(1)]);
     let first = awkward_bytes(21, 3 << 20);

@@ -106,7 +106,13 @@ pub fn router(state: Arc<AppState>, surface: Surface) -> Router {
         .route("/api/v2/insights/{vcs}/{org}/{repo}/flaky-tests", get(insights_api::flaky_tests))
         .route("/api/v1/projects/{vcs}/{org}/{repo}/tests/history", get(insights_api::test_history))
         .route("/api/v2/insights/{vcs}/{org}/{repo}/workflows/{workflow}/test-metrics", get(insights_api::test_metrics));
-    let app = if surface.api { ops.merge(api) } else { ops };
+    let app = if surface.api {
+        ops.merge(api)
+    } else {
+        ops.fallback(|| async {
+            (axum::http::StatusCode::NOT_FOUND, "this node does not serve the API (its roles do not include query); send API requests to a query node\n")
+        })
+    };
     let app = app.layer(axum::middleware::from_fn_with_state(state.clone(), rate_limit::limit)).with_state(state.clone());
     if surface.ingest { app.merge(tailrace_ingest::http2::router(state.core.clone())) } else { app }
 }

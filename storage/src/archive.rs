@@ -150,11 +150,11 @@ pub struct Archive {
     pub metrics: ArchiveMetrics,
 }
 
-/// The object key of a step's segment: kind and the step's start date first, so lifecycle rules
-/// can match by prefix. Deterministic, so a retried upload overwrites the same object.
 /// How long an archiving lease lasts without renewal (a dead node's steps wait this long).
 pub const LEASE: Duration = Duration::from_secs(60);
 
+/// The object key of a step's segment: kind and the step's start date first, so lifecycle rules
+/// can match by prefix. Deterministic, so a retried upload overwrites the same object.
 pub fn segment_key(started_at_ms: u64, key: &StepKey, seq: u32) -> String {
     let (y, m, d) = civil_date(started_at_ms);
     format!("logs/{y:04}/{m:02}/{d:02}/{}/{}/{seq:06}.zst", key.job, key.step)
