@@ -28,7 +28,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server: ingest (QUIC and HTTP/2), the HTTP API, live tail and metrics, all in one
-    /// process with embedded storage under the data directory.
+    /// process with embedded storage under the data directory — or, with --role and shared
+    /// backends (live_url: Redis, meta_url: MongoDB), one node of a cluster.
     ///
     /// On first start it creates `<data-dir>/admin-token` (mode 0600) — the token for
     /// `tailrace job create` — and a self-signed QUIC certificate whose fingerprint agents pin
@@ -206,8 +207,9 @@ pub struct ServeArgs {
     #[arg(long, env = "TAILRACE_ROLES")]
     pub role: Option<String>,
     /// Check the configuration instead of serving: data directory, listen addresses, TLS files,
-    /// signing keys, metadata store and object store (a probe object is written, read and
-    /// deleted). Prints one line per check; exits 1 if any failed.
+    /// signing keys, live tier (on Redis a probe step is appended, read and released), metadata
+    /// store (on MongoDB: indexes and a transaction) and object store (a probe object is
+    /// written, read and deleted). Prints one line per check; exits 1 if any failed.
     #[arg(long)]
     pub check_config: bool,
 }
