@@ -46,6 +46,14 @@ fn the_local_cluster_script_runs_a_step_end_to_end() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // However the test ends, the script gets SIGTERM and stops what it started.
+    struct StopOnDrop(u32);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            unsafe { libc::kill(self.0 as i32, libc::SIGTERM) };
+        }
+    }
+    let _stop = StopOnDrop(script.id());
     let said = Arc::new(Mutex::new(String::new()));
     for pipe in [Box::new(script.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>, Box::new(script.stderr.take().unwrap())] {
         let said = said.clone();
