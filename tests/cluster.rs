@@ -79,15 +79,9 @@ fn an_agent_fails_over_when_its_ingest_node_is_killed() {
     let first = awkward_bytes(21, 3 << 20);
     let second = awkward_bytes(22, 2 << 20);
     let gated = GatedStep::new(&[&first, &second]);
-    let mut agent = std::process::Command::new(BIN);
-    agent
-        .args(["run", "--server", &balancer.url(), "--job", &job, "--step", "build", "--transport", "http2", "--quiet", "--"])
-        .args(gated.cmd())
-        .env("TAILRACE_TOKEN", &token)
-        .env("TAILRACE_LOG", "info")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null());
-    let agent = Watched::spawn(agent);
+    let cmd = gated.cmd();
+    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    let agent = Watched::spawn(agent(&balancer.url(), &token, &job, "build", &["--transport", "http2", "--quiet"], &cmd));
     wait_until("step opened", 60, || c.query().step(&job, "build").is_some());
     let tail = tail_from(c.query(), &job, "build", 0);
     // The first part is held by Redis (read through the query node), then node A dies.
@@ -186,15 +180,7 @@ fn redis_restarted_mid_step_loses_nothing() {
     let first = awkward_bytes(41, 1 << 20);
     let second = awkward_bytes(42, 1 << 20);
     let gated = GatedStep::new(&[&first, &second]);
-    let mut agent = std::process::Command::new(BIN);
-    agent
-        .args(["run", "--server", &c.nodes[0].url(), "--job", &job, "--step", "s", "--quiet", "--"])
-        .args(gated.cmd())
-        .env("TAILRACE_TOKEN", &token)
-        .env("TAILRACE_LOG", "info")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null());
-    let agent = Watched::spawn(agent);
+    let agent = Watched::spawn(gated.agent(&c.nodes[0], &token, &job, "s"));
     wait_until("step opened", 60, || c.query().step(&job, "s").is_some());
     let tail = tail_from(c.query(), &job, "s", 0);
     wait_until("first part durable", 60, || c.query().step_len(&job, "s") >= first.len() as u64);

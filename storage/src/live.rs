@@ -222,7 +222,8 @@ pub mod conformance {
 
     use super::*;
 
-    fn end_for(bytes: &[u8]) -> StepEnd {
+    /// A successful end of a step whose output is `bytes`.
+    pub fn end_for(bytes: &[u8]) -> StepEnd {
         let mut h = StreamHasher::new();
         h.update(bytes);
         StepEnd {

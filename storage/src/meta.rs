@@ -57,6 +57,25 @@ pub struct Job {
     pub secrets: Vec<SecretDigest>,
 }
 
+impl Job {
+    /// The job a backend stored for `new`, with the id, number and time it gave it.
+    pub fn from_new(new: NewJob, id: JobId, number: u64, created_at_ms: u64) -> Self {
+        Self {
+            id,
+            project: new.project,
+            number,
+            branch: new.branch,
+            commit: new.commit,
+            workflow: new.workflow,
+            name: new.name,
+            pipeline_number: new.pipeline_number,
+            workflow_id: new.workflow_id,
+            created_at_ms,
+            secrets: new.secrets,
+        }
+    }
+}
+
 /// A step of a job, as listed by the API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {

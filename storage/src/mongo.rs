@@ -354,19 +354,7 @@ impl MetaStore for MongoMeta {
                 d.insert("secrets", bson::to_bson(&new.secrets).map_err(backend)?);
             }
             self.coll("jobs").insert_one(d).await.map_err(backend)?;
-            Ok(Job {
-                id: JobId::new(id).map_err(backend)?,
-                project: new.project,
-                number,
-                branch: new.branch,
-                commit: new.commit,
-                workflow: new.workflow,
-                name: new.name,
-                pipeline_number: new.pipeline_number,
-                workflow_id: new.workflow_id,
-                created_at_ms: created,
-                secrets: new.secrets,
-            })
+            Ok(Job::from_new(new, JobId::new(id).map_err(backend)?, number, created))
         })
     }
 

@@ -114,6 +114,15 @@ impl RedisTier {
         Ok(tier)
     }
 
+    /// `script` with the step's keys of `suffixes` (`m`, `s`, `t`, `o`), in that order.
+    fn on_step<'s>(script: &'s Script, key: &StepKey, suffixes: &[&str]) -> redis::ScriptInvocation<'s> {
+        let mut inv = script.prepare_invoke();
+        for s in suffixes {
+            inv.key(key_of(key, s));
+        }
+        inv
+    }
+
     fn con(&self) -> ConnectionManager {
         self.con.clone()
     }
@@ -132,12 +141,7 @@ impl RedisTier {
     }
 
     async fn append_inner(&self, key: &StepKey, offset: u64, ts: u64, bytes: &[u8], masked: bool) -> Result<AppendOutcome, LiveError> {
-        let (outcome, hwm): (String, u64) = self
-            .scripts
-            .append
-            .key(key_of(key, "m"))
-            .key(key_of(key, "s"))
-            .key(key_of(key, "t"))
+        let (outcome, hwm): (String, u64) = Self::on_step(&self.scripts.append, key, &["m", "s", "t"])
             .arg(offset)
             .arg(ts)
             .arg(bytes)
@@ -169,7 +173,7 @@ impl LiveTier for RedisTier {
     }
 
     fn append<'a>(&'a self, key: &'a StepKey, offset: u64, timestamp_us: u64, bytes: Bytes) -> BoxFuture<'a, Result<AppendOutcome, LiveError>> {
-        Box::pin(async move { self.append_inner(key, offset, timestamp_us, &bytes, false).await })
+        self.append_stored(key, offset, timestamp_us, bytes, None)
     }
 
     fn append_stored<'a>(
@@ -224,12 +228,7 @@ impl LiveTier for RedisTier {
 
     fn read<'a>(&'a self, key: &'a StepKey, offset: u64, max: usize) -> BoxFuture<'a, Result<Bytes, LiveError>> {
         Box::pin(async move {
-            let (status, n, data): (String, u64, Vec<u8>) = self
-                .scripts
-                .read
-                .key(key_of(key, "m"))
-                .key(key_of(key, "s"))
-                .key(key_of(key, "o"))
+            let (status, n, data): (String, u64, Vec<u8>) = Self::on_step(&self.scripts.read, key, &["m", "s", "o"])
                 .arg(offset)
                 .arg(max)
                 .invoke_async(&mut self.con())
@@ -333,12 +332,7 @@ impl LiveTier for RedisTier {
 
     fn release_prefix<'a>(&'a self, key: &'a StepKey, upto: u64) -> BoxFuture<'a, Result<(), LiveError>> {
         Box::pin(async move {
-            let _: i64 = self
-                .scripts
-                .release_prefix
-                .key(key_of(key, "m"))
-                .key(key_of(key, "s"))
-                .key(key_of(key, "o"))
+            let _: i64 = Self::on_step(&self.scripts.release_prefix, key, &["m", "s", "o"])
                 .arg(upto)
                 .invoke_async(&mut self.con())
                 .await
@@ -349,12 +343,7 @@ impl LiveTier for RedisTier {
 
     fn overwrite<'a>(&'a self, key: &'a StepKey, offset: u64, bytes: Bytes) -> BoxFuture<'a, Result<(), LiveError>> {
         Box::pin(async move {
-            let (status, n): (String, u64) = self
-                .scripts
-                .overwrite
-                .key(key_of(key, "m"))
-                .key(key_of(key, "s"))
-                .key(key_of(key, "o"))
+            let (status, n): (String, u64) = Self::on_step(&self.scripts.overwrite, key, &["m", "s", "o"])
                 .arg(offset)
                 .arg(&bytes[..])
                 .arg(self.ttl())

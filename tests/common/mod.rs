@@ -21,6 +21,14 @@ pub fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// `kill -9` of a harness process, if it runs, and waits for it.
+pub fn kill_child(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
 /// A loopback port free for both TCP and UDP right now.
 pub fn free_port() -> u16 {
     loop {
@@ -93,10 +101,7 @@ impl Server {
 
     /// `kill -9`, no goodbye.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill_child(&mut self.child);
     }
 
     pub fn restart(&mut self) {
@@ -635,10 +640,7 @@ impl S3Server {
 
     /// Stops the server (kill -9), keeping its data.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill_child(&mut self.child);
     }
 
     /// Environment that points `tailrace serve` at this server.
@@ -795,10 +797,7 @@ impl MongoServer {
 
     /// Stops the server (kill -9), keeping its data.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill_child(&mut self.child);
     }
 
     pub fn log(&self) -> String {
@@ -853,10 +852,7 @@ impl RedisServer {
 
     /// Stops the server (kill -9), keeping its append-only file.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill_child(&mut self.child);
     }
 }
 

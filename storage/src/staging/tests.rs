@@ -1,27 +1,13 @@
 //! Tests of the staging-file live tier: the offset rule on disk, recovery, ends and readers.
 
 use bytes::Bytes;
-use tailrace_protocol::{EndReason, JobId, StepId, StreamHasher};
+use tailrace_protocol::{JobId, StepId};
 
 use super::*;
-use crate::live::StepStatus;
+use crate::live::conformance::end_for;
 
 fn key(step: &str) -> StepKey {
     StepKey::new(JobId::new("job1").unwrap(), StepId::new(step).unwrap())
-}
-
-fn end_for(bytes: &[u8]) -> StepEnd {
-    let mut h = StreamHasher::new();
-    h.update(bytes);
-    StepEnd {
-        status: StepStatus::Success,
-        reason: EndReason::Exited,
-        exit_code: Some(0),
-        length: bytes.len() as u64,
-        checksum: h.hex(),
-        duration_ms: 1,
-        ended_at_ms: 1,
-    }
 }
 
 #[tokio::test]
