@@ -80,6 +80,20 @@ pub enum Command {
     /// verified by its SHA-256 on arrival and resumed after a dropped connection without
     /// resending what the server holds. Exits 1 if any file failed, 2 on bad names.
     StoreArtifacts(crate::artifacts::StoreArtifactsArgs),
+    /// Probe a server for a health check (container HEALTHCHECK, scripts): GET `/healthz` (the
+    /// process answers) or, with --ready, `/readyz` (it can serve: metadata store and live tier
+    /// answer). Prints the answer; exits 0 on 200, 1 otherwise.
+    Health(HealthArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// Server HTTP URL (inside a container: the listen port on loopback).
+    #[arg(long, env = "TAILRACE_SERVER", default_value = "http://127.0.0.1:8520")]
+    pub server: String,
+    /// Probe readiness (`/readyz`) instead of liveness (`/healthz`).
+    #[arg(long)]
+    pub ready: bool,
 }
 
 #[derive(Debug, Args)]
@@ -445,6 +459,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
             }
         }
         Command::Gc(a) => gc(a).await,
+        Command::Health(a) => health(a).await,
         Command::StoreArtifacts(a) => {
             init_logs("warn", false);
             crate::artifacts::store_artifacts(a).await
@@ -572,6 +587,21 @@ async fn gc(a: GcArgs) -> i32 {
             0
         }
         Err(e) => fail(&e),
+    }
+}
+
+async fn health(a: HealthArgs) -> i32 {
+    let server = match Server::parse(&a.server) {
+        Ok(s) => s,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let path = if a.ready { "/readyz" } else { "/healthz" };
+    match server.text(tailrace_agent::client::Method::GET, path).await {
+        Ok((status, body)) => {
+            print!("{body}");
+            if status.is_success() { 0 } else { fail(&format!("{path} answered {status}")) }
+        }
+        Err(e) => fail(&e.to_string()),
     }
 }
 

@@ -86,6 +86,14 @@ pub struct ServeConfig {
     pub archive_endpoint: Option<String>,
     /// S3 region (default from `AWS_REGION`/`AWS_DEFAULT_REGION`).
     pub archive_region: Option<String>,
+    /// Outbound HTTP proxy for object-store requests (S3, GCS, Azure), e.g.
+    /// `http://proxy.internal:3128`. Default: `HTTPS_PROXY` (`HTTP_PROXY` for an `http://`
+    /// endpoint), else `ALL_PROXY`, from the environment.
+    pub archive_proxy_url: Option<String>,
+    /// Hosts that bypass the proxy, comma-separated as in `NO_PROXY` (the default).
+    pub archive_proxy_excludes: Option<String>,
+    /// PEM CA certificate of a TLS-intercepting proxy, trusted for object-store requests.
+    pub archive_proxy_ca_file: Option<PathBuf>,
     /// zstd level of archived segments.
     pub archive_level: i32,
     /// Stream bytes per segment object, in MiB.
@@ -163,6 +171,9 @@ impl Default for ServeConfig {
             archive_bucket: None,
             archive_endpoint: None,
             archive_region: None,
+            archive_proxy_url: None,
+            archive_proxy_excludes: None,
+            archive_proxy_ca_file: None,
             archive_level: 1,
             archive_segment_mib: 256,
             archive_live_mib: 64,
@@ -326,6 +337,18 @@ impl ServeConfig {
         if let Some(v) = get("TAILRACE_ARCHIVE_ENDPOINT") {
             cfg.archive_endpoint = Some(v.clone());
         }
+        if let Some(v) = get("TAILRACE_ARCHIVE_PROXY_URL") {
+            cfg.archive_proxy_url = Some(v.clone());
+        }
+        if cfg.archive_proxy_url.is_none() {
+            // The conventional proxy variables, as curl and the cloud CLIs read them.
+            let plain = cfg.archive_endpoint.as_deref().is_some_and(|e| e.starts_with("http://"));
+            let names = if plain { ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"] } else { ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"] };
+            cfg.archive_proxy_url = names.iter().find_map(|n| get(n)).cloned();
+        }
+        if cfg.archive_proxy_excludes.is_none() {
+            cfg.archive_proxy_excludes = get("NO_PROXY").or_else(|| get("no_proxy")).cloned();
+        }
         if let Some(v) = get("TAILRACE_SIGNING_KEYS_FILE") {
             cfg.signing_keys_file = Some(v.into());
         }
@@ -417,6 +440,20 @@ mod tests {
         let cfg = ServeConfig::load(None, &env).unwrap();
         assert!(cfg.runs(Role::Archiver) && !cfg.runs(Role::Ingest));
         assert!(ServeConfig::default().runs(Role::Ingest));
+    }
+
+    #[test]
+    fn object_store_proxy_comes_from_the_config_or_the_usual_variables() {
+        let env = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>();
+        let cfg = ServeConfig::load(None, &env(&[("HTTPS_PROXY", "http://p:3128"), ("NO_PROXY", "10.0.0.1,.internal")])).unwrap();
+        assert_eq!(cfg.archive_proxy_url.as_deref(), Some("http://p:3128"));
+        assert_eq!(cfg.archive_proxy_excludes.as_deref(), Some("10.0.0.1,.internal"));
+        // An http:// endpoint goes through HTTP_PROXY, as curl would.
+        let plain = env(&[("HTTPS_PROXY", "http://s:1"), ("http_proxy", "http://h:2"), ("TAILRACE_ARCHIVE_ENDPOINT", "http://minio:9000")]);
+        assert_eq!(ServeConfig::load(None, &plain).unwrap().archive_proxy_url.as_deref(), Some("http://h:2"));
+        let explicit = env(&[("HTTPS_PROXY", "http://s:1"), ("TAILRACE_ARCHIVE_PROXY_URL", "http://t:3")]);
+        assert_eq!(ServeConfig::load(None, &explicit).unwrap().archive_proxy_url.as_deref(), Some("http://t:3"));
+        assert_eq!(ServeConfig::load(None, &env(&[])).unwrap().archive_proxy_url, None);
     }
 
     #[test]

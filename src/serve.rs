@@ -4,6 +4,7 @@
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -174,7 +175,7 @@ fn http_tls(cfg: &ServeConfig, audit: &Arc<AuditLog>) -> Result<Option<Arc<rustl
 fn record_config(cfg: &ServeConfig, audit: &AuditLog) {
     let mut now = serde_json::to_value(cfg).unwrap_or_default();
     // URLs may carry passwords: the audit log and last-config.json get them redacted.
-    for (key, url) in [("meta_url", &cfg.meta_url), ("live_url", &cfg.live_url)] {
+    for (key, url) in [("meta_url", &cfg.meta_url), ("live_url", &cfg.live_url), ("archive_proxy_url", &cfg.archive_proxy_url)] {
         if let Some(url) = url {
             now[key] = crate::config::redact_url(url).into();
         }
@@ -350,17 +351,25 @@ async fn expiry_loop(cfg: ServeConfig, archive: Arc<Archive>, artifacts: Arc<Art
             Ok(true) => {}
             Ok(false) => continue,
             Err(e) => {
+                archive.metrics.expiry_sweeps.fetch_add(1, Relaxed);
+                archive.metrics.expiry_failures.fetch_add(1, Relaxed);
                 tracing::warn!(error = %e, "could not take the expiry lease; will retry");
                 continue;
             }
         }
+        archive.metrics.expiry_sweeps.fetch_add(1, Relaxed);
         match sweep(&cfg, &archive, &artifacts, tailrace_storage::meta::now_ms(), false).await {
-            Ok(s) if !s.is_empty() => {
-                info!(steps = s.steps.len(), test_result_files = s.test_results.len(), artifacts = s.artifacts.len(), "expired data past retention");
-                audit.record_durable("expired", None, s.audit_fields()).await;
+            Ok(s) => {
+                archive.metrics.expiry_last_success_ms.store(tailrace_storage::meta::now_ms(), Relaxed);
+                if !s.is_empty() {
+                    info!(steps = s.steps.len(), test_result_files = s.test_results.len(), artifacts = s.artifacts.len(), "expired data past retention");
+                    audit.record_durable("expired", None, s.audit_fields()).await;
+                }
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "expiry sweep failed; will retry"),
+            Err(e) => {
+                archive.metrics.expiry_failures.fetch_add(1, Relaxed);
+                tracing::warn!(error = %e, "expiry sweep failed; will retry");
+            }
         }
     }
 }

@@ -39,6 +39,26 @@ pub fn clean_local_leftovers(cfg: &ServeConfig) -> Result<(), String> {
     }
 }
 
+/// Applies the outbound proxy settings (`archive_proxy_*`) to a cloud store's builder; each
+/// builder has the same three methods but no common trait.
+macro_rules! with_proxy {
+    ($b:expr, $cfg:expr) => {{
+        let mut b = $b;
+        if let Some(url) = &$cfg.archive_proxy_url {
+            info!(proxy = %crate::config::redact_url(url), excludes = ?$cfg.archive_proxy_excludes, "archive: through a proxy");
+            b = b.with_proxy_url(url);
+            if let Some(excludes) = &$cfg.archive_proxy_excludes {
+                b = b.with_proxy_excludes(excludes);
+            }
+            if let Some(path) = &$cfg.archive_proxy_ca_file {
+                let pem = std::fs::read_to_string(path).map_err(|e| format!("could not read archive_proxy_ca_file {}: {e}", path.display()))?;
+                b = b.with_proxy_ca_certificate(pem);
+            }
+        }
+        b
+    }};
+}
+
 pub fn build(cfg: &ServeConfig) -> Result<Arc<dyn ObjectStore>, String> {
     let bucket = || {
         cfg.archive_bucket
@@ -65,17 +85,17 @@ pub fn build(cfg: &ServeConfig) -> Result<Arc<dyn ObjectStore>, String> {
                 b = b.with_endpoint(endpoint).with_virtual_hosted_style_request(false).with_allow_http(endpoint.starts_with("http://"));
             }
             info!(bucket = ?cfg.archive_bucket, endpoint = ?cfg.archive_endpoint, "archive: S3");
-            Arc::new(b.build().map_err(|e| format!("invalid S3 archive settings: {e}"))?)
+            Arc::new(with_proxy!(b, cfg).build().map_err(|e| format!("invalid S3 archive settings: {e}"))?)
         }
         ArchiveStore::Gcs => {
             let b = GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket()?).with_retry(retry());
             info!(bucket = ?cfg.archive_bucket, "archive: GCS");
-            Arc::new(b.build().map_err(|e| format!("invalid GCS archive settings: {e}"))?)
+            Arc::new(with_proxy!(b, cfg).build().map_err(|e| format!("invalid GCS archive settings: {e}"))?)
         }
         ArchiveStore::Azure => {
             let b = MicrosoftAzureBuilder::from_env().with_container_name(bucket()?).with_retry(retry());
             info!(container = ?cfg.archive_bucket, "archive: Azure");
-            Arc::new(b.build().map_err(|e| format!("invalid Azure archive settings: {e}"))?)
+            Arc::new(with_proxy!(b, cfg).build().map_err(|e| format!("invalid Azure archive settings: {e}"))?)
         }
     };
     Ok(store)

@@ -94,6 +94,13 @@ impl Server {
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
+    /// Sends one request without a token or body and returns the status and the body as
+    /// text, whatever the status (health probes).
+    pub async fn text(&self, method: Method, path: &str) -> Result<(StatusCode, String), ClientError> {
+        let (status, bytes) = self.request(method, path, None, None).await?;
+        Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
     async fn request(
         &self,
         method: Method,

@@ -307,7 +307,9 @@ impl IngestCore {
                     if masked.stored.is_some() {
                         IngestMetrics::inc(&self.metrics.masked_chunks);
                     }
+                    let started = std::time::Instant::now();
                     let appended = self.live.append_stored(key, offset, timestamp_us, bytes, masked.stored).await;
+                    self.metrics.append_seconds.observe(started.elapsed());
                     if let (Ok(AppendOutcome::Written { .. }), Some((at, b))) = (&appended, masked.before) {
                         // The first part of a secret split across chunks, stored with the chunk before.
                         if let Err(e) = self.live.overwrite(key, at, Bytes::from(b)).await {
@@ -497,7 +499,10 @@ async fn ack_loop(core: Arc<IngestCore>, key: StepKey, mut written: watch::Recei
         let closed = written.changed().await.is_err();
         let target = *written.borrow_and_update();
         if target > acked {
-            match core.live.sync(&key).await {
+            let started = std::time::Instant::now();
+            let synced = core.live.sync(&key).await;
+            core.metrics.sync_seconds.observe(started.elapsed());
+            match synced {
                 Ok(durable) if durable > acked => {
                     acked = durable;
                     if acked >= archive_due {

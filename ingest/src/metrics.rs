@@ -3,6 +3,8 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use tailrace_storage::histogram::Histogram;
+
 /// Counters of the ingest path. Cheap to bump from any task.
 #[derive(Debug, Default)]
 pub struct IngestMetrics {
@@ -23,6 +25,10 @@ pub struct IngestMetrics {
     pub masked_chunks: AtomicU64,
     /// Microseconds streams were paced by per-token byte limits.
     pub throttled_us: AtomicU64,
+    /// Time the live tier took to take one batch of output.
+    pub append_seconds: Histogram,
+    /// Time the live tier took to make written bytes durable before they were acknowledged.
+    pub sync_seconds: Histogram,
 }
 
 impl IngestMetrics {
@@ -65,5 +71,9 @@ impl IngestMetrics {
             "# HELP tailrace_ingest_throttled_seconds_total Time streams were paced by per-token byte limits.\n# TYPE tailrace_ingest_throttled_seconds_total counter\ntailrace_ingest_throttled_seconds_total {}",
             self.throttled_us.load(Relaxed) as f64 / 1e6
         );
+        let name = "tailrace_ingest_live_write_seconds";
+        let help = "Live-tier latency of ingest writes: op=append takes a batch of output, op=sync makes it durable before the ACK.";
+        self.append_seconds.render(out, name, help, "op=\"append\"", true);
+        self.sync_seconds.render(out, name, help, "op=\"sync\"", false);
     }
 }

@@ -9,6 +9,8 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 
+use tailrace_storage::histogram::Histogram;
+
 use crate::{AppState, IngestInfo};
 
 /// Counters of the read path, rendered as `tailrace_query_*`.
@@ -18,6 +20,8 @@ pub struct QueryMetrics {
     pub tails_opened: AtomicU64,
     pub tail_bytes: AtomicU64,
     pub output_bytes: AtomicU64,
+    /// From the live tier reporting new durable output to its delivery on a websocket tail.
+    pub tail_delivery_seconds: Histogram,
 }
 
 impl QueryMetrics {
@@ -30,6 +34,13 @@ impl QueryMetrics {
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", v.load(Relaxed));
         }
+        self.tail_delivery_seconds.render(
+            out,
+            "tailrace_query_tail_delivery_seconds",
+            "Time from this node learning of new durable output of a followed step to sending it on a websocket tail.",
+            "",
+            true,
+        );
     }
 }
 
@@ -74,6 +85,17 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     if let Some(artifacts) = &state.artifacts {
         artifacts.metrics.render(&mut out);
     }
+    // A shared live tier's gauges, unless it does not answer in time (then /readyz says why).
+    if let Ok(Ok(gauges)) = tokio::time::timeout(READY_WAIT, state.core.live.gauges()).await {
+        for (name, help, v) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tailrace_build_info The running version.\n# TYPE tailrace_build_info gauge\ntailrace_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
     if let Some(l) = &state.rate_limit {
         let name = "tailrace_http_rate_limited_total";
         let _ = writeln!(out, "# HELP {name} Requests answered 429 by the rate limits.\n# TYPE {name} counter\n{name} {}", l.limited.load(Relaxed));

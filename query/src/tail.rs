@@ -56,6 +56,8 @@ pub async fn tail(
 async fn run_tail(state: &AppState, key: &StepKey, mut offset: u64, mut source: Source, socket: WebSocket) -> Result<(), axum::Error> {
     let (mut sink, mut incoming) = socket.split();
     let close_with = |reason: String| Message::Close(Some(CloseFrame { code: 1011, reason: reason.into() }));
+    // When the live tier last reported new output: its first delivery is timed.
+    let mut woke: Option<std::time::Instant> = None;
     loop {
         // Snapshot before reading: if the end is known now, the read below sees every byte.
         let (_, end) = source.snapshot();
@@ -70,6 +72,9 @@ async fn run_tail(state: &AppState, key: &StepKey, mut offset: u64, mut source: 
             sink.send(Message::Binary(msg.freeze())).await?;
             offset += chunk.len() as u64;
             state.metrics.tail_bytes.fetch_add(chunk.len() as u64, Relaxed);
+            if let Some(at) = woke.take() {
+                state.metrics.tail_delivery_seconds.observe(at.elapsed());
+            }
             continue;
         }
         if let Some(end) = end.filter(|e| offset >= e.length) {
@@ -86,6 +91,7 @@ async fn run_tail(state: &AppState, key: &StepKey, mut offset: u64, mut source: 
                 if let Err(e) = changed {
                     return sink.send(close_with(format!("could not follow output: {e}"))).await;
                 }
+                woke = Some(std::time::Instant::now());
             }
             msg = incoming.next() => match msg {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(()),

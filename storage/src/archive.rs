@@ -117,6 +117,13 @@ pub struct ArchiveMetrics {
     pub expired: AtomicU64,
     pub running_bytes: AtomicU64,
     pub lease_skips: AtomicU64,
+    /// Ended steps not archived yet, as the last sweep found them (at most 256 are counted).
+    pub backlog: AtomicU64,
+    /// Expiry sweeps this node ran, and those that failed (to be retried next period).
+    pub expiry_sweeps: AtomicU64,
+    pub expiry_failures: AtomicU64,
+    /// When this node's last expiry sweep succeeded (Unix ms; 0: not yet).
+    pub expiry_last_success_ms: AtomicU64,
 }
 
 impl ArchiveMetrics {
@@ -135,6 +142,22 @@ impl ArchiveMetrics {
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));
         }
+        let _ = writeln!(
+            out,
+            "# HELP tailrace_archive_backlog_steps Ended steps still waiting to be archived, as the last sweep found them (counts up to 256).\n\
+             # TYPE tailrace_archive_backlog_steps gauge\ntailrace_archive_backlog_steps {}",
+            self.backlog.load(Relaxed)
+        );
+        let _ = writeln!(out, "# HELP tailrace_expiry_sweeps_total Expiry sweeps run by this node, by result.\n# TYPE tailrace_expiry_sweeps_total counter");
+        let (sweeps, failures) = (self.expiry_sweeps.load(Relaxed), self.expiry_failures.load(Relaxed));
+        let _ = writeln!(out, "tailrace_expiry_sweeps_total{{result=\"ok\"}} {}", sweeps.saturating_sub(failures));
+        let _ = writeln!(out, "tailrace_expiry_sweeps_total{{result=\"failed\"}} {failures}");
+        let _ = writeln!(
+            out,
+            "# HELP tailrace_expiry_last_success_timestamp_seconds When this node's last expiry sweep succeeded (0: none yet).\n\
+             # TYPE tailrace_expiry_last_success_timestamp_seconds gauge\ntailrace_expiry_last_success_timestamp_seconds {}",
+            self.expiry_last_success_ms.load(Relaxed) / 1000
+        );
     }
 }
 
@@ -532,7 +555,10 @@ impl Archive {
     /// bytes may have grown old.
     async fn pending(&self) -> Vec<StepKey> {
         let mut out: Vec<StepKey> = match self.meta.ended_unarchived(256).await {
-            Ok(v) => v.into_iter().map(|(j, s)| StepKey::new(j, s)).collect(),
+            Ok(v) => {
+                self.metrics.backlog.store(v.len() as u64, Relaxed);
+                v.into_iter().map(|(j, s)| StepKey::new(j, s)).collect()
+            }
             Err(e) => {
                 warn!(error = %e, "could not list steps to archive");
                 Vec::new()

@@ -8,6 +8,7 @@ pub mod archive;
 pub mod audit;
 pub mod artifacts;
 pub mod digest;
+pub mod histogram;
 pub mod insights;
 pub mod live;
 pub mod meta;

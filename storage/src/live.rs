@@ -210,7 +210,16 @@ pub trait LiveTier: Send + Sync + 'static {
     fn health(&self) -> BoxFuture<'_, Result<(), LiveError>> {
         Box::pin(async { Ok(()) })
     }
+
+    /// The backend's own gauges for `/metrics`, as (name, help, value): a shared tier reports
+    /// its memory; local files report none.
+    fn gauges(&self) -> BoxFuture<'_, Result<Vec<Gauge>, LiveError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
+
+/// One gauge of [`LiveTier::gauges`]: name, help text, value.
+pub type Gauge = (&'static str, &'static str, f64);
 
 /// The conformance suite every [`LiveTier`] backend must pass. `job` names the steps it uses.
 #[doc(hidden)]

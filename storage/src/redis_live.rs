@@ -25,7 +25,7 @@ use redis::{AsyncCommands, Script};
 use tailrace_protocol::{JobId, StepId, StreamHasher};
 use tokio::sync::{mpsc, watch};
 
-use crate::live::{AppendOutcome, LiveError, LiveTier, Progress, StepEnd, StepKey, TIME_INDEX_GAP_US};
+use crate::live::{AppendOutcome, Gauge, LiveError, LiveTier, Progress, StepEnd, StepKey, TIME_INDEX_GAP_US};
 
 mod follow;
 
@@ -361,6 +361,21 @@ impl LiveTier for RedisTier {
 
     fn health(&self) -> BoxFuture<'_, Result<(), LiveError>> {
         Box::pin(async move { redis::cmd("PING").query_async::<()>(&mut self.con()).await.map_err(|e| io("Redis", e)) })
+    }
+
+    fn gauges(&self) -> BoxFuture<'_, Result<Vec<Gauge>, LiveError>> {
+        Box::pin(async move {
+            let info: String = redis::cmd("INFO").arg("memory").query_async(&mut self.con()).await.map_err(|e| io("Redis", e))?;
+            let field = |name: &str| {
+                info.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse::<f64>().ok()).unwrap_or(0.0)
+            };
+            let resident: u64 = self.con().scard(RESIDENT).await.map_err(|e| io(RESIDENT, e))?;
+            Ok(vec![
+                ("tailrace_live_redis_used_memory_bytes", "Memory Redis uses (INFO memory used_memory).", field("used_memory")),
+                ("tailrace_live_redis_maxmemory_bytes", "Redis's maxmemory setting (0: no limit).", field("maxmemory")),
+                ("tailrace_live_resident_steps", "Steps whose output the live tier holds.", resident as f64),
+            ])
+        })
     }
 
     fn resident<'a>(&'a self, limit: usize) -> BoxFuture<'a, Result<Vec<StepKey>, LiveError>> {
