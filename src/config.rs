@@ -69,6 +69,8 @@ pub struct ServeConfig {
     /// PEM private key for the HTTP listener.
     pub http_tls_key: Option<PathBuf>,
     /// PEM certificate chain for QUIC; with `tls_key`. Default: self-signed in `<data_dir>/tls`.
+    /// Both files are reloaded when they change (agents pin the fingerprint the server
+    /// publishes, which follows).
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for QUIC.
     pub tls_key: Option<PathBuf>,
@@ -357,6 +359,12 @@ impl ServeConfig {
         }
         if let Some(v) = get("TAILRACE_HTTP_TLS_KEY") {
             cfg.http_tls_key = Some(v.into());
+        }
+        if let Some(v) = get("TAILRACE_TLS_CERT") {
+            cfg.tls_cert = Some(v.into());
+        }
+        if let Some(v) = get("TAILRACE_TLS_KEY") {
+            cfg.tls_key = Some(v.into());
         }
         if let Some(v) = get("TAILRACE_RETENTION_LOGS_DAYS") {
             cfg.retention_logs_days = Some(v.parse().map_err(|_| format!("TAILRACE_RETENTION_LOGS_DAYS={v:?} is not a number of days"))?);

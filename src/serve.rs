@@ -73,15 +73,17 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
         tokens: Default::default(),
     });
 
-    let material = tls::load_or_create(cfg.tls_cert.as_deref(), cfg.tls_key.as_deref(), &data.join("tls"))
-        .map_err(|e| e.to_string())?;
+    let quic_cert = tls::quic_cert(cfg.tls_cert.as_deref(), cfg.tls_key.as_deref(), &data.join("tls")).map_err(|e| format!("QUIC TLS: {e}"))?;
     let limits = QuicLimits {
         max_streams_per_connection: cfg.quic_streams_per_connection.max(1),
         max_connections: cfg.quic_max_connections.max(1),
         ..QuicLimits::default()
     };
     let endpoint = match cfg.runs(Role::Ingest) {
-        true => Some(tailrace_ingest::quic::bind(cfg.quic_addr, &material, &limits).map_err(|e| e.to_string())?),
+        true => {
+            follow_cert(quic_cert.clone(), "QUIC", audit.clone());
+            Some(tailrace_ingest::quic::bind(cfg.quic_addr, quic_cert.clone(), &limits).map_err(|e| e.to_string())?)
+        }
         false => None,
     };
     let quic_addr = endpoint.as_ref().map(|e| e.local_addr()).transpose().map_err(|e| e.to_string())?;
@@ -97,9 +99,10 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
         info: IngestInfo {
             quic_addr: quic_addr.map(|a| cfg.quic_public_addr.unwrap_or(a).to_string()),
             alpn: String::from_utf8_lossy(tailrace_protocol::ALPN).into_owned(),
-            cert_sha256: Some(material.fingerprint.clone()),
+            cert_sha256: Some(quic_cert.fingerprint()),
             http2_path: tailrace_ingest::http2::INGEST_PATH.into(),
         },
+        quic_cert: endpoint.is_some().then(|| quic_cert.clone()),
         metrics: QueryMetrics::default(),
         job_token_ttl: Duration::from_secs(cfg.job_token_ttl_secs),
         rate_limit: tailrace_query::rate_limit::RateLimiter::new(cfg.rate_limit_rps, cfg.rate_limit_burst),
@@ -123,7 +126,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
         meta = %meta_location(&cfg),
         data_dir = %data.display(),
         admin_token_file = %admin_path.display(),
-        cert_sha256 = %material.fingerprint,
+        cert_sha256 = %quic_cert.fingerprint(),
         durability = ?cfg.durability,
         "tailrace serve ready"
     );
@@ -152,22 +155,28 @@ fn http_tls(cfg: &ServeConfig, audit: &Arc<AuditLog>) -> Result<Option<Arc<rustl
     let reloading = Arc::new(tls::ReloadingCert::load(cert, key).map_err(|e| format!("HTTP TLS: {e}"))?);
     info!(cert = %cert.display(), cert_sha256 = %reloading.fingerprint(), "HTTP listener serves TLS only");
     let config = tls::http_server_config(reloading.clone()).map_err(|e| e.to_string())?;
-    let audit = audit.clone();
+    follow_cert(reloading, "HTTP", audit.clone());
+    Ok(Some(config))
+}
+
+/// Follows a listener's certificate files: a renewal (e.g. a Kubernetes Secret updated by
+/// cert-manager) is in use within seconds and recorded in the audit log; unusable new files
+/// keep the certificate in use and say why.
+fn follow_cert(cert: Arc<tls::ReloadingCert>, listener: &'static str, audit: Arc<AuditLog>) {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(2));
         loop {
             every.tick().await;
-            match reloading.reload_if_changed() {
+            match cert.reload_if_changed() {
                 Ok(false) => {}
                 Ok(true) => {
-                    info!(cert_sha256 = %reloading.fingerprint(), "HTTP TLS certificate reloaded");
-                    audit.record_durable("tls_certificate_loaded", None, serde_json::json!({"cert_sha256": reloading.fingerprint()})).await;
+                    info!(listener, cert_sha256 = %cert.fingerprint(), "TLS certificate reloaded");
+                    audit.record_durable("tls_certificate_loaded", None, serde_json::json!({"listener": listener, "cert_sha256": cert.fingerprint()})).await;
                 }
-                Err(e) => tracing::warn!(error = %e, "HTTP TLS certificate files changed but are not usable; keeping the certificate in use"),
+                Err(e) => tracing::warn!(listener, error = %e, "TLS certificate files changed but are not usable; keeping the certificate in use"),
             }
         }
     });
-    Ok(Some(config))
 }
 
 /// Records the configuration in the audit log at every start, with the settings that changed

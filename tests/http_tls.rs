@@ -1,7 +1,8 @@
 //! TLS on the HTTP listener: the API, HTTP/2 ingest and the websocket tail work over
 //! `https://` with the server's CA trusted through `TAILRACE_CA_CERT`; plain HTTP and untrusted
-//! clients are refused; a renewed certificate is picked up without a restart, and a half-written
-//! renewal (new certificate, old key) does not break handshakes.
+//! clients are refused; a renewed certificate is picked up without a restart by the HTTP and
+//! the QUIC listener (sharing the files, as on Kubernetes), and a half-written renewal (new
+//! certificate, old key) does not break handshakes.
 
 #![allow(clippy::unwrap_used)]
 
@@ -39,6 +40,13 @@ impl Ca {
 
 /// The SHA-256 of the certificate the server presents in a handshake trusting `ca_pem`.
 fn presented(port: u16, ca_pem: &str) -> String {
+    https_exchange(port, ca_pem, None).0
+}
+
+/// A TLS handshake trusting `ca_pem`, then (if given) one HTTP/1.1 GET of `path`: the SHA-256
+/// of the presented certificate and the raw response.
+fn https_exchange(port: u16, ca_pem: &str, path: Option<&str>) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let mut roots = rustls::RootCertStore::empty();
@@ -50,8 +58,16 @@ fn presented(port: u16, ca_pem: &str) -> String {
             .with_no_client_auth();
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
-        hex(&sha2::Sha256::digest(&tls.get_ref().1.peer_certificates().unwrap()[0]))
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
+        let fp = hex(&sha2::Sha256::digest(&tls.get_ref().1.peer_certificates().unwrap()[0]));
+        let mut response = String::new();
+        if let Some(path) = path {
+            tls.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+            let mut bytes = Vec::new();
+            let _ = tls.read_to_end(&mut bytes).await;
+            response = String::from_utf8_lossy(&bytes).into_owned();
+        }
+        (fp, response)
     })
 }
 
@@ -77,6 +93,8 @@ fn the_api_ingest_and_tail_work_over_tls_and_a_renewed_certificate_is_picked_up(
     let server = Server::start_with(vec![
         ("TAILRACE_HTTP_TLS_CERT".into(), cert_path.to_str().unwrap().into()),
         ("TAILRACE_HTTP_TLS_KEY".into(), key_path.to_str().unwrap().into()),
+        ("TAILRACE_TLS_CERT".into(), cert_path.to_str().unwrap().into()),
+        ("TAILRACE_TLS_KEY".into(), key_path.to_str().unwrap().into()),
     ]);
     let url = format!("https://localhost:{}", server.http);
     let admin = server.admin_token();
@@ -116,5 +134,16 @@ fn the_api_ingest_and_tail_work_over_tls_and_a_renewed_certificate_is_picked_up(
     wait_until("renewed certificate presented", 30, || presented(server.http, &ca.cert.pem()) == fp2);
     let run = cli(&["run", "--job", job, "--step", "after", "--transport", "http2", "--quiet", "--", "echo", "renewed"], token);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    wait_until("renewal audited", 30, || server.audit().iter().any(|e| e["event"] == "tls_certificate_loaded" && e["cert_sha256"] == fp2.as_str()));
+    let audited = |listener: &str| {
+        server.audit().iter().any(|e| e["event"] == "tls_certificate_loaded" && e["listener"] == listener && e["cert_sha256"] == fp2.as_str())
+    };
+    wait_until("renewal audited", 30, || audited("HTTP") && audited("QUIC"));
+    let (_, info) = https_exchange(server.http, &ca.cert.pem(), Some("/api/v1/ingest/info"));
+    assert!(info.contains(&format!("\"cert_sha256\":\"{fp2}\"")), "ingest info does not publish the renewed certificate: {info}");
+    // QUIC follows too: the agent pins the fingerprint the server now publishes (the renewed
+    // one), so the handshake only succeeds if the QUIC listener presents the new certificate.
+    let run = cli(&["run", "--job", job, "--step", "after-quic", "--transport", "quic", "--quiet", "--", "echo", "renewed"], token);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let tail = cli(&["tail", "--job", job, "--step", "after-quic"], token);
+    assert_eq!(tail.stdout, b"renewed\n");
 }

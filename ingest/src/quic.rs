@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::core::IngestCore;
-use crate::tls::{self, TlsError, TlsMaterial};
+use crate::tls::{self, ReloadingCert, TlsError};
 
 /// Flow-control and concurrency settings of the QUIC listener.
 #[derive(Debug, Clone)]
@@ -41,8 +41,8 @@ impl Default for QuicLimits {
 }
 
 /// Binds the QUIC endpoint.
-pub fn bind(addr: SocketAddr, material: &TlsMaterial, limits: &QuicLimits) -> Result<quinn::Endpoint, TlsError> {
-    let crypto = tls::server_config(material)?;
+pub fn bind(addr: SocketAddr, cert: Arc<ReloadingCert>, limits: &QuicLimits) -> Result<quinn::Endpoint, TlsError> {
+    let crypto = tls::quic_server_config(cert)?;
     let crypto = QuicServerConfig::try_from(crypto).map_err(|e| TlsError::Config(e.to_string()))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();

@@ -42,17 +42,7 @@ pub fn fingerprint(cert: &[u8]) -> String {
 /// Loads `cert`/`key` PEM files if given; otherwise loads or creates the self-signed pair under
 /// `dir` (`cert.pem`, `key.pem` with mode 0600).
 pub fn load_or_create(cert: Option<&Path>, key: Option<&Path>, dir: &Path) -> Result<TlsMaterial, TlsError> {
-    let (cert_path, key_path) = match (cert, key) {
-        (Some(c), Some(k)) => (c.to_path_buf(), k.to_path_buf()),
-        (None, None) => {
-            let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
-            if !c.exists() || !k.exists() {
-                generate(dir, &c, &k)?;
-            }
-            (c, k)
-        }
-        _ => return Err(TlsError::Config("set both tls_cert and tls_key, or neither".into())),
-    };
+    let (cert_path, key_path) = pair_or_create(cert, key, dir)?;
     let read = |p: &Path| std::fs::read(p).map_err(|source| TlsError::Read { path: p.to_path_buf(), source });
     let cert_pem = read(&cert_path)?;
     let key_pem = read(&key_path)?;
@@ -61,6 +51,29 @@ pub fn load_or_create(cert: Option<&Path>, key: Option<&Path>, dir: &Path) -> Re
     let first = certs.first().ok_or(TlsError::Pem { path: cert_path, what: "certificate" })?;
     let fingerprint = fingerprint(first);
     Ok(TlsMaterial { certs, key, fingerprint })
+}
+
+/// The QUIC certificate, following its files like the HTTP one: `cert`/`key` if given (an
+/// operator's certificate, renewed in place), else the self-signed pair under `dir`.
+pub fn quic_cert(cert: Option<&Path>, key: Option<&Path>, dir: &Path) -> Result<Arc<ReloadingCert>, TlsError> {
+    let (cert_path, key_path) = pair_or_create(cert, key, dir)?;
+    Ok(Arc::new(ReloadingCert::load(&cert_path, &key_path)?))
+}
+
+/// The certificate and key files: the given pair, or the self-signed one under `dir`, created
+/// on first use.
+fn pair_or_create(cert: Option<&Path>, key: Option<&Path>, dir: &Path) -> Result<(PathBuf, PathBuf), TlsError> {
+    match (cert, key) {
+        (Some(c), Some(k)) => Ok((c.to_path_buf(), k.to_path_buf())),
+        (None, None) => {
+            let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+            if !c.exists() || !k.exists() {
+                generate(dir, &c, &k)?;
+            }
+            Ok((c, k))
+        }
+        _ => Err(TlsError::Config("set both tls_cert and tls_key, or neither".into())),
+    }
 }
 
 fn generate(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
@@ -91,20 +104,20 @@ fn rustls_pemfile_key(pem: &[u8]) -> Option<PrivateKeyDer<'static>> {
     PrivateKeyDer::from_pem_slice(pem).ok()
 }
 
-/// A rustls server configuration for QUIC with the tailrace ALPN.
-pub fn server_config(material: &TlsMaterial) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+/// A rustls server configuration for QUIC: TLS 1.3, the tailrace ALPN, the certificate from
+/// `cert` (swapped in place when its files are renewed).
+pub fn quic_server_config(cert: Arc<ReloadingCert>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_no_client_auth()
-        .with_single_cert(material.certs.clone(), material.key.clone_key())
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+        .with_cert_resolver(cert);
     cfg.alpn_protocols = vec![tailrace_protocol::ALPN.to_vec()];
     Ok(Arc::new(cfg))
 }
 
-/// The HTTP listener's certificate, following its files: [`ReloadingCert::reload_if_changed`]
+/// A listener's certificate (HTTP or QUIC), following its files: [`ReloadingCert::reload_if_changed`]
 /// swaps in a new certificate when the files change (a renewal), and keeps the one in use when
 /// the new files are unreadable or do not match (e.g. half-written), so handshakes never fail
 /// for a renewal in progress.
@@ -202,7 +215,9 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.path().join("key.pem")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        server_config(&first).unwrap();
+        let cert = quic_cert(None, None, dir.path()).unwrap();
+        assert_eq!(cert.fingerprint(), first.fingerprint);
+        quic_server_config(cert).unwrap();
     }
 
     #[test]

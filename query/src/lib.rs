@@ -51,6 +51,9 @@ pub struct IngestInfo {
 pub struct AppState {
     pub core: Arc<IngestCore>,
     pub info: IngestInfo,
+    /// The QUIC certificate in use on an ingest node (renewals change its fingerprint, which
+    /// `/api/v1/ingest/info` publishes).
+    pub quic_cert: Option<Arc<tailrace_ingest::tls::ReloadingCert>>,
     pub metrics: QueryMetrics,
     /// Lifetime of job tokens handed out by `POST /api/v1/jobs`.
     pub job_token_ttl: Duration,

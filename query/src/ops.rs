@@ -104,5 +104,9 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 }
 
 pub async fn ingest_info(State(state): State<Arc<AppState>>) -> Json<IngestInfo> {
-    Json(state.info.clone())
+    let mut info = state.info.clone();
+    if let Some(cert) = &state.quic_cert {
+        info.cert_sha256 = Some(cert.fingerprint());
+    }
+    Json(info)
 }
