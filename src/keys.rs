@@ -51,8 +51,14 @@ pub fn save(path: &Path, set: &KeySet) -> Result<(), String> {
     crate::serve::write_private_atomic(path, &text)
 }
 
-/// `tailrace keys rotate`: a new key signs from now on; the old one verifies for `grace`.
+/// `tailrace keys rotate`: a new key signs from now on; the old one verifies for `grace`. With no
+/// file yet, creates one with a first key.
 pub fn rotate(path: &Path, grace: Duration) -> Result<String, String> {
+    if !path.exists() {
+        // A cluster's shared key file (e.g. for a Kubernetes Secret) is made before any server.
+        save(path, &KeySet::generate())?;
+        return Ok(format!("created {} with a first signing key; give every node this file (signing_keys_file)", path.display()));
+    }
     let mut set = load(path)?;
     let now = tailrace_storage::meta::now_ms() / 1000;
     let old = set.current;
