@@ -88,3 +88,34 @@ fn an_s3_store_is_probed_for_real() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(line(&text, "object store").contains(&s3.endpoint), "{text}");
 }
+
+#[test]
+fn object_store_requests_go_through_the_outbound_proxy() {
+    let _one_at_a_time = S3_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let s3 = S3Server::start();
+    // A forwarding hop that only relays bytes: SeaweedFS answers the proxy-form requests
+    // (`PUT http://host/bucket/key`) reqwest sends to an HTTP proxy.
+    let s3_addr: std::net::SocketAddr = s3.endpoint.trim_start_matches("http://").parse().unwrap();
+    let proxy = TcpBalancer::start(vec![s3_addr]);
+    let dir = tempfile::tempdir().unwrap();
+    let with = |extra: &[(&str, String)]| {
+        let mut env = s3.serve_env();
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        check(&dir.path().join("data"), free_port(), free_port(), &env)
+    };
+
+    let (out, text) = with(&[("TAILRACE_ARCHIVE_PROXY_URL", proxy.url())]);
+    assert!(out.status.success(), "{text}");
+    let through = proxy.accepted.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(through > 0, "the probe object did not go through the proxy");
+
+    // The usual variables work too: a proxy that is down fails the check…
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let (out, text) = with(&[("HTTP_PROXY", dead.clone())]);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(line(&text, "object store").starts_with("FAIL"), "{text}");
+    // …unless NO_PROXY exempts the store's host.
+    let (out, text) = with(&[("HTTP_PROXY", dead), ("NO_PROXY", "127.0.0.1".into())]);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(proxy.accepted.load(std::sync::atomic::Ordering::Relaxed), through, "only the first check used the relay");
+}

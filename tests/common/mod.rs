@@ -866,14 +866,19 @@ impl Drop for RedisServer {
 /// that accepts it, so a dead node's share moves to the next one.
 pub struct TcpBalancer {
     pub port: u16,
+    /// Connections accepted so far.
+    pub accepted: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl TcpBalancer {
     pub fn start(targets: Vec<SocketAddr>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
+        let accepted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = accepted.clone();
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
+                counter.fetch_add(1, Ordering::Relaxed);
                 let Some(upstream) = targets.iter().find_map(|t| TcpStream::connect_timeout(t, Duration::from_secs(1)).ok()) else {
                     continue;
                 };
@@ -891,7 +896,7 @@ impl TcpBalancer {
                 });
             }
         });
-        TcpBalancer { port }
+        TcpBalancer { port, accepted }
     }
 
     pub fn url(&self) -> String {
