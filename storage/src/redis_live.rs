@@ -21,6 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::streams::StreamRangeReply;
 use redis::{AsyncCommands, Script};
 use tailrace_protocol::{JobId, StepId, StreamHasher};
 use tokio::sync::{mpsc, watch};
@@ -35,6 +36,8 @@ const INDEX_EVERY_BYTES: u64 = 64 * 1024;
 const RESIDENT: &str = "tr:resident";
 /// Bytes per read while hashing a step back.
 const HASH_READ: usize = 4 << 20;
+/// Most bytes in one stream entry: a read touches little more than it returns.
+const ENTRY: usize = 256 * 1024;
 
 /// Where and how long the Redis live tier keeps steps.
 #[derive(Debug, Clone)]
@@ -141,15 +144,20 @@ impl RedisTier {
     }
 
     async fn append_inner(&self, key: &StepKey, offset: u64, ts: u64, bytes: &[u8], masked: bool) -> Result<AppendOutcome, LiveError> {
-        let (outcome, hwm): (String, u64) = Self::on_step(&self.scripts.append, key, &["m", "s", "t"])
+        let mut invocation = Self::on_step(&self.scripts.append, key, &["m", "s", "t"]);
+        invocation
             .arg(offset)
             .arg(ts)
-            .arg(bytes)
+            .arg(bytes.len())
             .arg(if masked { "1" } else { "0" })
             .arg(self.ttl())
             .arg(key_of(key, "n"))
             .arg(INDEX_EVERY_BYTES)
-            .arg(TIME_INDEX_GAP_US)
+            .arg(TIME_INDEX_GAP_US);
+        for piece in bytes.chunks(ENTRY) {
+            invocation.arg(piece);
+        }
+        let (outcome, hwm): (String, u64) = invocation
             .invoke_async(&mut self.con())
             .await
             .map_err(|e| io(key, e))?;
@@ -158,6 +166,89 @@ impl RedisTier {
             "ended" => AppendOutcome::Ended { hwm },
             _ => AppendOutcome::Written { hwm },
         })
+    }
+    /// A read through the Lua script, which applies the overwrite overlay (masked or scrubbed
+    /// steps).
+    async fn read_scripted(&self, key: &StepKey, offset: u64, max: usize) -> Result<Bytes, LiveError> {
+        let (status, n, data): (String, u64, Vec<u8>) = Self::on_step(&self.scripts.read, key, &["m", "s", "o"])
+            .arg(offset)
+            .arg(max)
+            .invoke_async(&mut self.con())
+            .await
+            .map_err(|e| io(key, e))?;
+        match status.as_str() {
+            "missing" => Err(LiveError::NotFound(key.to_string())),
+            "released" => Err(LiveError::Released { key: key.to_string(), below: n }),
+            _ => Ok(Bytes::from(data)),
+        }
+    }
+
+    /// A read straight from the stream entries, in one MULTI/EXEC (a consistent snapshot: a
+    /// prefix release cannot slip between the checks and the entries): the bytes go from Redis
+    /// to us without passing through Lua. `None` for a step with overwritten bytes, which
+    /// only the script reads correctly.
+    async fn read_entries(&self, key: &StepKey, offset: u64, max: usize) -> Result<Option<Bytes>, LiveError> {
+        let at = format!("{offset}-1");
+        let stream = key_of(key, "s");
+        type Meta = (Option<u64>, Option<u64>, Option<String>);
+        let (meta, before, after): (Meta, StreamRangeReply, StreamRangeReply) = redis::pipe()
+            .atomic()
+            .cmd("HMGET")
+            .arg(key_of(key, "m"))
+            .arg(&["hwm", "rel", "masked"])
+            .cmd("XREVRANGE")
+            .arg(&stream)
+            .arg(&at)
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .cmd("XRANGE")
+            .arg(&stream)
+            .arg(&at)
+            .arg("+")
+            .arg("COUNT")
+            .arg(max.div_ceil(ENTRY) + 1)
+            .query_async(&mut self.con())
+            .await
+            .map_err(|e| io(key, e))?;
+        let (Some(hwm), rel, masked) = meta else { return Err(LiveError::NotFound(key.to_string())) };
+        if masked.is_some() {
+            return Ok(None);
+        }
+        let rel = rel.unwrap_or(0);
+        if offset < rel {
+            return Err(LiveError::Released { key: key.to_string(), below: rel });
+        }
+        if offset >= hwm || max == 0 {
+            return Ok(Some(Bytes::new()));
+        }
+        let first = before.ids.first().map(|e| e.id.clone());
+        let entries = before.ids.into_iter().chain(after.ids.into_iter().filter(|e| Some(&e.id) != first.as_ref()));
+        let mut pieces: Vec<Bytes> = Vec::new();
+        let (mut pos, mut left) = (offset, max.min((hwm - offset) as usize));
+        for mut e in entries {
+            let start: u64 = e.id.split('-').next().and_then(|n| n.parse().ok()).ok_or_else(|| io(key, format!("bad entry id {}", e.id)))?;
+            let Some(redis::Value::BulkString(data)) = e.map.remove("d") else { return Err(io(key, format!("entry {} has no bytes", e.id))) };
+            let end = start + data.len() as u64;
+            if end <= pos {
+                continue;
+            }
+            if start > pos {
+                return Err(io(key, format!("stream has no entry for offset {pos} (next starts at {start})")));
+            }
+            let from = (pos - start) as usize;
+            let take = (data.len() - from).min(left);
+            pieces.push(Bytes::from(data).slice(from..from + take));
+            pos += take as u64;
+            left -= take;
+            if left == 0 {
+                break;
+            }
+        }
+        if pieces.is_empty() {
+            return Err(io(key, format!("stream has no entry for offset {offset} below its length {hwm}")));
+        }
+        Ok(Some(if pieces.len() == 1 { pieces.remove(0) } else { Bytes::from(pieces.concat()) }))
     }
 }
 
@@ -228,16 +319,9 @@ impl LiveTier for RedisTier {
 
     fn read<'a>(&'a self, key: &'a StepKey, offset: u64, max: usize) -> BoxFuture<'a, Result<Bytes, LiveError>> {
         Box::pin(async move {
-            let (status, n, data): (String, u64, Vec<u8>) = Self::on_step(&self.scripts.read, key, &["m", "s", "o"])
-                .arg(offset)
-                .arg(max)
-                .invoke_async(&mut self.con())
-                .await
-                .map_err(|e| io(key, e))?;
-            match status.as_str() {
-                "missing" => Err(LiveError::NotFound(key.to_string())),
-                "released" => Err(LiveError::Released { key: key.to_string(), below: n }),
-                _ => Ok(Bytes::from(data)),
+            match self.read_entries(key, offset, max).await? {
+                Some(bytes) => Ok(bytes),
+                None => self.read_scripted(key, offset, max).await,
             }
         })
     }
