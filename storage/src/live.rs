@@ -211,6 +211,13 @@ pub trait LiveTier: Send + Sync + 'static {
         Box::pin(async { Ok(()) })
     }
 
+    /// Whether an append that returned `Written { hwm }` has already made those bytes as
+    /// durable as [`LiveTier::sync`] would (the backend persists before it answers), so ingest
+    /// can acknowledge `hwm` without a `sync` round trip.
+    fn durable_on_append(&self) -> bool {
+        false
+    }
+
     /// The backend's own gauges for `/metrics`, as (name, help, value): a shared tier reports
     /// its memory; local files report none.
     fn gauges(&self) -> BoxFuture<'_, Result<Vec<Gauge>, LiveError>> {

@@ -447,6 +447,13 @@ impl LiveTier for RedisTier {
         Box::pin(async move { redis::cmd("PING").query_async::<()>(&mut self.con()).await.map_err(|e| io("Redis", e)) })
     }
 
+    /// Redis answers a write after its AOF policy ran (with `appendfsync always`, after the
+    /// fsync), so what an append returned is what `sync` would read back — unless acks wait for
+    /// replicas, which only `sync` does.
+    fn durable_on_append(&self) -> bool {
+        self.cfg.wait_replicas == 0
+    }
+
     fn gauges(&self) -> BoxFuture<'_, Result<Vec<Gauge>, LiveError>> {
         Box::pin(async move {
             let info: String = redis::cmd("INFO").arg("memory").query_async(&mut self.con()).await.map_err(|e| io("Redis", e))?;
