@@ -912,17 +912,17 @@ pub struct Ca {
 
 impl Ca {
     pub fn new() -> Self {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("TLS test helper");
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let key = rcgen::KeyPair::generate().unwrap();
-        Ca { cert: params.self_signed(&key).unwrap(), key }
+        let key = rcgen::KeyPair::generate().expect("TLS test helper");
+        Ca { cert: params.self_signed(&key).expect("TLS test helper"), key }
     }
 
     /// A `localhost` server certificate: (cert PEM, key PEM, SHA-256 of its DER).
     pub fn leaf(&self) -> (String, String, String) {
-        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("TLS test helper");
+        let key = rcgen::KeyPair::generate().expect("TLS test helper");
+        let cert = params.signed_by(&key, &self.cert, &self.key).expect("TLS test helper");
         (cert.pem(), key.serialize_pem(), hex(&<sha2::Sha256 as sha2::Digest>::digest(cert.der())))
     }
 }
@@ -936,22 +936,22 @@ pub fn presented(port: u16, ca_pem: &str) -> String {
 /// of the presented certificate and the raw response.
 pub fn https_exchange(port: u16, ca_pem: &str, path: Option<&str>) -> (String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("TLS test helper");
     rt.block_on(async {
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(rustls::pki_types::CertificateDer::from(pem_der(ca_pem))).unwrap();
+        roots.add(rustls::pki_types::CertificateDer::from(pem_der(ca_pem))).expect("TLS test helper");
         let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
-            .unwrap()
+            .expect("TLS test helper")
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
-        let fp = hex(&<sha2::Sha256 as sha2::Digest>::digest(&tls.get_ref().1.peer_certificates().unwrap()[0]));
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("TLS test helper");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("TLS test helper");
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.expect("TLS test helper");
+        let fp = hex(&<sha2::Sha256 as sha2::Digest>::digest(&tls.get_ref().1.peer_certificates().expect("TLS test helper")[0]));
         let mut response = String::new();
         if let Some(path) = path {
-            tls.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+            tls.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).await.expect("TLS test helper");
             let mut bytes = Vec::new();
             let _ = tls.read_to_end(&mut bytes).await;
             response = String::from_utf8_lossy(&bytes).into_owned();
@@ -963,5 +963,5 @@ pub fn https_exchange(port: u16, ca_pem: &str, path: Option<&str>) -> (String, S
 /// The DER of the first PEM block.
 pub fn pem_der(pem: &str) -> Vec<u8> {
     use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap().to_vec()
+    rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).expect("TLS test helper").to_vec()
 }
