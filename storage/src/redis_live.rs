@@ -21,7 +21,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::streams::StreamRangeReply;
 use redis::{AsyncCommands, Script};
 use tailrace_protocol::{JobId, StepId, StreamHasher};
 use tokio::sync::{mpsc, watch};
@@ -82,6 +81,31 @@ fn io(what: impl std::fmt::Display, e: impl std::fmt::Display) -> LiveError {
 /// `tr:{job/step}:<suffix>`.
 pub(crate) fn key_of(k: &StepKey, suffix: &str) -> String {
     format!("tr:{{{}/{}}}:{suffix}", k.job, k.step)
+}
+
+/// The entries of an `XRANGE`/`XREVRANGE` answer as (first offset, bytes), the bytes moved out
+/// of the answer, not copied.
+fn stream_entries(key: &StepKey, answer: redis::Value) -> Result<Vec<(u64, Vec<u8>)>, LiveError> {
+    use redis::Value;
+    let bad = || io(key, "unexpected stream entry in an XRANGE answer");
+    let Value::Array(rows) = answer else { return Err(bad()) };
+    rows.into_iter()
+        .map(|row| {
+            let Value::Array(parts) = row else { return Err(bad()) };
+            let Ok([id, fields]) = <[Value; 2]>::try_from(parts) else { return Err(bad()) };
+            let id: String = redis::from_owned_redis_value(id).map_err(|e| io(key, e))?;
+            let start: u64 = id.split('-').next().and_then(|n| n.parse().ok()).ok_or_else(|| io(key, format!("bad entry id {id}")))?;
+            let Value::Array(fields) = fields else { return Err(bad()) };
+            let mut fields = fields.into_iter();
+            while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+                if matches!(&name, Value::BulkString(n) if n == b"d") {
+                    let Value::BulkString(data) = value else { return Err(bad()) };
+                    return Ok((start, data));
+                }
+            }
+            Err(io(key, format!("entry {id} has no bytes")))
+        })
+        .collect()
 }
 
 fn end_from_json(key: &StepKey, json: &str) -> Result<StepEnd, LiveError> {
@@ -190,8 +214,7 @@ impl RedisTier {
     async fn read_entries(&self, key: &StepKey, offset: u64, max: usize) -> Result<Option<Bytes>, LiveError> {
         let at = format!("{offset}-1");
         let stream = key_of(key, "s");
-        type Meta = (Option<u64>, Option<u64>, Option<String>);
-        let (meta, before, after): (Meta, StreamRangeReply, StreamRangeReply) = redis::pipe()
+        let answer: redis::Value = redis::pipe()
             .atomic()
             .cmd("HMGET")
             .arg(key_of(key, "m"))
@@ -211,6 +234,10 @@ impl RedisTier {
             .query_async(&mut self.con())
             .await
             .map_err(|e| io(key, e))?;
+        // Taken apart by value: the entries' bytes become the returned `Bytes` without a copy.
+        let redis::Value::Array(parts) = answer else { return Err(io(key, "unexpected MULTI answer")) };
+        let Ok([meta, before, after]) = <[redis::Value; 3]>::try_from(parts) else { return Err(io(key, "unexpected MULTI answer")) };
+        let meta: (Option<u64>, Option<u64>, Option<String>) = redis::from_owned_redis_value(meta).map_err(|e| io(key, e))?;
         let (Some(hwm), rel, masked) = meta else { return Err(LiveError::NotFound(key.to_string())) };
         if masked.is_some() {
             return Ok(None);
@@ -222,13 +249,12 @@ impl RedisTier {
         if offset >= hwm || max == 0 {
             return Ok(Some(Bytes::new()));
         }
-        let first = before.ids.first().map(|e| e.id.clone());
-        let entries = before.ids.into_iter().chain(after.ids.into_iter().filter(|e| Some(&e.id) != first.as_ref()));
+        let before = stream_entries(key, before)?;
+        let first = before.first().map(|(start, _)| *start);
+        let entries = before.into_iter().chain(stream_entries(key, after)?.into_iter().filter(|(start, _)| Some(*start) != first));
         let mut pieces: Vec<Bytes> = Vec::new();
         let (mut pos, mut left) = (offset, max.min((hwm - offset) as usize));
-        for mut e in entries {
-            let start: u64 = e.id.split('-').next().and_then(|n| n.parse().ok()).ok_or_else(|| io(key, format!("bad entry id {}", e.id)))?;
-            let Some(redis::Value::BulkString(data)) = e.map.remove("d") else { return Err(io(key, format!("entry {} has no bytes", e.id))) };
+        for (start, data) in entries {
             let end = start + data.len() as u64;
             if end <= pos {
                 continue;
