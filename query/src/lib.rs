@@ -21,6 +21,7 @@ pub mod source;
 pub mod tail;
 pub mod tests_api;
 pub mod tokens_api;
+pub mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,7 +109,8 @@ pub fn router(state: Arc<AppState>, surface: Surface) -> Router {
         .route("/api/v2/project/{vcs}/{org}/{repo}/{number}/artifacts", get(artifacts_api::circle_list))
         .route("/api/v2/insights/{vcs}/{org}/{repo}/flaky-tests", get(insights_api::flaky_tests))
         .route("/api/v1/projects/{vcs}/{org}/{repo}/tests/history", get(insights_api::test_history))
-        .route("/api/v2/insights/{vcs}/{org}/{repo}/workflows/{workflow}/test-metrics", get(insights_api::test_metrics));
+        .route("/api/v2/insights/{vcs}/{org}/{repo}/workflows/{workflow}/test-metrics", get(insights_api::test_metrics))
+        .merge(ui::routes());
     let app = if surface.api {
         ops.merge(api)
     } else {

@@ -718,6 +718,11 @@ impl GatedStep {
         self.cmd.clone()
     }
 
+    /// The file whose creation lets `parts[i]` out (for a process other than the test to open).
+    pub fn gate(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("gate{i}"))
+    }
+
     /// Lets `parts[i]` out.
     pub fn open(&self, i: usize) {
         std::fs::write(self.dir.path().join(format!("gate{i}")), b"").expect("write gate");

@@ -1,0 +1,82 @@
+// Drives the job page in headless Chromium (Debian's, through playwright-core) for tests/ui.rs:
+// signs in with a token, watches a step stream, lets its second part out by creating the first
+// gate file and times it onto the screen; then prints CUT on stdout and waits for a line on
+// stdin (the test cuts the page's connections meanwhile), lets the third part out through the
+// second gate and waits for it and the end. Prints what the page shows as JSON on stdout; a
+// screenshot goes to SHOTS/job-page.png.
+//   node job_page.mjs BASE_URL TOKEN JOB STEP GATE_1 GATE_2 SHOTS_DIR
+import { writeFileSync, mkdirSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { chromium } from 'playwright-core';
+
+const [base, token, job, step, gate1, gate2, shots] = process.argv.slice(2);
+const stdin = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
+  const page = await context.newPage();
+  const urls = [];
+  let websockets = 0;
+  page.on('request', (r) => urls.push(r.url()));
+  page.on('websocket', (ws) => {
+    websockets += 1;
+    urls.push(ws.url());
+  });
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+
+  await page.goto(`${base}/ui/jobs/${job}`);
+  await page.locator('#login').waitFor({ state: 'visible' });
+  await page.fill('#token', token);
+  await page.click('#login button[type=submit]');
+
+  const lines = page.locator(`ol.lines[data-step="${step}"] > li`);
+  await page.locator(`ol.lines[data-step="${step}"] > li .text:has-text("first part done")`).waitFor({ timeout: 30000 });
+  const before = await lines.count();
+
+  // The second part: how long from its release to its line on screen.
+  const released = Date.now();
+  writeFileSync(gate1, '');
+  await page.locator(`ol.lines[data-step="${step}"] > li .text:has-text("second part arrived")`).waitFor({ timeout: 30000 });
+  const newLineMs = Date.now() - released;
+
+  // The connection is cut (by the test, at the TCP proxy in front of the server) while the
+  // step runs; the page must resume from the byte it had, with nothing missing or doubled.
+  console.log('CUT');
+  await stdin.next();
+  writeFileSync(gate2, '');
+  await page.locator(`ol.lines[data-step="${step}"] > li .text:has-text("third part after the cut")`).waitFor({ timeout: 30000 });
+  await page.locator(`ol.lines[data-step="${step}"][data-ended]`).waitFor({ timeout: 30000 });
+
+  const shown = await page.evaluate((step) => {
+    const list = document.querySelector(`ol.lines[data-step="${step}"]`);
+    return {
+      lines: [...list.children].map((li) => li.querySelector('.text').textContent),
+      spans: [...list.querySelectorAll('.text span')].map((s) => ({ cls: s.className, text: s.textContent })),
+      anchors: [...list.children].slice(0, 3).map((li) => li.querySelector('a.ln').getAttribute('href')),
+      offset: Number(list.dataset.offset),
+      ended: list.dataset.ended,
+      steps: [...document.querySelectorAll('#steps button')].map((b) => b.textContent),
+      cookieVisibleToScript: document.cookie.includes('tailrace_token'),
+      loginVisible: !document.querySelector('#login').hidden && getComputedStyle(document.querySelector('#login')).display !== 'none',
+    };
+  }, step);
+  const cookies = await context.cookies();
+  mkdirSync(shots, { recursive: true });
+  await page.screenshot({ path: `${shots}/job-page.png` });
+  console.log(JSON.stringify({
+    ...shown,
+    linesBeforeRelease: before,
+    websockets,
+    newLineMs,
+    cookieHttpOnly: cookies.some((c) => c.name === 'tailrace_token' && c.httpOnly),
+    tokenInUrls: urls.filter((u) => u.includes(token)).length,
+    errors,
+  }));
+} finally {
+  await browser.close();
+  process.stdin.destroy();
+}
