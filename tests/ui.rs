@@ -2,7 +2,9 @@
 //! job page of a real `tailrace serve` signs in with a token (kept in an HttpOnly cookie, never
 //! in a URL), shows a step's output live with ANSI colours as styled spans and a `\r` progress
 //! bar collapsed to its last state, shows new output that arrives while it is open, and
-//! resumes after its connections are cut with no line missing or doubled.
+//! resumes after its connections are cut with no line missing or doubled; its tests tab lists
+//! uploaded results failures first with flaky tests marked, its artifacts tab the uploaded
+//! files with working links.
 
 #![allow(clippy::unwrap_used)]
 
@@ -22,7 +24,15 @@ fn the_job_page_follows_a_step_live_with_colours_and_progress_bars() {
     let ui = Path::new(ROOT).join("tests/ui");
     assert!(ui.join("node_modules/playwright-core").exists(), "run `npm ci` in tests/ui (scripts/test.sh does)");
     let server = Server::start();
-    let (job, job_token) = server.create_job();
+    let created = Command::new(BIN)
+        .args(["job", "create", "--project", "gh/acme/app", "--commit", "c0ffee", "--branch", "main", "--json", "--server", &server.url()])
+        .env("TAILRACE_TOKEN", server.admin_token())
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let created: Value = serde_json::from_slice(&created.stdout).unwrap();
+    let (job, job_token) = (created["job_id"].as_str().unwrap().to_string(), created["token"].as_str().unwrap().to_string());
+    upload_results_and_artifact(&server, &job, &job_token);
     let read = Command::new(BIN)
         .args(["token", "create", "--project", "gh/acme/app", "--server", &server.url()])
         .env("TAILRACE_TOKEN", server.admin_token())
@@ -109,5 +119,52 @@ fn the_job_page_follows_a_step_live_with_colours_and_progress_bars() {
     assert_eq!(shown["loginVisible"], false, "the sign-in form is gone once signed in");
     assert!(shown["steps"][0].as_str().unwrap().contains("cargo build"), "{}", shown["steps"]);
     assert!(shots.join("job-page.png").exists());
+
+    // Tests: failures first with their message; the test that failed and then passed on the
+    // same commit is marked flaky.
+    let tests = shown["tests"].as_array().unwrap();
+    let row = |i: usize| (tests[i]["result"].as_str().unwrap(), tests[i]["name"].as_str().unwrap(), tests[i]["flaky"].as_bool().unwrap());
+    assert_eq!(tests.len(), 4, "{tests:?}");
+    assert_eq!(row(0), ("failure", "pkg.Cart › adds items", true));
+    assert!(tests[0]["message"].as_str().unwrap().contains("expected 2 items, got 1"));
+    assert_eq!(row(1).0, "success");
+    assert!(tests.iter().filter(|t| t["flaky"] == true).count() == 2, "both runs of the flaky test are marked: {tests:?}");
+    assert_eq!(shown["testsSummary"], "4 tests, 1 failed");
+    // Artifacts: listed with their size, and the link downloads the file.
+    assert_eq!(shown["artifacts"][0]["path"], "reports/coverage.txt");
+    assert_eq!(shown["artifacts"][0]["size"], "24 B");
+    assert_eq!(shown["artifactBody"], "coverage: 87.5% of lines");
+    let raw = [first.as_slice(), second, third].concat();
+    assert_eq!(shown["raw"].as_str().unwrap().as_bytes(), raw.as_slice(), "the raw-output link serves the bytes as printed");
     eprintln!("new line on screen {} ms after it was printed", shown["newLineMs"]);
+}
+
+/// Two uploads of JUnit results (a test fails, then passes on a rerun of the same commit) and
+/// one artifact, through the CLI with the job's token.
+fn upload_results_and_artifact(server: &Server, job: &str, token: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, failing: bool| {
+        let case = if failing {
+            r#"<testcase classname="pkg.Cart" name="adds items" time="0.012"><failure message="expected 2 items, got 1">expected 2 items, got 1</failure></testcase>"#
+        } else {
+            r#"<testcase classname="pkg.Cart" name="adds items" time="0.010"/>"#
+        };
+        let xml = format!(r#"<testsuite name="pkg" tests="2"><testcase classname="pkg.Cart" name="totals" time="0.003"/>{case}</testsuite>"#);
+        let path = dir.path().join(name);
+        std::fs::write(&path, xml).unwrap();
+        let out = Command::new(BIN).args(["store-test-results", "--server", &server.url(), "--job", job]).arg(&path).env("TAILRACE_TOKEN", token).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    run("first.xml", true);
+    run("rerun.xml", false);
+    let reports = dir.path().join("reports");
+    std::fs::create_dir(&reports).unwrap();
+    std::fs::write(reports.join("coverage.txt"), "coverage: 87.5% of lines").unwrap();
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["store-artifacts", "reports", "--server", &server.url(), "--job", job])
+        .env("TAILRACE_TOKEN", token)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

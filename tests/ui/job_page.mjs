@@ -67,8 +67,39 @@ try {
   const cookies = await context.cookies();
   mkdirSync(shots, { recursive: true });
   await page.screenshot({ path: `${shots}/job-page.png` });
+
+  // The tests tab (reached with the keyboard) and the artifacts tab.
+  await page.focus('#tab-output');
+  await page.keyboard.press('ArrowRight');
+  await page.locator('#tests tbody tr').first().waitFor({ timeout: 30000 }).catch(async (e) => {
+    throw new Error(`tests tab: ${await page.textContent('#tests-summary')} (${e.message})`);
+  });
+  const tests = await page.$$eval('#tests tbody tr', (rows) => rows.map((r) => ({
+    result: r.querySelector('.result').textContent,
+    name: r.querySelector('.name').firstChild.textContent,
+    flaky: !!r.querySelector('.flaky'),
+    message: r.querySelector('pre')?.textContent || '',
+  })));
+  const testsSummary = await page.textContent('#tests-summary');
+  await page.screenshot({ path: `${shots}/job-tests.png` });
+  await page.click('#tab-artifacts');
+  await page.locator('#artifacts tbody tr').first().waitFor({ timeout: 30000 });
+  const artifacts = await page.$$eval('#artifacts tbody tr', (rows) => rows.map((r) => ({
+    path: r.querySelector('a').textContent,
+    href: r.querySelector('a').getAttribute('href'),
+    size: r.children[1].textContent,
+  })));
+  // The links as the page has them, fetched with the page's cookie.
+  const fetchText = async (href) => (await page.request.get(new URL(href, page.url()).href)).text();
+  const download = await fetchText(artifacts[0].href);
+  const raw = await fetchText(await page.getAttribute('#raw', 'href'));
   console.log(JSON.stringify({
     ...shown,
+    tests,
+    testsSummary,
+    artifacts,
+    artifactBody: download,
+    raw,
     linesBeforeRelease: before,
     websockets,
     newLineMs,

@@ -172,8 +172,118 @@ function show(step) {
   current = { id: step, view };
   $('#output').replaceChildren(view.el);
   $('#step-title').textContent = steps.find((s) => s.step === step)?.name || step;
+  $('#raw').href = `/api/v1/jobs/${encodeURIComponent(jobId)}/steps/${encodeURIComponent(step)}/output`;
   renderSteps();
+  selectTab('output');
   view.connect();
+}
+
+let job = null;
+
+/// Tabs: arrow keys move between them, as the ARIA tabs pattern has it.
+function selectTab(name) {
+  for (const t of ['output', 'tests', 'artifacts']) {
+    const on = t === name;
+    $(`#tab-${t}`).setAttribute('aria-selected', String(on));
+    $(`#tab-${t}`).tabIndex = on ? 0 : -1;
+    $(`#panel-${t}`).hidden = !on;
+  }
+  if (name === 'tests') loadTests().catch((e) => ($('#tests-summary').textContent = e.message));
+  if (name === 'artifacts') loadArtifacts().catch((e) => ($('#artifacts-summary').textContent = e.message));
+}
+
+const tabs = ['output', 'tests', 'artifacts'];
+for (const t of tabs) {
+  $(`#tab-${t}`).addEventListener('click', () => selectTab(t));
+  $(`#tab-${t}`).addEventListener('keydown', (e) => {
+    const d = e.key === 'ArrowRight' ? 1 : e.key === 'ArrowLeft' ? -1 : 0;
+    if (!d) return;
+    const next = tabs[(tabs.indexOf(t) + d + tabs.length) % tabs.length];
+    selectTab(next);
+    $(`#tab-${next}`).focus();
+  });
+}
+
+function cell(row, text, cls) {
+  const td = document.createElement('td');
+  if (cls) td.className = cls;
+  td.textContent = text;
+  row.append(td);
+  return td;
+}
+
+/// Every page of a paginated API answer.
+async function all(path) {
+  const items = [];
+  let token = null;
+  do {
+    const page = await api(token ? `${path}?page-token=${encodeURIComponent(token)}` : path);
+    items.push(...page.items);
+    token = page.next_page_token;
+  } while (token);
+  return items;
+}
+
+/// The job's test results, failures first, flaky tests marked.
+async function loadTests() {
+  const [vcs, org, repo] = job.project.split('/');
+  const base = `/api/v2/project/${vcs}/${org}/${repo}/${job.number}/tests`;
+  // CircleCI's insights answer is kebab-case. A job token cannot read insights: no marks then.
+  const [tests, flaky] = await Promise.all([all(base), api(`/api/v2/insights/${vcs}/${org}/${repo}/flaky-tests`).catch(() => ({ 'flaky-tests': [] }))]);
+  const isFlaky = new Set(flaky['flaky-tests'].map((f) => `${f.classname}\u0000${f['test-name']}`));
+  const rank = { failure: 0, error: 0, success: 2, skipped: 3 };
+  tests.sort((a, b) => (rank[a.result] ?? 1) - (rank[b.result] ?? 1) || a.classname.localeCompare(b.classname) || a.name.localeCompare(b.name));
+  const body = $('#tests tbody');
+  body.replaceChildren();
+  for (const t of tests) {
+    const tr = document.createElement('tr');
+    tr.className = `result-${t.result}`;
+    cell(tr, t.result, 'result');
+    const name = cell(tr, `${t.classname} › ${t.name}`, 'name');
+    if (isFlaky.has(`${t.classname}\u0000${t.name}`)) {
+      const badge = document.createElement('span');
+      badge.className = 'flaky';
+      badge.textContent = 'flaky';
+      name.append(' ', badge);
+    }
+    if (t.message) {
+      const pre = document.createElement('pre');
+      pre.textContent = t.message;
+      name.append(pre);
+    }
+    cell(tr, `${t.run_time.toFixed(3)} s`, 'num');
+    body.append(tr);
+  }
+  const failed = tests.filter((t) => t.result === 'failure' || t.result === 'error').length;
+  $('#tests-summary').textContent = tests.length ? `${tests.length} tests, ${failed} failed` : 'No test results were uploaded for this job.';
+}
+
+function size(n) {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i += 1;
+  }
+  return i ? `${n.toFixed(1)} ${units[i]}` : `${n} B`;
+}
+
+async function loadArtifacts() {
+  const items = await all(`/api/v1/jobs/${encodeURIComponent(jobId)}/artifacts`);
+  const body = $('#artifacts tbody');
+  body.replaceChildren();
+  for (const a of items) {
+    const tr = document.createElement('tr');
+    const td = cell(tr, '');
+    const link = document.createElement('a');
+    link.href = a.url;
+    link.textContent = a.path;
+    td.append(link);
+    cell(tr, size(a.size), 'num');
+    cell(tr, a.content_type);
+    body.append(tr);
+  }
+  $('#artifacts-summary').textContent = items.length ? `${items.length} artifacts` : 'No artifacts were uploaded for this job.';
 }
 
 $('#follow').addEventListener('change', (e) => {
@@ -182,7 +292,7 @@ $('#follow').addEventListener('change', (e) => {
 
 async function start() {
   try {
-    const job = await api(`/api/v1/jobs/${encodeURIComponent(jobId)}`);
+    job = await api(`/api/v1/jobs/${encodeURIComponent(jobId)}`);
     $('#title').textContent = `${job.project} #${job.number}`;
     document.title = `${job.project} #${job.number} · Tailrace`;
     await refreshSteps();
