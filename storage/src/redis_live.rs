@@ -191,6 +191,7 @@ impl RedisTier {
             _ => AppendOutcome::Written { hwm },
         })
     }
+
     /// A read through the Lua script, which applies the overwrite overlay (masked or scrubbed
     /// steps).
     async fn read_scripted(&self, key: &StepKey, offset: u64, max: usize) -> Result<Bytes, LiveError> {
