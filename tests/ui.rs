@@ -4,7 +4,8 @@
 //! bar collapsed to its last state, shows new output that arrives while it is open, and
 //! resumes after its connections are cut with no line missing or doubled; its tests tab lists
 //! uploaded results failures first with flaky tests marked, its artifacts tab the uploaded
-//! files with working links.
+//! files with working links; a step longer than the page keeps costs it a bounded number of
+//! lines; a link to a line opens the page at that line.
 
 #![allow(clippy::unwrap_used)]
 
@@ -167,4 +168,32 @@ fn upload_results_and_artifact(server: &Server, job: &str, token: &str) {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_long_step_keeps_the_page_to_its_last_lines() {
+    let ui = Path::new(ROOT).join("tests/ui");
+    let server = Server::start();
+    let (job, token) = server.create_job();
+    let out = agent(&server.url(), &token, &job, "long", &["--quiet"], &["seq", "-f", "line %.0f", "1", "30000"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("node").arg(ui.join("long_step.mjs")).args([&server.url(), &server.admin_token(), &job, "long", "25000"]).current_dir(&ui).output().unwrap();
+    assert!(out.status.success(), "browser run failed: {}", String::from_utf8_lossy(&out.stderr));
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("page: {shown:#}");
+    // 30,000 lines: the oldest were dropped in batches of 1,000 (how many depends on where the
+    // chunks fell), the rest kept with their own numbers.
+    let kept = shown["kept"].as_u64().unwrap();
+    assert!((20_000..=21_000).contains(&kept), "kept {kept} lines");
+    let dropped = 30_000 - kept;
+    assert_eq!(dropped % 1000, 0);
+    assert_eq!(shown["firstId"], format!("long-L{}", dropped + 1));
+    assert_eq!(shown["firstNumber"], (dropped + 1).to_string());
+    assert_eq!(shown["firstText"], format!("line {}", dropped + 1));
+    assert_eq!(shown["lastText"], "line 30000");
+    assert!(shown["notice"].as_str().unwrap().contains(&format!("Lines 1–{dropped} are not kept")), "{}", shown["notice"]);
+    assert_eq!(shown["errors"].as_array().unwrap().len(), 0);
+    // Opened at a linked line: the page stops following and shows that line.
+    assert_eq!(shown["following"], false);
+    assert_eq!(shown["linkedOnScreen"], true);
 }

@@ -72,7 +72,7 @@ impl IngestMetrics {
             self.throttled_us.load(Relaxed) as f64 / 1e6
         );
         let name = "tailrace_ingest_live_write_seconds";
-        let help = "Live-tier latency of ingest writes: op=append takes a batch of output, op=sync makes it durable before the ACK.";
+        let help = "Live-tier latency of ingest writes: op=append takes a batch of output, op=sync makes it durable before the ACK (no wait on Redis, whose appends are durable when answered).";
         self.append_seconds.render(out, name, help, "op=\"append\"", true);
         self.sync_seconds.render(out, name, help, "op=\"sync\"", false);
     }

@@ -7,32 +7,12 @@
 //   node job_page.mjs BASE_URL TOKEN JOB STEP GATE_1 GATE_2 SHOTS_DIR
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { chromium } from 'playwright-core';
+import { openJobPage } from './browser.mjs';
 
 const [base, token, job, step, gate1, gate2, shots] = process.argv.slice(2);
 const stdin = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const { browser, context, page, urls, errors, seen } = await openJobPage(base, token, job);
 try {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
-  const page = await context.newPage();
-  const urls = [];
-  let websockets = 0;
-  page.on('request', (r) => urls.push(r.url()));
-  page.on('websocket', (ws) => {
-    websockets += 1;
-    urls.push(ws.url());
-  });
-  const errors = [];
-  page.on('pageerror', (e) => errors.push(String(e)));
-
-  await page.goto(`${base}/ui/jobs/${job}`);
-  await page.locator('#login').waitFor({ state: 'visible' });
-  await page.fill('#token', token);
-  await page.click('#login button[type=submit]');
-
   const lines = page.locator(`ol.lines[data-step="${step}"] > li`);
   await page.locator(`ol.lines[data-step="${step}"] > li .text:has-text("first part done")`).waitFor({ timeout: 30000 });
   const before = await lines.count();
@@ -101,7 +81,7 @@ try {
     artifactBody: download,
     raw,
     linesBeforeRelease: before,
-    websockets,
+    websockets: seen.websockets,
     newLineMs,
     cookieHttpOnly: cookies.some((c) => c.name === 'tailrace_token' && c.httpOnly),
     tokenInUrls: urls.filter((u) => u.includes(token)).length,

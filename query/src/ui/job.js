@@ -73,6 +73,11 @@ async function refreshSteps() {
   return steps;
 }
 
+/// Lines the page keeps at most; older ones are dropped (in batches of `DROP`), so a long log
+/// followed live costs bounded memory. The raw-output link has every byte.
+const KEEP_LINES = 20000;
+const DROP = 1000;
+
 /// One step's output view: lines in an ordered list, each with its number as a link.
 class StepView {
   constructor(step) {
@@ -80,17 +85,30 @@ class StepView {
     this.offset = 0; // bytes received and rendered
     this.ended = false;
     this.follow = true;
+    this.dropped = 0; // lines no longer in the list
+    this.root = document.createElement('div');
+    this.notice = document.createElement('p');
+    this.notice.className = 'dropped';
+    this.notice.hidden = true;
     this.el = document.createElement('ol');
     this.el.className = 'lines';
     this.el.dataset.step = step;
     this.el.dataset.offset = '0';
+    this.root.append(this.notice, this.el);
     this.term = new Terminal((i, runs) => this.line(i, runs));
   }
 
   line(i, runs) {
-    let li = this.el.children[i];
+    if (this.el.children.length >= KEEP_LINES + DROP) {
+      for (let k = 0; k < DROP; k++) this.el.firstElementChild.remove();
+      this.dropped += DROP;
+      this.el.start = this.dropped + 1;
+      this.notice.hidden = false;
+      this.notice.textContent = `Lines 1–${this.dropped} are not kept on this page (it keeps about the last ${KEEP_LINES.toLocaleString('en')}); the raw output has them all.`;
+    }
+    let li = this.el.children[i - this.dropped];
     while (!li) {
-      const n = this.el.children.length + 1;
+      const n = this.dropped + this.el.children.length + 1;
       li = document.createElement('li');
       li.id = `${this.step}-L${n}`;
       const a = document.createElement('a');
@@ -102,7 +120,13 @@ class StepView {
       text.className = 'text';
       li.append(a, text);
       this.el.append(li);
-      li = this.el.children[i];
+      if (location.hash === `#${li.id}`) {
+        // The linked line has arrived: show it, and stop following the end.
+        this.follow = false;
+        $('#follow').checked = false;
+        requestAnimationFrame(() => li.scrollIntoView({ block: 'center' }));
+      }
+      li = this.el.children[i - this.dropped];
     }
     const text = li.lastChild;
     text.replaceChildren(...runs.map((r) => {
@@ -170,7 +194,7 @@ function show(step) {
   current?.view.close();
   const view = new StepView(step);
   current = { id: step, view };
-  $('#output').replaceChildren(view.el);
+  $('#output').replaceChildren(view.root);
   $('#step-title').textContent = steps.find((s) => s.step === step)?.name || step;
   $('#raw').href = `/api/v1/jobs/${encodeURIComponent(jobId)}/steps/${encodeURIComponent(step)}/output`;
   renderSteps();
