@@ -1,7 +1,8 @@
 //! The web UI in a real browser (Debian's Chromium through playwright-core, `tests/ui/`): the
 //! job page of a real `tailrace serve` signs in with a token (kept in an HttpOnly cookie, never
 //! in a URL), shows a step's output live with ANSI colours as styled spans and a `\r` progress
-//! bar collapsed to its last state, shows new output that arrives while it is open, and
+//! bar collapsed to its last state, per-line timestamps from the time index on request, shows
+//! new output that arrives while it is open, and
 //! resumes after its connections are cut with no line missing or doubled; its tests tab lists
 //! uploaded results failures first with flaky tests marked, its artifacts tab the uploaded
 //! files with working links; a step longer than the page keeps costs it a bounded number of
@@ -109,6 +110,11 @@ fn the_job_page_follows_a_step_live_with_colours_and_progress_bars() {
     }
     assert!(!spans.iter().any(|(_, t)| t.contains('\u{1b}') || t.contains("[0m")), "escape codes leaked into the text");
     assert_eq!(shown["anchors"][0], "#build-L1", "line numbers link to their line");
+    // Timestamps from the step's time index (its first point is at byte 0), one per line.
+    assert!(shown["timePoints"].as_u64().unwrap() >= 1);
+    let stamps = shown["stamps"].as_array().unwrap();
+    assert_eq!(stamps.len(), lines.len());
+    assert!(stamps.iter().all(|t| t.as_str().is_some_and(|t| t.len() == 8 && t.as_bytes()[2] == b':')), "{stamps:?}");
     assert_eq!(shown["offset"].as_u64().unwrap(), (first.len() + second.len() + third.len()) as u64);
     assert_eq!(shown["ended"], "exited", "the end message arrived");
     assert_eq!(shown["linesBeforeRelease"].as_u64().unwrap(), 4, "the page showed the first part before the second existed");

@@ -95,6 +95,7 @@ pub fn router(state: Arc<AppState>, surface: Surface) -> Router {
         .route("/api/v1/jobs/{job}/output", get(job_output::get_job_output))
         .route("/api/v1/jobs/{job}/steps/{step}/output", get(output::get_output))
         .route("/api/v1/jobs/{job}/steps/{step}/tail", get(tail::tail))
+        .route("/api/v1/jobs/{job}/steps/{step}/times", get(since::get_times))
         .route(
             "/api/v1/jobs/{job}/tests",
             get(tests_api::job_tests).post(tests_api::upload).layer(DefaultBodyLimit::max(tests_api::MAX_UPLOAD)),

@@ -44,6 +44,15 @@ try {
       loginVisible: !document.querySelector('#login').hidden && getComputedStyle(document.querySelector('#login')).display !== 'none',
     };
   }, step);
+  // Timestamps: turned on, each line shows when it arrived per the server's time index.
+  const times = await (await page.request.get(new URL(`/api/v1/jobs/${job}/steps/${step}/times`, page.url()).href)).json();
+  await page.check('#timestamps');
+  const firstArrived = new Date(times.points[0][1]).toISOString();
+  await page.waitForFunction(([step, iso]) => {
+    const t = document.querySelector(`ol.lines[data-step="${step}"] > li time`);
+    return t && t.dateTime === iso && getComputedStyle(t).display !== 'none';
+  }, [step, firstArrived], { timeout: 30000 });
+  const stamps = await page.$$eval(`ol.lines[data-step="${step}"] > li time`, (ts) => ts.map((t) => t.textContent));
   const cookies = await context.cookies();
   mkdirSync(shots, { recursive: true });
   await page.screenshot({ path: `${shots}/job-page.png` });
@@ -80,6 +89,8 @@ try {
     artifacts,
     artifactBody: download,
     raw,
+    timePoints: times.points.length,
+    stamps,
     linesBeforeRelease: before,
     websockets: seen.websockets,
     newLineMs,

@@ -86,6 +86,9 @@ class StepView {
     this.ended = false;
     this.follow = true;
     this.dropped = 0; // lines no longer in the list
+    this.lines = 0; // newlines seen so far
+    this.starts = new Map(); // line index → offset of its first byte, until the line is made
+    this.times = []; // the step's time index: [offset, ms], in offset order
     this.root = document.createElement('div');
     this.notice = document.createElement('p');
     this.notice.className = 'dropped';
@@ -116,9 +119,15 @@ class StepView {
       a.href = `#${this.step}-L${n}`;
       a.textContent = String(n);
       a.setAttribute('aria-label', `line ${n}`);
+      const index = n - 1;
+      li.dataset.at = String(this.starts.get(index) ?? 0);
+      this.starts.delete(index);
+      const time = document.createElement('time');
+      time.className = 'ts';
+      this.stamp(li, time);
       const text = document.createElement('span');
       text.className = 'text';
-      li.append(a, text);
+      li.append(a, time, text);
       this.el.append(li);
       if (location.hash === `#${li.id}`) {
         // The linked line has arrived: show it, and stop following the end.
@@ -138,6 +147,29 @@ class StepView {
     }));
   }
 
+  /// Shows when a line's first byte arrived: the last time-index point at or before it, or
+  /// (past the last point, while following live) now.
+  stamp(li, time) {
+    const at = Number(li.dataset.at);
+    let lo = 0;
+    let hi = this.times.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.times[mid][0] <= at) lo = mid + 1; else hi = mid;
+    }
+    const ms = lo > 0 && (lo < this.times.length || this.ended) ? this.times[lo - 1][1] : Date.now();
+    const d = new Date(ms);
+    time.dateTime = d.toISOString();
+    time.textContent = d.toLocaleTimeString('en-GB', { hour12: false });
+  }
+
+  /// Fetches the step's time index and re-stamps the lines kept.
+  async loadTimes() {
+    const answer = await api(`/api/v1/jobs/${encodeURIComponent(jobId)}/steps/${encodeURIComponent(this.step)}/times`);
+    this.times = answer.points;
+    for (const li of this.el.children) this.stamp(li, li.querySelector('time'));
+  }
+
   /// Follows the step from `this.offset` until its end, reconnecting after a cut.
   connect() {
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
@@ -152,6 +184,7 @@ class StepView {
         if (end.type === 'end') {
           this.ended = true;
           this.el.dataset.ended = end.reason || 'ended';
+          if ($('#timestamps').checked) this.loadTimes().catch(() => {});
           setStatus(`${this.step} ended: ${end.reason}${end.exit_code === undefined ? '' : `, exit ${end.exit_code}`}`);
           refreshSteps().catch(() => {});
         }
@@ -166,6 +199,10 @@ class StepView {
         return;
       }
       if (at < this.offset) bytes = bytes.subarray(Math.min(bytes.length, this.offset - at));
+      for (let p = bytes.indexOf(10); p !== -1; p = bytes.indexOf(10, p + 1)) {
+        this.lines += 1;
+        this.starts.set(this.lines, this.offset + p + 1);
+      }
       const atBottom = this.follow;
       this.term.write(bytes);
       this.offset += bytes.length;
@@ -309,6 +346,16 @@ async function loadArtifacts() {
   }
   $('#artifacts-summary').textContent = items.length ? `${items.length} artifacts` : 'No artifacts were uploaded for this job.';
 }
+
+/// Timestamps: each line's arrival time from the server's time index, fetched when turned on
+/// and every few seconds while the step runs.
+$('#timestamps').addEventListener('change', (e) => {
+  $('#output').classList.toggle('with-times', e.target.checked);
+  if (e.target.checked && current) current.view.loadTimes().catch((err) => setStatus(err.message));
+});
+setInterval(() => {
+  if ($('#timestamps').checked && current && !current.view.ended) current.view.loadTimes().catch(() => {});
+}, 5000);
 
 $('#follow').addEventListener('change', (e) => {
   if (current) current.view.follow = e.target.checked;
