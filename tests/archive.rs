@@ -325,3 +325,38 @@ fn since_serves_output_from_a_point_in_time() {
     let r = http_get(&server.url(), &format!("/api/v1/jobs/{job}/steps/s/output?since=soon"), Some(&server.admin_token()), None).unwrap();
     assert_eq!(r.status, 400);
 }
+
+#[test]
+fn search_finds_lines_in_archived_output_across_frames() {
+    let server = Server::start();
+    let (job, token) = server.create_job();
+    // 600,000 lines (about 7 MB, many 256 KiB frames); the needle is at both ends and once
+    // in the middle, where it may straddle a frame boundary.
+    let mut data = Vec::new();
+    for i in 1..=600_000u32 {
+        let line = match i {
+            1 | 600_000 => format!("NEEDLE at {i}\n"),
+            300_000 => format!("{}NEEDLE in the middle\n", "x".repeat(3000)),
+            _ => format!("line {i}\n"),
+        };
+        data.extend_from_slice(line.as_bytes());
+    }
+    stream_step(&server, &job, &token, "big", &data);
+    wait_until("step archived", 60, || archived(&server, &job, "big"));
+    let r = http_get(&server.url(), &format!("/api/v1/jobs/{job}/steps/big/search?q=NEEDLE"), Some(&token), None).unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let answer: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let lines: Vec<u64> = answer["matches"].as_array().unwrap().iter().map(|m| m["line"].as_u64().unwrap()).collect();
+    assert_eq!(lines, [1, 300_000, 600_000]);
+    assert_eq!(answer["searched"].as_u64().unwrap(), data.len() as u64);
+    let offset = answer["matches"][1]["offset"].as_u64().unwrap() as usize;
+    assert!(data[offset..].starts_with(b"xxx") && data[offset - 1] == b'\n', "offset is the line's start");
+    assert_eq!(answer["matches"][1]["text"].as_str().unwrap().len(), 500, "long lines are cut in the answer");
+    // Limits and bad input.
+    let r = http_get(&server.url(), &format!("/api/v1/jobs/{job}/steps/big/search?q=line&limit=5"), Some(&token), None).unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(answer["matches"].as_array().unwrap().len(), 5);
+    assert_eq!(answer["truncated"], true);
+    let r = http_get(&server.url(), &format!("/api/v1/jobs/{job}/steps/big/search?q="), Some(&token), None).unwrap();
+    assert_eq!(r.status, 400);
+}

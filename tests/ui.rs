@@ -6,7 +6,7 @@
 //! resumes after its connections are cut with no line missing or doubled; its tests tab lists
 //! uploaded results failures first with flaky tests marked, its artifacts tab the uploaded
 //! files with working links; a step longer than the page keeps costs it a bounded number of
-//! lines; a link to a line opens the page at that line.
+//! lines; a link to a line opens the page at that line; search finds lines on the server.
 
 #![allow(clippy::unwrap_used)]
 
@@ -202,4 +202,10 @@ fn a_long_step_keeps_the_page_to_its_last_lines() {
     // Opened at a linked line: the page stops following and shows that line.
     assert_eq!(shown["following"], false);
     assert_eq!(shown["linkedOnScreen"], true);
+    // Search runs on the server over the whole step: one line, shown when clicked; then a
+    // search with more matches than the answer holds, whose first result the page dropped.
+    assert_eq!(shown["search"]["one"], serde_json::json!(["29999line 29999"]));
+    assert_eq!(shown["search"]["many"]["summary"], "100+ lines match");
+    assert_eq!(shown["search"]["many"]["count"], 100);
+    assert!(shown["search"]["status"].as_str().unwrap().starts_with("long-L5 is before the lines this page keeps"), "{}", shown["search"]["status"]);
 }

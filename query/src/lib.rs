@@ -16,6 +16,7 @@ pub mod ranges;
 pub mod rate_limit;
 pub mod server;
 pub mod scrub_api;
+pub mod search;
 pub mod since;
 pub mod source;
 pub mod tail;
@@ -96,6 +97,7 @@ pub fn router(state: Arc<AppState>, surface: Surface) -> Router {
         .route("/api/v1/jobs/{job}/steps/{step}/output", get(output::get_output))
         .route("/api/v1/jobs/{job}/steps/{step}/tail", get(tail::tail))
         .route("/api/v1/jobs/{job}/steps/{step}/times", get(since::get_times))
+        .route("/api/v1/jobs/{job}/steps/{step}/search", get(search::search))
         .route(
             "/api/v1/jobs/{job}/tests",
             get(tests_api::job_tests).post(tests_api::upload).layer(DefaultBodyLimit::max(tests_api::MAX_UPLOAD)),

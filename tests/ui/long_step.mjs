@@ -29,7 +29,23 @@ try {
       })(),
     };
   }, [list, `${step}-L${line}`]);
-  console.log(JSON.stringify({ ...shown, errors }));
+  // Search: the server finds the lines; a result the page keeps is shown, one it dropped says so.
+  await page.fill('#q', 'line 29999');
+  await page.click('#search button[type=submit]');
+  await page.locator('#results li').first().waitFor({ timeout: 30000 });
+  const one = await page.$$eval('#results li', (lis) => lis.map((li) => li.textContent));
+  await page.click('#results li a');
+  await page.waitForFunction((id) => {
+    const r = document.getElementById(id)?.getBoundingClientRect();
+    return r && r.top >= 0 && r.bottom <= window.innerHeight;
+  }, `${step}-L29999`, { timeout: 30000 });
+  await page.fill('#q', 'line 5');
+  await page.click('#search button[type=submit]');
+  await page.waitForFunction(() => document.querySelector('#search-summary').textContent.includes('+'), null, { timeout: 30000 });
+  const many = { summary: await page.textContent('#search-summary'), count: await page.locator('#results li').count() };
+  await page.click('#results li a >> nth=0');
+  await page.waitForFunction(() => document.querySelector('#status').textContent.includes('before the lines this page keeps'), null, { timeout: 30000 });
+  console.log(JSON.stringify({ ...shown, search: { one, many, status: await page.textContent('#status') }, errors }));
 } finally {
   await browser.close();
 }

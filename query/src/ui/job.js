@@ -347,6 +347,48 @@ async function loadArtifacts() {
   $('#artifacts-summary').textContent = items.length ? `${items.length} artifacts` : 'No artifacts were uploaded for this job.';
 }
 
+/// Search: the server finds the lines (wherever the bytes are, however long the step); each
+/// result links to its line.
+$('#search').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const q = $('#q').value;
+  if (!q || !current) return;
+  const step = current.id;
+  const answer = await api(`/api/v1/jobs/${encodeURIComponent(jobId)}/steps/${encodeURIComponent(step)}/search?q=${encodeURIComponent(q)}`)
+    .catch((err) => ({ error: err.message }));
+  const list = $('#results');
+  list.replaceChildren();
+  if (answer.error) {
+    $('#search-summary').textContent = answer.error;
+    return;
+  }
+  for (const m of answer.matches) {
+    const li = document.createElement('li');
+    const a = document.createElement('a');
+    a.href = `#${step}-L${m.line}`;
+    a.textContent = `${m.line}`;
+    const text = document.createElement('span');
+    text.textContent = m.text;
+    li.append(a, text);
+    list.append(li);
+  }
+  list.hidden = answer.matches.length === 0;
+  const n = answer.matches.length;
+  $('#search-summary').textContent = `${n}${answer.truncated ? '+' : ''} line${n === 1 ? '' : 's'} match`;
+});
+
+/// A link to a line (a search result, a shared URL): show it if the page keeps it.
+window.addEventListener('hashchange', () => {
+  const li = document.getElementById(decodeURIComponent(location.hash.slice(1)));
+  if (li && current) {
+    current.view.follow = false;
+    $('#follow').checked = false;
+    li.scrollIntoView({ block: 'center' });
+  } else if (/-L\d+$/.test(location.hash)) {
+    setStatus(`${location.hash.slice(1)} is before the lines this page keeps; the raw output has it`);
+  }
+});
+
 /// Timestamps: each line's arrival time from the server's time index, fetched when turned on
 /// and every few seconds while the step runs.
 $('#timestamps').addEventListener('change', (e) => {
