@@ -6,7 +6,8 @@
 //! resumes after its connections are cut with no line missing or doubled; its tests tab lists
 //! uploaded results failures first with flaky tests marked, its artifacts tab the uploaded
 //! files with working links; a step longer than the page keeps costs it a bounded number of
-//! lines; a link to a line opens the page at that line; search finds lines on the server.
+//! lines; a link to a line opens the page at that line; search finds lines on the server; the
+//! project's insights page shows its flaky, most failed and slowest tests.
 
 #![allow(clippy::unwrap_used)]
 
@@ -27,7 +28,7 @@ fn the_job_page_follows_a_step_live_with_colours_and_progress_bars() {
     assert!(ui.join("node_modules/playwright-core").exists(), "run `npm ci` in tests/ui (scripts/test.sh does)");
     let server = Server::start();
     let created = Command::new(BIN)
-        .args(["job", "create", "--project", "gh/acme/app", "--commit", "c0ffee", "--branch", "main", "--json", "--server", &server.url()])
+        .args(["job", "create", "--project", "gh/acme/app", "--commit", "c0ffee", "--branch", "main", "--workflow", "build-and-test", "--json", "--server", &server.url()])
         .env("TAILRACE_TOKEN", server.admin_token())
         .output()
         .unwrap();
@@ -137,6 +138,16 @@ fn the_job_page_follows_a_step_live_with_colours_and_progress_bars() {
     assert_eq!(row(1).0, "success");
     assert!(tests.iter().filter(|t| t["flaky"] == true).count() == 2, "both runs of the flaky test are marked: {tests:?}");
     assert_eq!(shown["testsSummary"], "4 tests, 1 failed");
+    // The project's insights page for the job's workflow: the flaky test, the most failed and
+    // the slowest tests.
+    let insights = &shown["insights"];
+    assert_eq!(insights["url"], "/ui/projects/gh/acme/app?workflow=build-and-test");
+    assert_eq!(insights["flaky"][0][0], "pkg.Cart › adds items", "{insights}");
+    assert_eq!(insights["flaky"][0][1], "1");
+    assert_eq!(insights["failed"][0][0], "pkg.Cart › adds items");
+    assert_eq!(insights["failed"][0][1], "1");
+    assert_eq!(insights["failed"][0][2], "2");
+    assert_eq!(insights["slowest"][0][0], "pkg.Cart › adds items", "the 12 ms run makes it the slowest");
     // Artifacts: listed with their size, and the link downloads the file.
     assert_eq!(shown["artifacts"][0]["path"], "reports/coverage.txt");
     assert_eq!(shown["artifacts"][0]["size"], "24 B");

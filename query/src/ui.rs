@@ -22,13 +22,17 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("style.css", "text/css; charset=utf-8", include_str!("ui/style.css")),
     ("job.js", "text/javascript; charset=utf-8", include_str!("ui/job.js")),
     ("terminal.js", "text/javascript; charset=utf-8", include_str!("ui/terminal.js")),
+    ("common.js", "text/javascript; charset=utf-8", include_str!("ui/common.js")),
+    ("project.js", "text/javascript; charset=utf-8", include_str!("ui/project.js")),
 ];
 
 const JOB_PAGE: &str = include_str!("ui/job.html");
+const PROJECT_PAGE: &str = include_str!("ui/project.html");
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/ui/jobs/{job}", get(job_page))
+        .route("/ui/projects/{vcs}/{org}/{repo}", get(project_page))
         .route("/ui/assets/{name}", get(asset))
         .route("/ui/session", post(start_session).delete(end_session))
 }
@@ -45,6 +49,11 @@ fn page(body: &'static str) -> Response {
 /// The job page; which job it shows is read from its URL by the script.
 async fn job_page(Path(_job): Path<String>) -> Response {
     page(JOB_PAGE)
+}
+
+/// A project's insights page; the script reads the project from its URL.
+async fn project_page() -> Response {
+    page(PROJECT_PAGE)
 }
 
 async fn asset(Path(name): Path<String>) -> Response {

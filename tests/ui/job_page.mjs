@@ -82,7 +82,16 @@ try {
   const fetchText = async (href) => (await page.request.get(new URL(href, page.url()).href)).text();
   const download = await fetchText(artifacts[0].href);
   const raw = await fetchText(await page.getAttribute('#raw', 'href'));
+  // The project's insights page, linked from the job page with the job's workflow.
+  await page.click('#tab-output');
+  await page.click('#insights');
+  await page.locator('#flaky tbody tr').first().waitFor({ timeout: 30000 });
+  await page.locator('#workflow-metrics:not([hidden])').waitFor({ timeout: 30000 });
+  const rows = (sel) => page.$$eval(`${sel} tbody tr`, (trs) => trs.map((tr) => [...tr.children].map((td) => td.textContent)));
+  const insights = { url: new URL(page.url()).pathname + new URL(page.url()).search, flaky: await rows('#flaky'), failed: await rows('#failed'), slowest: await rows('#slowest') };
+  await page.screenshot({ path: `${shots}/project-insights.png` });
   console.log(JSON.stringify({
+    insights,
     ...shown,
     tests,
     testsSummary,

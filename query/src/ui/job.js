@@ -2,33 +2,11 @@
 // the websocket tail from byte 0, rendered by terminal.js. The token lives in an HttpOnly
 // cookie (POST /ui/session); nothing here puts it in a URL.
 
+import { $, api, cell, onSignIn, showLogin } from './common.js';
 import { Terminal } from './terminal.js';
 
 const jobId = decodeURIComponent(location.pathname.split('/').filter(Boolean)[2] || '');
-const $ = (sel) => document.querySelector(sel);
-
-async function api(path) {
-  const r = await fetch(path, { credentials: 'same-origin', headers: { Accept: 'application/json' } });
-  if (r.status === 401) throw Object.assign(new Error('sign in'), { status: 401 });
-  if (!r.ok) throw new Error(`${path}: ${r.status} ${(await r.text()).trim()}`);
-  return r.json();
-}
-
-function showLogin(message) {
-  $('#login').hidden = false;
-  $('#login-message').textContent = message || '';
-  $('#token').focus();
-}
-
-$('#login').addEventListener('submit', async (e) => {
-  e.preventDefault();
-  const token = $('#token').value.trim();
-  const r = await fetch('/ui/session', { method: 'POST', credentials: 'same-origin', headers: { Authorization: `Bearer ${token}` } });
-  $('#token').value = '';
-  if (!r.ok) return showLogin('That token was not accepted.');
-  $('#login').hidden = true;
-  start();
-});
+onSignIn(() => start());
 
 function duration(ms) {
   if (ms === undefined || ms === null) return '';
@@ -265,14 +243,6 @@ for (const t of tabs) {
   });
 }
 
-function cell(row, text, cls) {
-  const td = document.createElement('td');
-  if (cls) td.className = cls;
-  td.textContent = text;
-  row.append(td);
-  return td;
-}
-
 /// Every page of a paginated API answer.
 async function all(path) {
   const items = [];
@@ -407,6 +377,9 @@ async function start() {
   try {
     job = await api(`/api/v1/jobs/${encodeURIComponent(jobId)}`);
     $('#title').textContent = `${job.project} #${job.number}`;
+    const insights = $('#insights');
+    insights.href = `/ui/projects/${job.project}${job.workflow ? `?workflow=${encodeURIComponent(job.workflow)}` : ''}`;
+    insights.hidden = false;
     document.title = `${job.project} #${job.number} · Tailrace`;
     await refreshSteps();
   } catch (e) {
