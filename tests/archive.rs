@@ -183,7 +183,8 @@ fn whole_job_download_and_query_ranges() {
 }
 
 /// `?lines=A-B` returns whole lines, from the live tier (by scanning) and from the archive (by
-/// the per-frame line index), with the byte offset of the first line in `tailrace-offset`.
+/// the per-frame line index), with the byte offset of the first line in `tailrace-offset`; and
+/// `line-number?offset=N` answers which line a byte is on, both ways.
 #[test]
 fn lines_are_served_from_live_and_archived_output() {
     let server = Server::start();
@@ -216,6 +217,25 @@ fn lines_are_served_from_live_and_archived_output() {
         }
         offset += l.len();
     }
+    // Offsets to number: line starts, mid-line bytes, frame edges, the end.
+    let mut offsets = vec![0u64, 1, text.len() as u64 - 1, text.len() as u64];
+    for k in 1..40u64 {
+        offsets.extend([k * 256 * 1024 - 1, k * 256 * 1024, k * 97_531].into_iter().filter(|&o| o <= text.len() as u64));
+    }
+    let line_of = |offset: u64| 1 + text.as_bytes()[..offset as usize].iter().filter(|&&b| b == b'\n').count() as u64;
+    let check_numbers = || {
+        for &offset in &offsets {
+            let path = format!("/api/v1/jobs/{job}/steps/s/line-number?offset={offset}");
+            let r = http_get(&server.url(), &path, Some(&server.admin_token()), None).unwrap();
+            assert_eq!(r.status, 200, "{offset}: {}", String::from_utf8_lossy(&r.body));
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(v["line"].as_u64(), Some(line_of(offset)), "line of byte {offset}");
+            assert_eq!(v["length"].as_u64(), Some(text.len() as u64));
+        }
+        let past = format!("/api/v1/jobs/{job}/steps/s/line-number?offset={}", text.len() + 1);
+        assert_eq!(http_get(&server.url(), &past, Some(&server.admin_token()), None).unwrap().status, 416);
+    };
+    check_numbers(); // live tier
     for (spec, a, b) in &cases {
         check(spec, *a, *b); // live tier
     }
@@ -228,6 +248,7 @@ fn lines_are_served_from_live_and_archived_output() {
     for (spec, a, b) in &cases {
         check(spec, *a, *b); // archive
     }
+    check_numbers(); // archive, by the index
 }
 
 /// An agent that lost the END confirmation reconnects after its step was archived: the server

@@ -98,6 +98,7 @@ pub fn router(state: Arc<AppState>, surface: Surface) -> Router {
         .route("/api/v1/jobs/{job}/steps/{step}/tail", get(tail::tail))
         .route("/api/v1/jobs/{job}/steps/{step}/times", get(since::get_times))
         .route("/api/v1/jobs/{job}/steps/{step}/search", get(search::search))
+        .route("/api/v1/jobs/{job}/steps/{step}/line-number", get(lines::line_number))
         .route(
             "/api/v1/jobs/{job}/tests",
             get(tests_api::job_tests).post(tests_api::upload).layer(DefaultBodyLimit::max(tests_api::MAX_UPLOAD)),

@@ -1,5 +1,6 @@
-//! `?lines=A-B` on step output: finds where line A starts and line B ends. Archived steps use
-//! the sparse line index (newlines per 256 KiB frame) to read only the frame holding the line;
+//! Line numbers of step output: `?lines=A-B` (where line A starts and line B ends) and
+//! `GET …/steps/{step}/line-number?offset=N` (the line a byte is on). Archived steps use the
+//! sparse line index (newlines per 256 KiB frame) to read only the frame holding the line;
 //! steps still in the live tier, and segments written without the index, are scanned.
 
 use tailrace_storage::StepKey;
@@ -46,33 +47,48 @@ fn nth_newline_in(bytes: &[u8], seen: u64, k: u64) -> Result<usize, u64> {
     Err(count)
 }
 
+/// Where the sparse line index lets a scan start.
+enum Skip {
+    /// The frame wanted starts at `.0`, with `.1` newlines before it.
+    Frame(u64, u64),
+    /// No frame is the one wanted; the output holds `.0` newlines in all.
+    Past(u64),
+    /// The bytes are not (all) archived with the index: scan from the beginning.
+    Unindexed,
+}
+
+/// Walks the archived frames until `stop(frame_start, frame_len, newlines_before, newlines_in)`.
+fn frame_skip(source: &Source, stop: impl Fn(u64, u64, u64, u64) -> bool) -> Skip {
+    let Source::Archived { segments, .. } = source else { return Skip::Unindexed };
+    if !segments.iter().all(|s| s.frame_lines.len() == s.frames.len()) {
+        return Skip::Unindexed;
+    }
+    let mut seen = 0u64;
+    for seg in segments {
+        let mut at = seg.start;
+        for (f, &n) in seg.frames.iter().zip(&seg.frame_lines) {
+            if stop(at, u64::from(f.decompressed), seen, u64::from(n)) {
+                return Skip::Frame(at, seen);
+            }
+            seen += u64::from(n);
+            at += u64::from(f.decompressed);
+        }
+    }
+    Skip::Past(seen)
+}
+
 /// The offset just past the `k`-th newline, where line `k + 1` starts; `None` if the output
 /// has fewer newlines. `k = 0` is offset 0.
 pub async fn after_newline(state: &AppState, key: &StepKey, source: &mut Source, k: u64) -> Result<Option<u64>, ApiError> {
     if k == 0 {
         return Ok(Some(0));
     }
-    let (mut pos, mut seen) = (0u64, 0u64);
-    if let Source::Archived { segments, .. } = &*source
-        && segments.iter().all(|s| s.frame_lines.len() == s.frames.len()) {
-            // Skip whole frames with the index, then scan the one frame holding the newline.
-            let mut found = None;
-            'outer: for seg in segments {
-                let mut at = seg.start;
-                for (f, &n) in seg.frames.iter().zip(&seg.frame_lines) {
-                    if seen + u64::from(n) >= k {
-                        found = Some(at);
-                        break 'outer;
-                    }
-                    seen += u64::from(n);
-                    at += u64::from(f.decompressed);
-                }
-            }
-            match found {
-                Some(at) => pos = at,
-                None => return Ok(None),
-            }
-        }
+    // Skip whole frames with the index, then scan from the one frame holding the newline.
+    let (mut pos, mut seen) = match frame_skip(source, |_, _, before, n| before + n >= k) {
+        Skip::Frame(at, before) => (at, before),
+        Skip::Past(_) => return Ok(None),
+        Skip::Unindexed => (0, 0),
+    };
     loop {
         let chunk = source.read(state, key, pos, SCAN_CHUNK).await?;
         if chunk.is_empty() {
@@ -86,6 +102,60 @@ pub async fn after_newline(state: &AppState, key: &StepKey, source: &mut Source,
             }
         }
     }
+}
+
+/// How many newlines the first `offset` bytes hold: the byte at `offset` is on line that plus
+/// one. Archived steps count whole frames from the index and scan at most one frame.
+pub async fn newlines_before(state: &AppState, key: &StepKey, source: &mut Source, offset: u64) -> Result<u64, ApiError> {
+    let (mut pos, mut seen) = match frame_skip(source, |at, len, _, _| at + len > offset) {
+        Skip::Frame(at, before) => (at, before),
+        Skip::Past(total) => return Ok(total),
+        Skip::Unindexed => (0, 0),
+    };
+    while pos < offset {
+        let want = ((offset - pos) as usize).min(SCAN_CHUNK);
+        let chunk = source.read(state, key, pos, want).await?;
+        if chunk.is_empty() {
+            break;
+        }
+        seen += memchr::memchr_iter(b'\n', &chunk).count() as u64;
+        pos += chunk.len() as u64;
+    }
+    Ok(seen)
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct LineNumberQuery {
+    pub offset: u64,
+}
+
+/// Answer of `GET …/steps/{step}/line-number?offset=N`.
+#[derive(Debug, serde::Serialize)]
+pub struct LineNumber {
+    pub offset: u64,
+    /// The line (from 1) that the byte at `offset` is on; at the end of the output, the line
+    /// that would come next.
+    pub line: u64,
+    /// The step's readable length when asked.
+    pub length: u64,
+}
+
+/// `GET /api/v1/jobs/{job}/steps/{step}/line-number?offset=N`: for a viewer that opens a long
+/// step in the middle or at its end and must number the lines it shows.
+pub async fn line_number(
+    axum::extract::State(state): axum::extract::State<std::sync::Arc<AppState>>,
+    caller: crate::auth::Caller,
+    axum::extract::Path((job, step)): axum::extract::Path<(String, String)>,
+    axum::extract::Query(q): axum::extract::Query<LineNumberQuery>,
+) -> Result<axum::Json<LineNumber>, ApiError> {
+    let key = crate::output::readable_step(&state, &caller, &job, &step).await?;
+    let mut source = Source::open(&state, &key).await?;
+    let (length, _) = source.snapshot();
+    if q.offset > length {
+        return Err(ApiError::RangeNotSatisfiable(format!("offset {} is past the end of the output ({length} bytes)", q.offset), length));
+    }
+    let line = newlines_before(&state, &key, &mut source, q.offset).await? + 1;
+    Ok(axum::Json(LineNumber { offset: q.offset, line, length }))
 }
 
 #[cfg(test)]
