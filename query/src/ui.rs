@@ -21,6 +21,7 @@ const CSP: &str = "default-src 'self'; connect-src 'self'; img-src 'self' data:;
 const ASSETS: &[(&str, &str, &str)] = &[
     ("style.css", "text/css; charset=utf-8", include_str!("ui/style.css")),
     ("job.js", "text/javascript; charset=utf-8", include_str!("ui/job.js")),
+    ("output_view.js", "text/javascript; charset=utf-8", include_str!("ui/output_view.js")),
     ("terminal.js", "text/javascript; charset=utf-8", include_str!("ui/terminal.js")),
     ("common.js", "text/javascript; charset=utf-8", include_str!("ui/common.js")),
     ("project.js", "text/javascript; charset=utf-8", include_str!("ui/project.js")),

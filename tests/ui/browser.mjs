@@ -21,6 +21,7 @@ export async function openJobPage(base, token, job, hash = '') {
   await page.goto(`${base}/ui/jobs/${job}${hash}`);
   await page.locator('#login').waitFor({ state: 'visible' });
   await page.fill('#token', token);
+  const signedInAt = Date.now();
   await page.click('#login button[type=submit]');
-  return { browser, context, page, urls, errors, seen };
+  return { browser, context, page, urls, errors, seen, signedInAt };
 }

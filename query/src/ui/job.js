@@ -1,9 +1,9 @@
-// The job page: the job's steps with live status, and the selected step's output followed over
-// the websocket tail from byte 0, rendered by terminal.js. The token lives in an HttpOnly
-// cookie (POST /ui/session); nothing here puts it in a URL.
+// The job page: the job's steps with live status, and the selected step's output (a window
+// of its lines fetched as the reader scrolls, followed live at its end: output_view.js). The
+// token lives in an HttpOnly cookie (POST /ui/session); nothing here puts it in a URL.
 
 import { $, api, cell, onSignIn, showLogin } from './common.js';
-import { Terminal } from './terminal.js';
+import { OutputView } from './output_view.js';
 
 const jobId = decodeURIComponent(location.pathname.split('/').filter(Boolean)[2] || '');
 onSignIn(() => start());
@@ -51,171 +51,60 @@ async function refreshSteps() {
   return steps;
 }
 
-/// Lines the page keeps at most; older ones are dropped (in batches of `DROP`), so a long log
-/// followed live costs bounded memory. The raw-output link has every byte.
-const KEEP_LINES = 20000;
-const DROP = 1000;
-
-/// One step's output view: lines in an ordered list, each with its number as a link.
-class StepView {
-  constructor(step) {
-    this.step = step;
-    this.offset = 0; // bytes received and rendered
-    this.ended = false;
-    this.follow = true;
-    this.dropped = 0; // lines no longer in the list
-    this.lines = 0; // newlines seen so far
-    this.starts = new Map(); // line index → offset of its first byte, until the line is made
-    this.times = []; // the step's time index: [offset, ms], in offset order
-    this.root = document.createElement('div');
-    this.notice = document.createElement('p');
-    this.notice.className = 'dropped';
-    this.notice.hidden = true;
-    this.el = document.createElement('ol');
-    this.el.className = 'lines';
-    this.el.dataset.step = step;
-    this.el.dataset.offset = '0';
-    this.root.append(this.notice, this.el);
-    this.term = new Terminal((i, runs) => this.line(i, runs));
-  }
-
-  line(i, runs) {
-    if (this.el.children.length >= KEEP_LINES + DROP) {
-      for (let k = 0; k < DROP; k++) this.el.firstElementChild.remove();
-      this.dropped += DROP;
-      this.el.start = this.dropped + 1;
-      this.notice.hidden = false;
-      this.notice.textContent = `Lines 1–${this.dropped} are not kept on this page (it keeps about the last ${KEEP_LINES.toLocaleString('en')}); the raw output has them all.`;
-    }
-    let li = this.el.children[i - this.dropped];
-    while (!li) {
-      const n = this.dropped + this.el.children.length + 1;
-      li = document.createElement('li');
-      li.id = `${this.step}-L${n}`;
-      const a = document.createElement('a');
-      a.className = 'ln';
-      a.href = `#${this.step}-L${n}`;
-      a.textContent = String(n);
-      a.setAttribute('aria-label', `line ${n}`);
-      const index = n - 1;
-      li.dataset.at = String(this.starts.get(index) ?? 0);
-      this.starts.delete(index);
-      const time = document.createElement('time');
-      time.className = 'ts';
-      this.stamp(li, time);
-      const text = document.createElement('span');
-      text.className = 'text';
-      li.append(a, time, text);
-      this.el.append(li);
-      if (location.hash === `#${li.id}`) {
-        // The linked line has arrived: show it, and stop following the end.
-        this.follow = false;
-        $('#follow').checked = false;
-        requestAnimationFrame(() => li.scrollIntoView({ block: 'center' }));
-      }
-      li = this.el.children[i - this.dropped];
-    }
-    const text = li.lastChild;
-    text.replaceChildren(...runs.map((r) => {
-      if (!r.style) return document.createTextNode(r.text);
-      const span = document.createElement('span');
-      span.className = r.style;
-      span.textContent = r.text;
-      return span;
-    }));
-  }
-
-  /// Shows when a line's first byte arrived: the last time-index point at or before it, or
-  /// (past the last point, while following live) now.
-  stamp(li, time) {
-    const at = Number(li.dataset.at);
-    let lo = 0;
-    let hi = this.times.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (this.times[mid][0] <= at) lo = mid + 1; else hi = mid;
-    }
-    const ms = lo > 0 && (lo < this.times.length || this.ended) ? this.times[lo - 1][1] : Date.now();
-    const d = new Date(ms);
-    time.dateTime = d.toISOString();
-    time.textContent = d.toLocaleTimeString('en-GB', { hour12: false });
-  }
-
-  /// Fetches the step's time index and re-stamps the lines kept.
-  async loadTimes() {
-    const answer = await api(`/api/v1/jobs/${encodeURIComponent(jobId)}/steps/${encodeURIComponent(this.step)}/times`);
-    this.times = answer.points;
-    for (const li of this.el.children) this.stamp(li, li.querySelector('time'));
-  }
-
-  /// Follows the step from `this.offset` until its end, reconnecting after a cut.
-  connect() {
-    const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const url = `${proto}//${location.host}/api/v1/jobs/${encodeURIComponent(jobId)}/steps/${encodeURIComponent(this.step)}/tail?offset=${this.offset}`;
-    const ws = new WebSocket(url);
-    ws.binaryType = 'arraybuffer';
-    this.ws = ws;
-    setStatus(`following ${this.step}`);
-    ws.onmessage = (m) => {
-      if (typeof m.data === 'string') {
-        const end = JSON.parse(m.data);
-        if (end.type === 'end') {
-          this.ended = true;
-          this.el.dataset.ended = end.reason || 'ended';
-          if ($('#timestamps').checked) this.loadTimes().catch(() => {});
-          setStatus(`${this.step} ended: ${end.reason}${end.exit_code === undefined ? '' : `, exit ${end.exit_code}`}`);
-          refreshSteps().catch(() => {});
-        }
-        return;
-      }
-      const view = new DataView(m.data);
-      const at = Number(view.getBigUint64(0));
-      let bytes = new Uint8Array(m.data, 8);
-      if (at > this.offset) {
-        // A gap would be a server bug: start again from what we have.
-        ws.close();
-        return;
-      }
-      if (at < this.offset) bytes = bytes.subarray(Math.min(bytes.length, this.offset - at));
-      for (let p = bytes.indexOf(10); p !== -1; p = bytes.indexOf(10, p + 1)) {
-        this.lines += 1;
-        this.starts.set(this.lines, this.offset + p + 1);
-      }
-      const atBottom = this.follow;
-      this.term.write(bytes);
-      this.offset += bytes.length;
-      this.el.dataset.offset = String(this.offset);
-      if (atBottom) this.el.lastElementChild?.scrollIntoView({ block: 'end' });
-    };
-    ws.onclose = () => {
-      if (this.ended || current?.view !== this) return;
-      setStatus(`connection lost; resuming ${this.step} from byte ${this.offset}`);
-      setTimeout(() => this.connect(), 1000);
-    };
-  }
-
-  close() {
-    this.ended = true;
-    this.ws?.close();
-  }
-}
-
 function setStatus(text) {
   $('#status').textContent = text;
 }
 
-function show(step) {
-  if (current?.id === step) return;
+/// Shows a step's output: at line `line` if given, else at its start (short steps) or its end.
+function show(step, line) {
+  if (current?.id === step) {
+    if (line) current.view.jumpToLine(line).catch((e) => setStatus(e.message));
+    return;
+  }
   current?.view.close();
-  const view = new StepView(step);
+  const s = steps.find((x) => x.step === step);
+  const view = new OutputView({ job: jobId, step, length: s?.length, ended: s ? s.status !== 'running' : false, scroller: $('#output'), status: setStatus });
+  view.onEnd = (end) => {
+    if ($('#timestamps').checked) view.loadTimes().catch(() => {});
+    setStatus(`${step} ended: ${end.reason}${end.exit_code === undefined ? '' : `, exit ${end.exit_code}`}`);
+    refreshSteps().catch(() => {});
+  };
   current = { id: step, view };
   $('#output').replaceChildren(view.root);
-  $('#step-title').textContent = steps.find((s) => s.step === step)?.name || step;
+  $('#step-title').textContent = s?.name || step;
   $('#raw').href = `/api/v1/jobs/${encodeURIComponent(jobId)}/steps/${encodeURIComponent(step)}/output`;
+  $('#follow').checked = !line;
   renderSteps();
   selectTab('output');
-  view.connect();
+  view.open(line).catch((e) => setStatus(e.message));
 }
+
+/// `#STEP-L123` (or `#STEP`): the step and line a URL links to.
+function linked() {
+  const m = /^(.+?)(?:-L(\d+))?$/.exec(decodeURIComponent(location.hash.slice(1)));
+  return m ? { step: m[1], line: m[2] ? Number(m[2]) : null } : null;
+}
+
+// Scrolling fetches more lines near either edge of the window; the position slider follows.
+let positionFrame = 0;
+$('#output').addEventListener('scroll', () => {
+  current?.view.onScroll();
+  if (!positionFrame) {
+    positionFrame = requestAnimationFrame(() => {
+      positionFrame = 0;
+      if (current) $('#position').value = String(Math.round(current.view.position() * 1000));
+    });
+  }
+});
+$('#position').addEventListener('change', (e) => {
+  if (!current) return;
+  const v = Number(e.target.value);
+  const view = current.view;
+  const go = v >= 1000 ? view.jumpToEnd() : (view.setFollow(false), view.jumpToOffset(Math.floor((v / 1000) * view.length)));
+  go.catch((err) => setStatus(err.message));
+});
+$('#to-start').addEventListener('click', () => current?.view.jumpToLine(1).catch((e) => setStatus(e.message)));
+$('#to-end').addEventListener('click', () => current?.view.jumpToEnd().catch((e) => setStatus(e.message)));
 
 let job = null;
 
@@ -347,16 +236,10 @@ $('#search').addEventListener('submit', async (e) => {
   $('#search-summary').textContent = `${n}${answer.truncated ? '+' : ''} line${n === 1 ? '' : 's'} match`;
 });
 
-/// A link to a line (a search result, a shared URL): show it if the page keeps it.
+/// A link to a line (a search result, a shared URL): the view goes there, fetching it if needed.
 window.addEventListener('hashchange', () => {
-  const li = document.getElementById(decodeURIComponent(location.hash.slice(1)));
-  if (li && current) {
-    current.view.follow = false;
-    $('#follow').checked = false;
-    li.scrollIntoView({ block: 'center' });
-  } else if (/-L\d+$/.test(location.hash)) {
-    setStatus(`${location.hash.slice(1)} is before the lines this page keeps; the raw output has it`);
-  }
+  const to = linked();
+  if (to && steps.some((s) => s.step === to.step)) show(to.step, to.line);
 });
 
 /// Timestamps: each line's arrival time from the server's time index, fetched when turned on
@@ -369,8 +252,15 @@ setInterval(() => {
   if ($('#timestamps').checked && current && !current.view.ended) current.view.loadTimes().catch(() => {});
 }, 5000);
 
+/// Following: back to the end (fetching it if the window is elsewhere), then kept there.
 $('#follow').addEventListener('change', (e) => {
-  if (current) current.view.follow = e.target.checked;
+  if (!current) return;
+  const view = current.view;
+  if (!e.target.checked) view.setFollow(false);
+  else if (view.live) {
+    view.setFollow(true);
+    view.toBottom();
+  } else view.jumpToEnd().catch((err) => setStatus(err.message));
 });
 
 async function start() {
@@ -387,9 +277,10 @@ async function start() {
     setStatus(e.message);
     return;
   }
-  const wanted = decodeURIComponent(location.hash.slice(1)).replace(/-L\d+$/, '');
-  const first = steps.find((s) => s.step === wanted) || steps[0];
-  if (first) show(first.step);
+  const to = linked();
+  const first = steps.find((s) => s.step === to?.step);
+  if (first) show(first.step, to.line);
+  else if (steps[0]) show(steps[0].step);
   // Steps appear and end while the page is open.
   setInterval(() => refreshSteps().then(() => {
     if (!current && steps[0]) show(steps[0].step);

@@ -6,6 +6,8 @@
 // runs `{text, style}` where `style` is a class-name string ('' for plain).
 
 const ESC = '\u001b';
+// Characters that the slow path must see: C0 controls (ESC, \r, \b, \t, …) and DEL.
+const CONTROL = /[\u0000-\u001f\u007f]/;
 
 export class Terminal {
   constructor(onLine) {
@@ -28,6 +30,20 @@ export class Terminal {
     let dirty = false;
     while (i < text.length) {
       const c = text[i];
+      if (this.col === 0 && this.chars.length === 0 && c !== ESC) {
+        // Fast path: a whole plain line (no escape or control character) is one run.
+        const nl = text.indexOf('\n', i);
+        if (nl !== -1) {
+          const line = text.slice(i, nl);
+          if (!CONTROL.test(line)) {
+            this.onLine(this.index, line ? [{ text: line, style: this.style }] : []);
+            this.index += 1;
+            dirty = false;
+            i = nl + 1;
+            continue;
+          }
+        }
+      }
       if (c === ESC) {
         const end = this.escape(text, i);
         if (end < 0) {
