@@ -160,6 +160,11 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Creates a job with the next number of its project.
     fn create_job(&self, new: NewJob) -> BoxFuture<'_, Result<Job, MetaError>>;
     fn job<'a>(&'a self, id: &'a JobId) -> BoxFuture<'a, Result<Option<Job>, MetaError>>;
+    /// A project's jobs, newest first: those numbered below `before` (all if `None`), at most
+    /// `limit` of them.
+    fn jobs<'a>(&'a self, project: &'a str, before: Option<u64>, limit: usize) -> BoxFuture<'a, Result<Vec<Job>, MetaError>>;
+    /// Every project that has had a job, by slug.
+    fn projects(&self) -> BoxFuture<'_, Result<Vec<String>, MetaError>>;
     /// Records a step as running unless it exists; returns it either way.
     fn open_step<'a>(&'a self, job: &'a JobId, step: &'a StepId, name: &'a str)
     -> BoxFuture<'a, Result<Step, MetaError>>;
@@ -290,6 +295,13 @@ pub mod conformance {
         assert_eq!(a2.branch.as_deref(), Some("main"));
         assert!(store.job(&JobId::new("missing").unwrap()).await.unwrap().is_none());
         assert!(store.create_job(NewJob { project: "../x".into(), ..Default::default() }).await.is_err());
+        // Listing: a project's jobs newest first, by pages; the projects by slug.
+        assert_eq!(store.jobs("gh/acme/app", None, 10).await.unwrap(), [a2.clone(), a1.clone()]);
+        assert_eq!(store.jobs("gh/acme/app", None, 1).await.unwrap(), [a2.clone()]);
+        assert_eq!(store.jobs("gh/acme/app", Some(a2.number), 10).await.unwrap(), [a1.clone()]);
+        assert!(store.jobs("gh/acme/app", Some(1), 10).await.unwrap().is_empty());
+        assert!(store.jobs("gh/acme/none", None, 10).await.unwrap().is_empty());
+        assert_eq!(store.projects().await.unwrap(), ["gh/acme/app", "gh/acme/lib", "gh/acme/secrets"]);
 
         let s1 = StepId::new("checkout").unwrap();
         let s2 = StepId::new("build").unwrap();

@@ -414,6 +414,28 @@ impl MetaStore for MongoMeta {
         Box::pin(async move { self.one("steps", doc! { "_id": step_key(job, step) }).await?.as_ref().map(step_from_doc).transpose() })
     }
 
+    fn jobs<'a>(&'a self, project: &'a str, before: Option<u64>, limit: usize) -> BoxFuture<'a, Result<Vec<Job>, MetaError>> {
+        Box::pin(async move {
+            let mut filter = doc! { "project": project };
+            if let Some(before) = before {
+                filter.insert("number", doc! { "$lt": int(before) });
+            }
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let docs = all(self.coll("jobs").find(filter).sort(doc! { "number": -1 }).limit(limit)).await?;
+            docs.iter().map(job_from_doc).collect()
+        })
+    }
+
+    fn projects(&self) -> BoxFuture<'_, Result<Vec<String>, MetaError>> {
+        // The job-number counters: one per project that has had a job ("job-number;" is the
+        // first id past the prefix).
+        Box::pin(async move {
+            let filter = doc! { "_id": { "$gte": "job-number:", "$lt": "job-number;" } };
+            let docs = all(self.coll("counters").find(filter).sort(doc! { "_id": 1 })).await?;
+            Ok(docs.iter().filter_map(|d| d.get_str("_id").ok()?.strip_prefix("job-number:").map(String::from)).collect())
+        })
+    }
+
     fn job_by_number<'a>(&'a self, project: &'a str, number: u64) -> BoxFuture<'a, Result<Option<Job>, MetaError>> {
         Box::pin(async move {
             self.one("jobs", doc! { "project": project, "number": int(number) }).await?.as_ref().map(job_from_doc).transpose()

@@ -523,6 +523,24 @@ impl MetaStore for SqliteMeta {
         }))
     }
 
+    fn jobs<'a>(&'a self, project: &'a str, before: Option<u64>, limit: usize) -> BoxFuture<'a, Result<Vec<Job>, MetaError>> {
+        let project = project.to_string();
+        let before = before.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
+        Box::pin(self.call(move |c| {
+            let mut st = c.prepare_cached("SELECT * FROM jobs WHERE project = ?1 AND number < ?2 ORDER BY number DESC LIMIT ?3").map_err(backend)?;
+            let rows = st.query_map(params![project, before, limit as i64], job_from_row).map_err(backend)?;
+            rows.map(|r| r.map(|(_, j)| j).map_err(backend)).collect()
+        }))
+    }
+
+    fn projects(&self) -> BoxFuture<'_, Result<Vec<String>, MetaError>> {
+        Box::pin(self.call(|c| {
+            let mut st = c.prepare_cached("SELECT DISTINCT project FROM jobs ORDER BY project").map_err(backend)?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(backend)?;
+            rows.map(|r| r.map_err(backend)).collect()
+        }))
+    }
+
     fn job_by_number<'a>(&'a self, project: &'a str, number: u64) -> BoxFuture<'a, Result<Option<Job>, MetaError>> {
         let project = project.to_string();
         Box::pin(self.call(move |c| {
