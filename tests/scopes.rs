@@ -46,6 +46,8 @@ const READ: &[Who] = &[Admin, OwnJob, ProjectRead];
 const PROJECT_READ: &[Who] = &[Admin, ProjectRead];
 const JOB_WRITE: &[Who] = &[Admin, OwnJob];
 const ADMIN: &[Who] = &[Admin];
+const ANY_VALID: &[Who] = &[Admin, OwnJob, OtherJob, ProjectRead, OtherProjectRead];
+const OF_THE_PROJECT: &[Who] = &[Admin, OwnJob, OtherJob, ProjectRead];
 
 #[test]
 fn every_endpoint_answers_exactly_the_scopes_of_its_row_and_no_token_is_logged() {
@@ -101,6 +103,11 @@ fn every_endpoint_answers_exactly_the_scopes_of_its_row_and_no_token_is_logged()
         (format!("/api/v1/jobs/{job}"), READ),
         (format!("/api/v1/jobs/{job}/steps"), READ),
         (format!("/api/v1/jobs/{job}/steps/s/output"), READ),
+        (format!("/api/v1/jobs/{job}/steps/s/line-number?offset=3"), READ),
+        (format!("/api/v1/jobs/{job}/steps/s/times"), READ),
+        (format!("/api/v1/jobs/{job}/steps/s/search?q=hello"), READ),
+        ("/api/v1/projects".into(), ANY_VALID),
+        ("/api/v1/projects/gh/acme/app/jobs".into(), OF_THE_PROJECT),
         (format!("/api/v1/jobs/{job}/output"), READ),
         (format!("/api/v1/jobs/{job}/tests"), READ),
         (format!("/api/v2/project/gh/acme/app/{number}/tests"), READ),
@@ -139,6 +146,28 @@ fn every_endpoint_answers_exactly_the_scopes_of_its_row_and_no_token_is_logged()
         expect(&r, who, ADMIN.contains(&who), "POST /api/v1/tokens/revoke by id");
         checked += 5;
     }
+    // The lists show each token only what it reads: every project to the admin, its own project
+    // to the others; a job token sees its own job in the project's list, not its neighbours.
+    let list = |path: &str, who: Who, field: &str| -> Vec<String> {
+        let r = http_call(&server.url(), "GET", path, token(who).as_deref(), &[], b"").unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        v["items"].as_array().unwrap().iter().map(|i| i[field].to_string().trim_matches('"').to_string()).collect()
+    };
+    assert_eq!(list("/api/v1/projects", Admin, "slug"), ["gh/acme/app", "gh/other/lib"]);
+    assert_eq!(list("/api/v1/projects", ProjectRead, "slug"), ["gh/acme/app"]);
+    assert_eq!(list("/api/v1/projects", OwnJob, "slug"), ["gh/acme/app"]);
+    // gh/acme/app: this job, the other job, and the one the admin created above.
+    assert_eq!(list("/api/v1/projects/gh/acme/app/jobs", Admin, "number"), ["3", "2", "1"], "newest first");
+    assert_eq!(list("/api/v1/projects/gh/acme/app/jobs", ProjectRead, "number"), ["3", "2", "1"]);
+    assert_eq!(list("/api/v1/projects/gh/acme/app/jobs", OwnJob, "id"), [job.clone()]);
+    let first = list("/api/v1/projects/gh/acme/app/jobs?limit=1", Admin, "number");
+    let r = http_call(&server.url(), "GET", "/api/v1/projects/gh/acme/app/jobs?limit=1", Some(&admin), &[], b"").unwrap();
+    let page: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let next = page["next_page_token"].as_str().unwrap();
+    let second = list(&format!("/api/v1/projects/gh/acme/app/jobs?limit=1&page-token={next}"), Admin, "number");
+    assert_eq!((first, second), (vec!["3".to_string()], vec!["2".to_string()]), "pages of one");
+    let r = http_call(&server.url(), "GET", "/api/v1/projects/gh/acme/app/jobs?page-token=x", Some(&admin), &[], b"").unwrap();
+    assert_eq!(r.status, 400);
     // A token cannot read or write a job of another project, whatever the path says.
     for path in [format!("/api/v1/jobs/{other_project_job}"), format!("/api/v1/jobs/{other_project_job}/steps")] {
         let r = http_call(&server.url(), "GET", &path, Some(&project_read), &[], b"").unwrap();

@@ -150,6 +150,17 @@ fn the_job_page_follows_a_step_live_with_colours_and_progress_bars() {
     assert_eq!(insights["failed"][0][1], "1");
     assert_eq!(insights["failed"][0][2], "2");
     assert_eq!(insights["slowest"][0][0], "pkg.Cart › adds items", "the 12 ms run makes it the slowest");
+    // The project's page lists its jobs (this one, ended) linked to their pages; the start page
+    // lists the project; following both links leads back to this job.
+    assert_eq!(insights["jobs"].as_array().unwrap().len(), 1, "{insights}");
+    assert_eq!(insights["jobs"][0][0], "#1");
+    assert_eq!(insights["jobs"][0][1], "success");
+    assert_eq!(insights["jobs"][0][2], "build-and-test");
+    assert_eq!(insights["jobs"][0][3], "main");
+    assert_eq!(insights["jobs"][0][4], "c0ffee");
+    assert_eq!(insights["jobLinks"][0], format!("/ui/jobs/{job}"));
+    assert_eq!(shown["projects"], serde_json::json!([["gh/acme/app", "/ui/projects/gh/acme/app"]]));
+    assert_eq!(shown["backToJob"], format!("/ui/jobs/{job}"));
     // Artifacts: listed with their size, and the link downloads the file.
     assert_eq!(shown["artifacts"][0]["path"], "reports/coverage.txt");
     assert_eq!(shown["artifacts"][0]["size"], "24 B");

@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod lines;
 pub mod ops;
 pub mod output;
+pub mod projects_api;
 pub mod ranges;
 pub mod rate_limit;
 pub mod server;
@@ -113,6 +114,8 @@ pub fn router(state: Arc<AppState>, surface: Surface) -> Router {
         .route("/api/v2/project/{vcs}/{org}/{repo}/{number}/artifacts", get(artifacts_api::circle_list))
         .route("/api/v2/insights/{vcs}/{org}/{repo}/flaky-tests", get(insights_api::flaky_tests))
         .route("/api/v1/projects/{vcs}/{org}/{repo}/tests/history", get(insights_api::test_history))
+        .route("/api/v1/projects", get(projects_api::list_projects))
+        .route("/api/v1/projects/{vcs}/{org}/{repo}/jobs", get(projects_api::list_jobs))
         .route("/api/v2/insights/{vcs}/{org}/{repo}/workflows/{workflow}/test-metrics", get(insights_api::test_metrics))
         .merge(ui::routes());
     let app = if surface.api {

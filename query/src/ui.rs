@@ -25,13 +25,18 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("terminal.js", "text/javascript; charset=utf-8", include_str!("ui/terminal.js")),
     ("common.js", "text/javascript; charset=utf-8", include_str!("ui/common.js")),
     ("project.js", "text/javascript; charset=utf-8", include_str!("ui/project.js")),
+    ("home.js", "text/javascript; charset=utf-8", include_str!("ui/home.js")),
 ];
 
 const JOB_PAGE: &str = include_str!("ui/job.html");
 const PROJECT_PAGE: &str = include_str!("ui/project.html");
+const HOME_PAGE: &str = include_str!("ui/home.html");
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
+        .route("/", get(|| async { axum::response::Redirect::to("/ui/") }))
+        .route("/ui", get(|| async { axum::response::Redirect::to("/ui/") }))
+        .route("/ui/", get(|| async { page(HOME_PAGE) }))
         .route("/ui/jobs/{job}", get(job_page))
         .route("/ui/projects/{vcs}/{org}/{repo}", get(project_page))
         .route("/ui/assets/{name}", get(asset))
@@ -52,7 +57,7 @@ async fn job_page(Path(_job): Path<String>) -> Response {
     page(JOB_PAGE)
 }
 
-/// A project's insights page; the script reads the project from its URL.
+/// A project's page (recent jobs, insights); the script reads the project from its URL.
 async fn project_page() -> Response {
     page(PROJECT_PAGE)
 }

@@ -88,10 +88,29 @@ try {
   await page.locator('#flaky tbody tr').first().waitFor({ timeout: 30000 });
   await page.locator('#workflow-metrics:not([hidden])').waitFor({ timeout: 30000 });
   const rows = (sel) => page.$$eval(`${sel} tbody tr`, (trs) => trs.map((tr) => [...tr.children].map((td) => td.textContent)));
-  const insights = { url: new URL(page.url()).pathname + new URL(page.url()).search, flaky: await rows('#flaky'), failed: await rows('#failed'), slowest: await rows('#slowest') };
+  await page.locator('#jobs tbody tr.job').first().waitFor({ timeout: 30000 });
+  const insights = {
+    url: new URL(page.url()).pathname + new URL(page.url()).search,
+    flaky: await rows('#flaky'),
+    failed: await rows('#failed'),
+    slowest: await rows('#slowest'),
+    jobs: await rows('#jobs'),
+    jobLinks: await page.$$eval('#jobs tbody a', (as) => as.map((a) => a.getAttribute('href'))),
+  };
   await page.screenshot({ path: `${shots}/project-insights.png` });
+  // The start page lists the projects; its link leads back to the project's page.
+  await page.click('.crumbs a');
+  await page.locator('#projects li a').first().waitFor({ timeout: 30000 });
+  const projects = await page.$$eval('#projects li a', (as) => as.map((a) => [a.textContent, a.getAttribute('href')]));
+  await page.click('#projects li a');
+  await page.locator('#jobs tbody tr.job').first().waitFor({ timeout: 30000 });
+  await page.click('#jobs tbody a');
+  await page.locator('#steps button').first().waitFor({ timeout: 30000 });
+  const backToJob = new URL(page.url()).pathname;
   console.log(JSON.stringify({
     insights,
+    projects,
+    backToJob,
     ...shown,
     tests,
     testsSummary,

@@ -29,6 +29,13 @@ export function onSignIn(start) {
   });
 }
 
+/// `42s`, `3m 5s`: a duration in milliseconds for people ('' if unknown).
+export function duration(ms) {
+  if (ms === undefined || ms === null) return '';
+  const s = Math.round(ms / 1000);
+  return s < 60 ? `${s}s` : `${Math.floor(s / 60)}m ${s % 60}s`;
+}
+
 /// A table cell with text.
 export function cell(row, text, cls) {
   const td = document.createElement('td');

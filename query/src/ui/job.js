@@ -2,17 +2,11 @@
 // of its lines fetched as the reader scrolls, followed live at its end: output_view.js). The
 // token lives in an HttpOnly cookie (POST /ui/session); nothing here puts it in a URL.
 
-import { $, api, cell, onSignIn, showLogin } from './common.js';
+import { $, api, cell, duration, onSignIn, showLogin } from './common.js';
 import { OutputView } from './output_view.js';
 
 const jobId = decodeURIComponent(location.pathname.split('/').filter(Boolean)[2] || '');
 onSignIn(() => start());
-
-function duration(ms) {
-  if (ms === undefined || ms === null) return '';
-  const s = Math.round(ms / 1000);
-  return s < 60 ? `${s}s` : `${Math.floor(s / 60)}m ${s % 60}s`;
-}
 
 let steps = [];
 let current = null; // the step being shown: {id, view}
