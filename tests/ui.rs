@@ -226,25 +226,34 @@ fn a_huge_archived_step_opens_at_its_end_and_scrolls_anywhere() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     wait_until("the huge step archived", 300, || archived(&server, &job, "huge"));
     eprintln!("{size} bytes streamed and archived in {:?}", began.elapsed());
+    // A step that prints 1,000 lines, then (when the browser opens the gate) 20,000 more while
+    // the page follows it.
+    let lines = |from: u64, to: u64| (from..=to).map(|n| format!("line {n} {}\n", &PAD[..(n % 64) as usize])).collect::<String>();
+    let (first, rest) = (lines(1, 1_000), lines(1_001, 21_000));
+    let live = GatedStep::new(&[first.as_bytes(), rest.as_bytes()]);
+    let live_agent = spawn_detached(live.agent(&server, &token, &job, "live"));
+    wait_until("the live step's first part stored", 60, || server.step_len(&job, "live") >= first.len() as u64);
 
     let linked = 2_500_000u64;
     let shots = Path::new(ROOT).join("target/ui-screenshots");
     let out = Command::new("node")
         .arg(ui.join("huge_step.mjs"))
-        .args([&server.url(), &server.admin_token(), &job, "huge", "small", &linked.to_string()])
+        .args([&server.url(), &server.admin_token(), &job, "huge", "small", "live", &linked.to_string()])
         .arg(&shots)
+        .arg(live.gate(1))
         .current_dir(&ui)
         .output()
         .unwrap();
     assert!(out.status.success(), "browser run failed: {}", String::from_utf8_lossy(&out.stderr));
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
     let shown: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert!(wait_output(live_agent, 60).status.success());
     let screen = |stop: &str| -> Vec<(u64, String)> {
         shown[stop]["onScreen"].as_array().unwrap().iter().map(|l| (l[0].as_u64().unwrap(), l[1].as_str().unwrap().to_string())).collect()
     };
     let text = |n: u64| format!("line {n} {}", &PAD[..(n % 64) as usize]);
     // Every line on screen, at every stop, is the line its number says.
-    for stop in ["atEnd", "scrolledUp", "linked", "scrolledDown", "middle", "start", "end"] {
+    for stop in ["atEnd", "scrolledUp", "linked", "scrolledDown", "middle", "start", "end", "live"] {
         let lines = screen(stop);
         assert!(!lines.is_empty(), "{stop}: nothing on screen");
         for (n, t) in &lines {
@@ -264,7 +273,11 @@ fn a_huge_archived_step_opens_at_its_end_and_scrolls_anywhere() {
     assert!((0.45..0.55).contains(&mid), "the middle of the slider showed line {}", screen("middle")[0].0);
     assert_eq!(screen("start")[0].0, 1);
     assert_eq!(screen("end").last().unwrap().0, HUGE_LINES);
-    for stop in ["scrolledUp", "scrolledDown", "middle", "end"] {
+    // The live step: followed to its last line as it printed 20,000 more, the oldest dropped.
+    assert_eq!(screen("live").last().unwrap().0, 21_000);
+    assert_eq!(shown["live"]["following"], true);
+    assert!(shown["live"]["held"].as_u64().unwrap() >= 10_000, "{}", shown["live"]["held"]);
+    for stop in ["scrolledUp", "scrolledDown", "middle", "end", "live"] {
         assert_eq!(shown[stop]["numbered"], true, "{stop}: the lines held are numbered without gaps");
     }
     assert_eq!(shown["searchResults"], serde_json::json!([(linked - 1).to_string()]));

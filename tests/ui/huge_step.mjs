@@ -4,11 +4,13 @@
 // records the lines on screen (number and text) and the lines the page holds; it measures the
 // time to first lines (signing in, and a reload) and the page's memory through the Chrome
 // DevTools Protocol. Prints it all as JSON; a screenshot goes to SHOTS/job-huge-step.png.
-//   node huge_step.mjs BASE_URL TOKEN JOB HUGE_STEP SMALL_STEP LINKED_LINE SHOTS_DIR
-import { mkdirSync, readFileSync } from 'node:fs';
+// Last, a running step that prints 20,000 more lines (when this script creates GATE) while the
+// page follows it.
+//   node huge_step.mjs BASE_URL TOKEN JOB HUGE_STEP SMALL_STEP LIVE_STEP LINKED_LINE SHOTS_DIR GATE
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { openJobPage } from './browser.mjs';
 
-const [base, token, job, huge, small, linked, shots] = process.argv.slice(2);
+const [base, token, job, huge, small, live, linked, shots, gate] = process.argv.slice(2);
 const linkedLine = Number(linked);
 const { browser, context, page, errors, signedInAt } = await openJobPage(base, token, job, `#${huge}`);
 page.on('console', (m) => { if (m.text().startsWith('TIMING')) console.error(m.text()); });
@@ -146,6 +148,15 @@ try {
   await page.locator(`${list(small)}[data-ended]`).waitFor({ timeout: 60000 });
   report.small = { held: await page.locator(`${list(small)} > li`).count() };
   report.memorySmall = await memory();
+
+  // Following a running step as it prints more than the page keeps.
+  await page.click(`#steps button[data-step="${live}"]`);
+  await page.locator(`${list(live)} > li`).first().waitFor({ timeout: 60000 });
+  writeFileSync(gate, '');
+  await page.locator(`${list(live)}[data-ended]`).waitFor({ timeout: 60000 });
+  await page.waitForFunction(atBottom, list(live), { timeout: 60000 });
+  report.live = await view(live);
+  report.live.numbered = numbered(report.live);
   console.log(JSON.stringify({ ...report, errors }));
 } catch (e) {
   // What the page showed when it went wrong.
