@@ -157,9 +157,10 @@ export class OutputView {
   /// Extends the window downwards by a turn; at the step's end, follows it live.
   async forward() {
     if (this.live) return;
-    const gen = this.gen;
-    const bytes = await this.range(this.hi, this.hi + WINDOW);
-    if (gen !== this.gen) return;
+    const [gen, hi] = [this.gen, this.hi];
+    const bytes = await this.range(hi, hi + WINDOW);
+    // Another turn (or a jump) moved the edge meanwhile: this answer is stale.
+    if (gen !== this.gen || hi !== this.hi || this.live) return;
     const fed = headLines(bytes, bytes.length < WINDOW);
     this.feed(fed);
     if ((fed.length === bytes.length && bytes.length < WINDOW) || this.hi >= this.length) this.tail();
@@ -168,10 +169,10 @@ export class OutputView {
   /// Extends the window upwards by a turn of whole lines, keeping what is on screen in place.
   async backward() {
     if (this.lo === 0) return;
-    const gen = this.gen;
-    const from = Math.max(0, this.lo - WINDOW);
-    const bytes = await this.range(from, this.lo);
-    if (gen !== this.gen || !bytes.length) return;
+    const [gen, lo] = [this.gen, this.lo];
+    const from = Math.max(0, lo - WINDOW);
+    const bytes = await this.range(from, lo);
+    if (gen !== this.gen || lo !== this.lo || !bytes.length) return;
     const part = bytes.subarray(tailStart(bytes, from === 0));
     const start = from + (bytes.length - part.length);
     const newlines = [];
