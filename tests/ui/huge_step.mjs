@@ -85,9 +85,15 @@ try {
 
   // Scrolling up: each turn at the top fetches the lines before.
   const top = async () => page.evaluate((sel) => Number(document.querySelector(`${sel} > li a.ln`).textContent), list(huge));
+  // The first turn by keyboard (the output is focusable; Home scrolls it to the window's top).
   for (let turn = 0; turn < 4; turn++) {
     const before = await top();
-    await page.evaluate(() => { document.querySelector('#output').scrollTop = 0; });
+    if (turn === 0) {
+      await page.focus('#output');
+      await page.keyboard.press('Home');
+    } else {
+      await page.evaluate(() => { document.querySelector('#output').scrollTop = 0; });
+    }
     await page.waitForFunction(([sel, before]) => Number(document.querySelector(`${sel} > li a.ln`).textContent) < before, [list(huge), before], { timeout: 60000 });
   }
   report.scrolledUp = await view(huge);

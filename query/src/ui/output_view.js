@@ -108,6 +108,7 @@ export class OutputView {
     a.href = `#${li.id}`;
     a.textContent = String(n);
     a.setAttribute('aria-label', `line ${n}`);
+    a.tabIndex = -1; // thousands of lines are not tab stops: the output scrolls by keyboard
     const time = document.createElement('time');
     time.className = 'ts';
     const text = document.createElement('span');
