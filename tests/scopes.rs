@@ -159,7 +159,7 @@ fn every_endpoint_answers_exactly_the_scopes_of_its_row_and_no_token_is_logged()
     // gh/acme/app: this job, the other job, and the one the admin created above.
     assert_eq!(list("/api/v1/projects/gh/acme/app/jobs", Admin, "number"), ["3", "2", "1"], "newest first");
     assert_eq!(list("/api/v1/projects/gh/acme/app/jobs", ProjectRead, "number"), ["3", "2", "1"]);
-    assert_eq!(list("/api/v1/projects/gh/acme/app/jobs", OwnJob, "id"), [job.clone()]);
+    assert_eq!(list("/api/v1/projects/gh/acme/app/jobs", OwnJob, "id"), std::slice::from_ref(&job));
     let first = list("/api/v1/projects/gh/acme/app/jobs?limit=1", Admin, "number");
     let r = http_call(&server.url(), "GET", "/api/v1/projects/gh/acme/app/jobs?limit=1", Some(&admin), &[], b"").unwrap();
     let page: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
