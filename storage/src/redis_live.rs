@@ -168,9 +168,15 @@ impl RedisTier {
     }
 
     async fn append_inner(&self, key: &StepKey, offset: u64, ts: u64, bytes: &[u8], masked: bool) -> Result<AppendOutcome, LiveError> {
-        let mut invocation = Self::on_step(&self.scripts.append, key, &["m", "s", "t"]);
-        invocation
-            .arg(offset)
+        // EVALSHA built by hand: the bytes are copied once into the command (a
+        // `ScriptInvocation` copies its arguments twice more before they are sent).
+        let script = &self.scripts.append;
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(script.get_hash()).arg(3);
+        for suffix in ["m", "s", "t"] {
+            cmd.arg(key_of(key, suffix));
+        }
+        cmd.arg(offset)
             .arg(ts)
             .arg(bytes.len())
             .arg(if masked { "1" } else { "0" })
@@ -179,12 +185,18 @@ impl RedisTier {
             .arg(INDEX_EVERY_BYTES)
             .arg(TIME_INDEX_GAP_US);
         for piece in bytes.chunks(ENTRY) {
-            invocation.arg(piece);
+            cmd.arg(piece);
         }
-        let (outcome, hwm): (String, u64) = invocation
-            .invoke_async(&mut self.con())
-            .await
-            .map_err(|e| io(key, e))?;
+        let mut con = self.con();
+        let (outcome, hwm): (String, u64) = match cmd.query_async(&mut con).await {
+            // Redis lost its scripts (a restart, SCRIPT FLUSH): load it and send once more.
+            Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
+                script.prepare_invoke().load_async(&mut con).await.map_err(|e| io(key, e))?;
+                cmd.query_async(&mut con).await
+            }
+            other => other,
+        }
+        .map_err(|e| io(key, e))?;
         Ok(match outcome.as_str() {
             "gap" => AppendOutcome::Gap { hwm },
             "ended" => AppendOutcome::Ended { hwm },
