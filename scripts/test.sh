@@ -38,7 +38,7 @@ if [ ! -x .venv-services/bin/secantusd-py ]; then
   .venv-services/bin/pip install -q 'SecantusDB==0.7.0b3'
 fi
 # playwright-core drives Debian's Chromium in the web UI tests (tests/ui.rs); no browser download.
-if [ ! -d tests/ui/node_modules/playwright-core ]; then
+if [ ! -d tests/ui/node_modules/playwright-core ] || [ ! -d tests/ui/node_modules/axe-core ]; then
   (cd tests/ui && npm ci --no-audit --no-fund --silent)
 fi
 export TAILRACE_WEED_BIN="$PWD/.venv-services/bin/weed"

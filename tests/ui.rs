@@ -5,11 +5,13 @@
 //! new output that arrives while it is open, and
 //! resumes after its connections are cut with no line missing or doubled; its tests tab lists
 //! uploaded results failures first with flaky tests marked, its artifacts tab the uploaded
-//! files with working links; the project's insights page shows its flaky, most failed and
-//! slowest tests. A 208 MB archived step opens at its end in well under 2 s, scrolls up by
-//! fetched turns, opens at a linked line, at the slider's middle, at its start and end, with
-//! every line on screen numbered right and a bounded window held (its memory measured); search
-//! finds lines on the server and opens them.
+//! files with working links; the project's page lists its jobs and shows its flaky, most failed
+//! and slowest tests; the start page lists the projects; axe-core finds no WCAG 2.1 A/AA
+//! violation on any of the three pages. A 208 MB archived step opens at its end (the time to
+//! first lines reported), scrolls up by fetched turns (the first by keyboard), opens at a linked
+//! line, at the slider's middle, at its start and end, with every line on screen numbered right
+//! and a bounded window held (its memory measured); search finds lines on the server and opens
+//! them; a running step printing 20,000 lines is followed to its end.
 
 #![allow(clippy::unwrap_used)]
 
@@ -161,6 +163,13 @@ fn the_job_page_follows_a_step_live_with_colours_and_progress_bars() {
     assert_eq!(insights["jobLinks"][0], format!("/ui/jobs/{job}"));
     assert_eq!(shown["projects"], serde_json::json!([["gh/acme/app", "/ui/projects/gh/acme/app"]]));
     assert_eq!(shown["backToJob"], format!("/ui/jobs/{job}"));
+    // Accessibility: axe-core finds no WCAG 2.1 A/AA violation (contrast, names, roles) on the
+    // job page, the project's page or the start page.
+    for page in ["job", "project", "home"] {
+        assert_eq!(shown["a11y"][page]["violations"], serde_json::json!([]), "{page} page: {:#}", shown["a11y"][page]);
+        let passed = shown["a11y"][page]["passed"].as_array().unwrap();
+        assert!(passed.iter().any(|p| p == "color-contrast"), "{page} page: the contrast rule did not run: {passed:?}");
+    }
     // Artifacts: listed with their size, and the link downloads the file.
     assert_eq!(shown["artifacts"][0]["path"], "reports/coverage.txt");
     assert_eq!(shown["artifacts"][0]["size"], "24 B");

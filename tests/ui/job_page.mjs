@@ -7,7 +7,7 @@
 //   node job_page.mjs BASE_URL TOKEN JOB STEP GATE_1 GATE_2 SHOTS_DIR
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { openJobPage } from './browser.mjs';
+import { audit, openJobPage } from './browser.mjs';
 
 const [base, token, job, step, gate1, gate2, shots] = process.argv.slice(2);
 const stdin = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
@@ -56,6 +56,7 @@ try {
   const cookies = await context.cookies();
   mkdirSync(shots, { recursive: true });
   await page.screenshot({ path: `${shots}/job-page.png` });
+  const a11y = { job: await audit(page) };
 
   // The tests tab (reached with the keyboard) and the artifacts tab.
   await page.focus('#tab-output');
@@ -98,10 +99,12 @@ try {
     jobLinks: await page.$$eval('#jobs tbody a', (as) => as.map((a) => a.getAttribute('href'))),
   };
   await page.screenshot({ path: `${shots}/project-insights.png` });
+  a11y.project = await audit(page);
   // The start page lists the projects; its link leads back to the project's page.
   await page.click('.crumbs a');
   await page.locator('#projects li a').first().waitFor({ timeout: 30000 });
   const projects = await page.$$eval('#projects li a', (as) => as.map((a) => [a.textContent, a.getAttribute('href')]));
+  a11y.home = await audit(page);
   await page.click('#projects li a');
   await page.locator('#jobs tbody tr.job').first().waitFor({ timeout: 30000 });
   await page.click('#jobs tbody a');
@@ -110,6 +113,7 @@ try {
   console.log(JSON.stringify({
     insights,
     projects,
+    a11y,
     backToJob,
     ...shown,
     tests,
