@@ -70,6 +70,7 @@ function show(step, line) {
   $('#follow').checked = !line;
   renderSteps();
   selectTab('output');
+  if ($('#timestamps').checked) view.loadTimes().catch(() => {});
   view.open(line).catch((e) => setStatus(e.message));
 }
 
