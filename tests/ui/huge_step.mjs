@@ -13,7 +13,6 @@ import { openJobPage } from './browser.mjs';
 const [base, token, job, huge, small, live, linked, shots, gate] = process.argv.slice(2);
 const linkedLine = Number(linked);
 const { browser, context, page, errors, signedInAt } = await openJobPage(base, token, job, `#${huge}`);
-page.on('console', (m) => { if (m.text().startsWith('TIMING')) console.error(m.text()); });
 const list = (step) => `ol.lines[data-step="${step}"]`;
 
 /// The lines on screen and the number the page holds.
