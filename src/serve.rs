@@ -117,8 +117,16 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
     if let Some(endpoint) = &endpoint {
         tokio::spawn(tailrace_ingest::quic::serve(endpoint.clone(), core, limits));
     }
+    // Where people open the web UI (a wildcard listen address is shown as loopback).
+    let web_ui = if cfg.runs(Role::Query) {
+        let host = if http_addr.ip().is_unspecified() { std::net::SocketAddr::new([127, 0, 0, 1].into(), http_addr.port()) } else { http_addr };
+        format!("{}://{host}/", if http_tls.is_some() { "https" } else { "http" })
+    } else {
+        "off (not a query node)".to_string()
+    };
     info!(
         http = %http_addr,
+        web_ui = %web_ui,
         quic = %quic_addr.map_or_else(|| "off (not an ingest node)".to_string(), |a| a.to_string()),
         roles = ?cfg.roles,
         node = %node,
