@@ -25,12 +25,20 @@ pub struct ProjectItem {
     pub slug: String,
 }
 
+/// The one project a token is bound to; `None` for an admin token, which reads them all.
+fn own_project(scope: &Scope) -> Option<&str> {
+    match scope {
+        Scope::Admin => None,
+        Scope::Project { project } | Scope::Job { project, .. } => Some(project),
+    }
+}
+
 /// The projects the caller's token reads: all for an admin token, its own for a project or job
 /// token.
 pub async fn list_projects(State(state): State<Arc<AppState>>, Caller(claims): Caller) -> Result<Json<Page<ProjectItem>>, ApiError> {
-    let slugs = match &claims.scope {
-        Scope::Admin => state.core.meta.projects().await?,
-        Scope::Project { project } | Scope::Job { project, .. } => vec![project.clone()],
+    let slugs = match own_project(&claims.scope) {
+        None => state.core.meta.projects().await?,
+        Some(project) => vec![project.to_string()],
     };
     Ok(Json(Page { items: slugs.into_iter().map(|slug| ProjectItem { slug }).collect(), next_page_token: None }))
 }
@@ -63,11 +71,7 @@ pub async fn list_jobs(
     Query(q): Query<JobsQuery>,
 ) -> Result<Json<Page<JobSummary>>, ApiError> {
     let project = format!("{vcs}/{org}/{repo}");
-    let readable = match &claims.scope {
-        Scope::Admin => true,
-        Scope::Project { project: p } | Scope::Job { project: p, .. } => *p == project,
-    };
-    if !readable {
+    if own_project(&claims.scope).is_some_and(|p| p != project) {
         return Err(ApiError::NotFound(format!("project {project} not found, or your token cannot read it")));
     }
     let before = match q.page_token.as_deref() {

@@ -256,21 +256,27 @@ export class OutputView {
     this.pin();
   }
 
+  /// Fetches a turn from `from` and restarts the window at the line start `pick(bytes)` says,
+  /// numbered by the server; the turn's bytes from there, or `null` if a jump came meanwhile.
+  async restartAt(from, pick) {
+    const gen = this.gen;
+    const bytes = await this.range(from, from + WINDOW);
+    if (gen !== this.gen) return null;
+    const skip = pick(bytes);
+    const { line } = await api(this.path(`/line-number?offset=${from + skip}`));
+    if (gen !== this.gen) return null;
+    this.reset(from + skip, line);
+    return { rest: bytes.subarray(skip), atEnd: bytes.length < WINDOW };
+  }
+
   /// Opens the window at the line holding byte `offset`.
   async jumpToOffset(offset) {
-    const gen = this.gen;
-    const bytes = await this.range(offset, offset + WINDOW);
-    if (gen !== this.gen) return;
-    const nl = offset > 0 ? bytes.indexOf(10) : -1;
-    const skip = nl === -1 || nl + 1 === bytes.length ? 0 : nl + 1;
-    const start = offset + skip;
-    const { line } = await api(this.path(`/line-number?offset=${start}`));
-    if (gen !== this.gen) return;
-    this.reset(start, line);
-    const fed = headLines(bytes.subarray(skip), bytes.length < WINDOW);
+    const turn = await this.restartAt(offset, (bytes) => (offset > 0 ? firstLineStart(bytes) : 0));
+    if (!turn) return;
+    const fed = headLines(turn.rest, turn.atEnd);
     this.feed(fed);
     this.setTop(0);
-    if ((fed.length === bytes.length - skip && bytes.length < WINDOW) || this.hi >= this.length) this.tail();
+    if ((fed.length === turn.rest.length && turn.atEnd) || this.hi >= this.length) this.tail();
   }
 
   /// Opens the window on the step's last lines and follows it.
@@ -279,15 +285,9 @@ export class OutputView {
     if (this.length <= WINDOW) {
       this.reset(0, 1);
     } else {
-      const gen = this.gen;
-      const from = this.length - WINDOW;
-      const bytes = await this.range(from, from + WINDOW);
-      if (gen !== this.gen) return;
-      const skip = tailStart(bytes, false);
-      const { line } = await api(this.path(`/line-number?offset=${from + skip}`));
-      if (gen !== this.gen) return;
-      this.reset(from + skip, line);
-      this.feed(bytes.subarray(skip));
+      const turn = await this.restartAt(this.length - WINDOW, (bytes) => tailStart(bytes, false));
+      if (!turn) return;
+      this.feed(turn.rest);
     }
     this.tail();
     this.toBottom();
@@ -421,7 +421,12 @@ function tailStart(bytes, atStepStart) {
     if (p === -1) break;
   }
   if (p !== -1) return p + 1;
-  if (atStepStart) return 0;
+  return atStepStart ? 0 : firstLineStart(bytes);
+}
+
+/// Where the first whole line of bytes that may start mid-line begins: after the first newline
+/// (0 when the bytes are all one line, kept whole as a piece of it).
+function firstLineStart(bytes) {
   const nl = bytes.indexOf(10);
   return nl === -1 || nl + 1 === bytes.length ? 0 : nl + 1;
 }
