@@ -90,8 +90,9 @@ fn staging_append(c: &mut Criterion) {
 }
 
 /// Archive segments on realistic CI output (the load generator's corpus): compressing 256 KiB
-/// frames at levels 1 and 3, and a 64 KiB ranged read from the middle of a 16 MiB segment
-/// (find the covering frames, decompress them, cut the range).
+/// frames at levels 1 and 3, counting their newlines for the line index, and a 64 KiB ranged
+/// read from the middle of a 16 MiB segment (find the covering frames, decompress them, cut the
+/// range).
 fn segment(c: &mut Criterion) {
     use tailrace_storage::segment::{compress_frame, covering, decompress_frames, FrameEntry, FRAME_INPUT};
     let corpus = tailrace_load::corpus::generate(1, 16 << 20);
@@ -103,6 +104,13 @@ fn segment(c: &mut Criterion) {
             b.iter(|| corpus.chunks(FRAME_INPUT).map(|f| compress_frame(f, level).expect("compress").0.len()).sum::<usize>())
         });
     }
+    // The line index's count per frame, and the plain filtered count it replaced.
+    g.bench_function("count_newlines_16MiB", |b| {
+        b.iter(|| corpus.chunks(FRAME_INPUT).map(tailrace_storage::segment::count_newlines).sum::<usize>())
+    });
+    g.bench_function("count_newlines_16MiB_filtered", |b| {
+        b.iter(|| corpus.chunks(FRAME_INPUT).map(|f| f.iter().filter(|&&x| x == b'\n').count()).sum::<usize>())
+    });
     let (mut object, mut frames) = (Vec::new(), Vec::<FrameEntry>::new());
     for f in corpus.chunks(FRAME_INPUT) {
         let (bytes, entry) = compress_frame(f, 1).expect("compress");

@@ -126,9 +126,24 @@ pub fn decompress_frames(bytes: &[u8], frames: &[FrameEntry]) -> Result<Vec<u8>,
     Ok(out)
 }
 
+/// Newlines in `bytes` (a frame's entry in the line index), counted in runs of 255 with
+/// byte-wide sums, which vectorise (the `segment/count_newlines` bench).
+pub fn count_newlines(bytes: &[u8]) -> usize {
+    bytes.chunks(255).map(|c| c.iter().fold(0u8, |n, &b| n.wrapping_add(u8::from(b == b'\n'))) as usize).sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn newlines_are_counted_across_runs_of_255() {
+        for len in [0usize, 1, 254, 255, 256, 1000, 70_000] {
+            let bytes: Vec<u8> = (0..len).map(|i| if i % 3 == 0 || i % 255 == 254 { b'\n' } else { b'x' }).collect();
+            assert_eq!(count_newlines(&bytes), bytes.iter().filter(|&&b| b == b'\n').count(), "{len} bytes");
+        }
+        assert_eq!(count_newlines(&[b'\n'; 1000]), 1000);
+    }
 
     fn encode(input: &[u8]) -> (Vec<u8>, Vec<FrameEntry>) {
         let mut object = Vec::new();
