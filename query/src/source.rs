@@ -69,7 +69,12 @@ impl Source {
 
     /// Reads up to `max` bytes at `offset`; empty when nothing more is readable now.
     pub async fn read(&mut self, state: &AppState, key: &StepKey, offset: u64, max: usize) -> Result<Bytes, ApiError> {
-        if let Source::Live { prefix, .. } = self {
+        if let Source::Live { prefix, rx } = self {
+            // Nothing past the durable length this reader was told of: a tail at the live edge
+            // asks here after every delivery, and the answer costs no live-tier read.
+            if offset >= rx.borrow().durable {
+                return Ok(Bytes::new());
+            }
             match state.core.live.read(key, offset, max).await {
                 Ok(b) => return Ok(b),
                 // A running step's prefix went to the archive; its segments are committed.
