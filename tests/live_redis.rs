@@ -1,6 +1,8 @@
 //! The live tier on Redis Streams (a real `redis-server`): the same conformance suite as the
-//! staging files; two nodes racing one step's bytes (a resend storm) produce one correct stream;
-//! and a Redis `kill -9` mid-stream loses nothing acknowledged, with readers following again.
+//! staging files; two nodes racing one step's bytes (a resend storm) produce one correct stream,
+//! followed live on one of them; a node's readers at the live edge are served the pushed bytes
+//! without reading the stream, and see an overwrite made on another node; and a Redis `kill -9`
+//! mid-stream loses nothing acknowledged, with readers following again.
 
 #![allow(clippy::unwrap_used)]
 
@@ -66,11 +68,29 @@ fn two_nodes_racing_one_step_produce_one_stream() {
                 }
             })
         };
+        let len = data.len() as u64;
+        // A reader on node b follows the race live (served the bytes pushed to b).
+        let follower = {
+            let (b, k) = (b.clone(), k.clone());
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                while (got.len() as u64) < len {
+                    let durable = rx.borrow_and_update().durable;
+                    while (got.len() as u64) < durable {
+                        got.extend_from_slice(&b.read(&k, got.len() as u64, 1 << 20).await.unwrap());
+                    }
+                    if (got.len() as u64) < len {
+                        tokio::time::timeout(Duration::from_secs(10), rx.changed()).await.unwrap().unwrap();
+                    }
+                }
+                got
+            })
+        };
         let (x, y) = (send(a.clone(), 7_001, 1), send(b.clone(), 12_345, 2));
         x.await.unwrap();
         y.await.unwrap();
-        let len = data.len() as u64;
-        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|p| p.durable == len)).await.unwrap().unwrap();
+        let live = follower.await.unwrap();
+        assert!(live == *data, "the live reader on node b read a different stream");
         let mut got = Vec::new();
         while (got.len() as u64) < len {
             got.extend_from_slice(&a.read(&k, got.len() as u64, 1 << 20).await.unwrap());
@@ -122,5 +142,64 @@ fn a_redis_restart_loses_nothing_acknowledged_and_readers_resume() {
             got.extend_from_slice(&tier.read(&k, got.len() as u64, 1 << 20).await.unwrap());
         }
         assert!(got == data, "bytes differ after the restart");
+    });
+}
+
+#[test]
+fn readers_at_the_live_edge_are_served_pushed_bytes_and_see_overwrites_from_other_nodes() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        let a = RedisTier::connect(config(&server)).await.unwrap();
+        let b = RedisTier::connect(config(&server)).await.unwrap();
+        let k = key("push", "edge");
+        a.open(&k).await.unwrap();
+        let mut rx = b.subscribe(&k).await.unwrap();
+        let data = awkward_bytes(3, 200 * 1000);
+        // Node a appends lines of 1,000 bytes; node b's reader reads each as it is told of it.
+        // The first may be announced before b's follower subscribed (then b reads it back).
+        let mut got = Vec::new();
+        let mut reads_before = 0;
+        for (i, chunk) in data.chunks(1000).enumerate() {
+            let at = got.len() as u64;
+            a.append(&k, at, 0, Bytes::copy_from_slice(chunk)).await.unwrap();
+            let want = at + chunk.len() as u64;
+            tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|p| p.durable >= want)).await.unwrap().unwrap();
+            got.extend_from_slice(&b.read(&k, at, 1 << 20).await.unwrap());
+            if i == 0 {
+                reads_before = server.calls("xrange");
+            }
+        }
+        assert!(got == data, "bytes read at the live edge differ");
+        assert_eq!(server.calls("xrange"), reads_before, "199 reads at the live edge read the stream");
+
+        // An append larger than a push is announced by length only: the reader reads it back.
+        let big = awkward_bytes(4, 300 * 1024);
+        let at = data.len() as u64;
+        a.append(&k, at, 0, Bytes::copy_from_slice(&big)).await.unwrap();
+        let end = at + big.len() as u64;
+        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|p| p.durable == end)).await.unwrap().unwrap();
+        let mut tail = Vec::new();
+        while (tail.len() as u64) < big.len() as u64 {
+            tail.extend_from_slice(&b.read(&k, at + tail.len() as u64, 1 << 20).await.unwrap());
+        }
+        assert!(tail == big);
+        assert!(server.calls("xrange") > reads_before, "a large append is read from the stream");
+
+        // Node a overwrites bytes node b was pushed: b's readers get the new bytes once told.
+        a.append(&k, end, 0, Bytes::from_static(b"token=abcd\n")).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|p| p.durable == end + 11)).await.unwrap().unwrap();
+        assert_eq!(&b.read(&k, end, 100).await.unwrap()[..], b"token=abcd\n");
+        a.overwrite(&k, end + 6, Bytes::from_static(b"****")).await.unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..200 {
+            seen = b.read(&k, end, 100).await.unwrap().to_vec();
+            if seen == b"token=****\n" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(String::from_utf8_lossy(&seen), "token=****\n", "node b still serves the overwritten bytes");
+        // And a's own readers at once.
+        assert_eq!(&a.read(&k, end, 100).await.unwrap()[..], b"token=****\n");
     });
 }

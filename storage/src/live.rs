@@ -326,6 +326,22 @@ pub mod conformance {
         assert!(tier.overwrite(&r, 100, b(b"x")).await.is_err());
         assert!(tier.overwrite(&r, 299_999, b(b"xy")).await.is_err());
 
+        // An overwrite inside a followed step's earlier chunk, with later chunks after it: read
+        // at once, every reader gets the new bytes.
+        let w = key("d");
+        tier.open(&w).await.unwrap();
+        let mut wx = tier.subscribe(&w).await.unwrap();
+        for (i, part) in [&b"first line\n"[..], b"token=abcd\n", b"last line\n"].into_iter().enumerate() {
+            let at = [0, 11, 22][i];
+            tier.append(&w, at, 1, Bytes::copy_from_slice(part)).await.unwrap();
+        }
+        tier.sync(&w).await.unwrap();
+        wait(&mut wx, "the followed step's bytes", |p| p.durable == 32).await;
+        assert_eq!(&tier.read(&w, 0, 100).await.unwrap()[..], b"first line\ntoken=abcd\nlast line\n");
+        tier.overwrite(&w, 17, b(b"****")).await.unwrap();
+        assert_eq!(&tier.read(&w, 0, 100).await.unwrap()[..], b"first line\ntoken=****\nlast line\n");
+        assert_eq!(&tier.read(&w, 11, 11).await.unwrap()[..], b"token=****\n");
+
         // Stored bytes that differ from the received ones: readers get the stored ones.
         let m = key("c");
         tier.open(&m).await.unwrap();
@@ -345,7 +361,7 @@ pub mod conformance {
         assert!(matches!(tier.read(&k, 0, 10).await, Err(LiveError::NotFound(_))));
         assert!(matches!(tier.checksum(&k).await, Err(LiveError::NotFound(_))));
         assert!(!tier.resident(1000).await.unwrap().contains(&k));
-        for s in [&r, &m] {
+        for s in [&r, &m, &w] {
             tier.finish(s, StepEnd { length: 0, ..end_for(b"") }).await.ok();
             tier.release(s).await.unwrap();
         }

@@ -37,6 +37,9 @@ const RESIDENT: &str = "tr:resident";
 const HASH_READ: usize = 4 << 20;
 /// Most bytes in one stream entry: a read touches little more than it returns.
 const ENTRY: usize = 256 * 1024;
+/// Appends of at most this many new bytes are pushed to followers with their notification, so
+/// a node's readers of a live step get them without reading them back (see [`follow`]).
+const PUSH_MAX: usize = 64 * 1024;
 
 /// Where and how long the Redis live tier keeps steps.
 #[derive(Debug, Clone)]
@@ -183,7 +186,8 @@ impl RedisTier {
             .arg(self.ttl())
             .arg(key_of(key, "n"))
             .arg(INDEX_EVERY_BYTES)
-            .arg(TIME_INDEX_GAP_US);
+            .arg(TIME_INDEX_GAP_US)
+            .arg(PUSH_MAX);
         for piece in bytes.chunks(ENTRY) {
             cmd.arg(piece);
         }
@@ -265,29 +269,66 @@ impl RedisTier {
         let before = stream_entries(key, before)?;
         let first = before.first().map(|(start, _)| *start);
         let entries = before.into_iter().chain(stream_entries(key, after)?.into_iter().filter(|(start, _)| Some(*start) != first));
-        let mut pieces: Vec<Bytes> = Vec::new();
-        let (mut pos, mut left) = (offset, max.min((hwm - offset) as usize));
-        for (start, data) in entries {
-            let end = start + data.len() as u64;
-            if end <= pos {
-                continue;
-            }
-            if start > pos {
-                return Err(io(key, format!("stream has no entry for offset {pos} (next starts at {start})")));
-            }
-            let from = (pos - start) as usize;
-            let take = (data.len() - from).min(left);
-            pieces.push(Bytes::from(data).slice(from..from + take));
-            pos += take as u64;
-            left -= take;
-            if left == 0 {
+        let mut read = Collect { pos: offset, left: max.min((hwm - offset) as usize), pieces: Vec::new(), entries: 0 };
+        read.take(key, entries)?;
+        if read.pieces.is_empty() {
+            return Err(io(key, format!("stream has no entry for offset {offset} below its length {hwm}")));
+        }
+        // Entries smaller than asked for (small appends): more rounds, sized by what the first
+        // returned, until the request is filled — callers may rely on a full read. A later round
+        // that finds its entries released ends the read short.
+        while read.left > 0 {
+            let got = (read.pos - offset) as usize;
+            let count = (read.left / (got / read.entries.max(1)).max(1) + 2).min(1024);
+            let after: redis::Value = redis::cmd("XRANGE")
+                .arg(&stream)
+                .arg(format!("{}-1", read.pos))
+                .arg("+")
+                .arg("COUNT")
+                .arg(count)
+                .query_async(&mut self.con())
+                .await
+                .map_err(|e| io(key, e))?;
+            let before = (read.pos, read.pieces.len());
+            if read.take(key, stream_entries(key, after)?).is_err() || read.pieces.len() == before.1 {
                 break;
             }
         }
-        if pieces.is_empty() {
-            return Err(io(key, format!("stream has no entry for offset {offset} below its length {hwm}")));
-        }
+        let mut pieces = read.pieces;
         Ok(Some(if pieces.len() == 1 { pieces.remove(0) } else { Bytes::from(pieces.concat()) }))
+    }
+}
+
+/// A read's bytes gathered from stream entries.
+struct Collect {
+    pos: u64,
+    left: usize,
+    pieces: Vec<Bytes>,
+    entries: usize,
+}
+
+impl Collect {
+    /// Takes the bytes from `pos` out of entries in order; an entry past `pos` is a hole.
+    fn take(&mut self, key: &StepKey, entries: impl IntoIterator<Item = (u64, Vec<u8>)>) -> Result<(), LiveError> {
+        for (start, data) in entries {
+            let end = start + data.len() as u64;
+            if end <= self.pos {
+                continue;
+            }
+            if start > self.pos {
+                return Err(io(key, format!("stream has no entry for offset {} (next starts at {start})", self.pos)));
+            }
+            let from = (self.pos - start) as usize;
+            let take = (data.len() - from).min(self.left);
+            self.pieces.push(Bytes::from(data).slice(from..from + take));
+            self.entries += 1;
+            self.pos += take as u64;
+            self.left -= take;
+            if self.left == 0 {
+                break;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -358,6 +399,9 @@ impl LiveTier for RedisTier {
 
     fn read<'a>(&'a self, key: &'a StepKey, offset: u64, max: usize) -> BoxFuture<'a, Result<Bytes, LiveError>> {
         Box::pin(async move {
+            if let Some(bytes) = self.watchers.recent(key, offset, max) {
+                return Ok(bytes);
+            }
             match self.read_entries(key, offset, max).await? {
                 Some(bytes) => Ok(bytes),
                 None => self.read_scripted(key, offset, max).await,
@@ -440,11 +484,14 @@ impl LiveTier for RedisTier {
     fn release<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<(), LiveError>> {
         Box::pin(async move {
             let keys = ["m", "s", "t", "o"].map(|s| key_of(key, s));
+            self.watchers.stop_bytes(key);
             let _: () = redis::pipe()
                 .atomic()
                 .del(&keys)
                 .ignore()
                 .srem(RESIDENT, key.to_string())
+                .ignore()
+                .publish(key_of(key, "n"), "x")
                 .ignore()
                 .query_async(&mut self.con())
                 .await
@@ -455,6 +502,7 @@ impl LiveTier for RedisTier {
 
     fn release_prefix<'a>(&'a self, key: &'a StepKey, upto: u64) -> BoxFuture<'a, Result<(), LiveError>> {
         Box::pin(async move {
+            self.watchers.forget_bytes(key);
             let _: i64 = Self::on_step(&self.scripts.release_prefix, key, &["m", "s", "o"])
                 .arg(upto)
                 .invoke_async(&mut self.con())
@@ -466,10 +514,13 @@ impl LiveTier for RedisTier {
 
     fn overwrite<'a>(&'a self, key: &'a StepKey, offset: u64, bytes: Bytes) -> BoxFuture<'a, Result<(), LiveError>> {
         Box::pin(async move {
+            // Before the change: no reader here is served the old bytes after it returns.
+            self.watchers.stop_bytes(key);
             let (status, n): (String, u64) = Self::on_step(&self.scripts.overwrite, key, &["m", "s", "o"])
                 .arg(offset)
                 .arg(&bytes[..])
                 .arg(self.ttl())
+                .arg(key_of(key, "n"))
                 .invoke_async(&mut self.con())
                 .await
                 .map_err(|e| io(key, e))?;

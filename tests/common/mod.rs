@@ -884,6 +884,30 @@ impl RedisServer {
     pub fn stop(&mut self) {
         kill_child(&mut self.child);
     }
+
+    /// How many times Redis ran `command` (lower case), from `INFO commandstats`.
+    pub fn calls(&self, command: &str) -> u64 {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
+        s.write_all(b"INFO commandstats\r\n").expect("send INFO");
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 16 * 1024];
+        // A bulk string: `$<len>\r\n<len bytes>\r\n`.
+        loop {
+            let n = s.read(&mut buf).expect("read INFO");
+            assert!(n > 0, "redis closed the connection");
+            reply.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&reply);
+            let Some((head, body)) = text.strip_prefix('$').and_then(|t| t.split_once("\r\n")) else { continue };
+            let len: usize = head.parse().expect("bulk length");
+            if body.len() >= len {
+                let prefix = format!("cmdstat_{command}:calls=");
+                return body
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&prefix)?.split(',').next()?.parse().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
 }
 
 impl Drop for RedisServer {

@@ -1,11 +1,14 @@
 -- Appends a chunk under the offset rule, atomically per step.
 -- KEYS: meta hash, stream, time index.  ARGV: offset, timestamp µs, chunk length, masked (0/1),
--- ttl seconds, notify channel, index every bytes, index gap µs, then the chunk's bytes as
--- pieces of at most 256 KiB (one stream entry each, so the bytes are not copied in Lua unless a
--- resent prefix must be cut off).
+-- ttl seconds, notify channel, index every bytes, index gap µs, most bytes pushed, then the
+-- chunk's bytes as pieces of at most 256 KiB (one stream entry each, so the bytes are not
+-- copied in Lua unless a resent prefix must be cut off).
+-- Publishes on the notify channel 'd<start>:<bytes>' when at most ARGV[9] bytes were added to a
+-- step whose bytes were never overwritten (followers serve them without reading them back),
+-- else 'h<hwm>'.
 -- Returns {outcome, hwm}: outcome is written, gap or ended.
 local m, s, t = KEYS[1], KEYS[2], KEYS[3]
-local v = redis.call('HMGET', m, 'hwm', 'end', 'ti_off', 'ti_ts')
+local v = redis.call('HMGET', m, 'hwm', 'end', 'ti_off', 'ti_ts', 'masked')
 local hwm = tonumber(v[1] or '0')
 if v[2] then return {'ended', hwm} end
 local off = tonumber(ARGV[1])
@@ -16,7 +19,9 @@ if off + len <= hwm then return {'written', hwm} end
 -- Entries hold at most 256 KiB, so a read touches little more than it returns.
 local skip = hwm - off
 local at = hwm
-for i = 9, #ARGV do
+local push = ARGV[4] == '0' and not v[5] and off + len - hwm <= tonumber(ARGV[9])
+local added = {}
+for i = 10, #ARGV do
   local piece = ARGV[i]
   local n = string.len(piece)
   if skip >= n then
@@ -27,6 +32,7 @@ for i = 9, #ARGV do
       skip = 0
     end
     redis.call('XADD', s, string.format('%d-1', at), 'd', piece)
+    if push then added[#added + 1] = piece end
     at = at + string.len(piece)
   end
 end
@@ -53,5 +59,9 @@ if due and (v[4] == false or ts >= tonumber(v[4])) then
   redis.call('EXPIRE', t, ttl)
 end
 redis.call('HSET', m, unpack(fields))
-redis.call('PUBLISH', ARGV[6], 'h' .. string.format('%d', hwm))
+if push then
+  redis.call('PUBLISH', ARGV[6], 'd' .. string.format('%d', start) .. ':' .. table.concat(added))
+else
+  redis.call('PUBLISH', ARGV[6], 'h' .. string.format('%d', hwm))
+end
 return {'written', hwm}

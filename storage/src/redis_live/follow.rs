@@ -1,12 +1,17 @@
 //! Each node's follower: one Redis pub/sub connection subscribed to the notify channel of every
-//! step a reader here follows. `h<hwm>` raises the step's durable length, `e` reads its end.
-//! After a reconnect it resubscribes and reads every followed step's progress again, so a
-//! message lost while disconnected costs nothing. Steps nobody follows any more are dropped.
+//! step a reader here follows. `h<hwm>` raises the step's durable length; `d<start>:<bytes>`
+//! raises it and hands over the bytes appended at `start`, which are kept (at most [`RECENT`]
+//! bytes per followed step) so this node's readers of the live edge get them without a Redis
+//! command; `o` (bytes overwritten) stops that for the step; `x` (released) and `e` (ended)
+//! read its progress again. After a reconnect it resubscribes and reads every followed step's
+//! progress again, so a message lost while disconnected costs nothing (the kept bytes start
+//! over at the next push). Steps nobody follows any more are dropped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
@@ -15,33 +20,130 @@ use tracing::{debug, warn};
 use super::{key_of, RedisTier};
 use crate::live::{Progress, StepKey};
 
-/// A followed step and its readers' `watch`.
-type Followed = (StepKey, watch::Sender<Progress>);
+/// Bytes kept per followed step: what its readers at the live edge have not read yet.
+const RECENT: usize = 16 * 1024;
 
-/// The `watch` of every followed step, by notify channel.
+/// The last bytes pushed for a followed step, contiguous, ending at the last push.
+#[derive(Default)]
+struct Recent {
+    /// Offset of the first kept byte.
+    start: u64,
+    chunks: VecDeque<Bytes>,
+    len: usize,
+    /// The step's bytes were overwritten or released here: keep nothing more.
+    stopped: bool,
+}
+
+impl Recent {
+    fn end(&self) -> u64 {
+        self.start + self.len as u64
+    }
+
+    fn clear(&mut self) {
+        self.chunks.clear();
+        self.len = 0;
+    }
+
+    /// Bytes appended at `at`; a push that does not continue the kept bytes starts them over.
+    fn push(&mut self, at: u64, bytes: Bytes) {
+        if self.stopped || bytes.is_empty() {
+            return;
+        }
+        if at != self.end() || self.chunks.is_empty() {
+            self.clear();
+            self.start = at;
+        }
+        self.len += bytes.len();
+        self.chunks.push_back(bytes);
+        while self.len > RECENT && self.chunks.len() > 1 {
+            let old = self.chunks.pop_front().map_or(0, |b| b.len());
+            self.len -= old;
+            self.start += old as u64;
+        }
+    }
+
+    /// Up to `max` kept bytes from `offset`; `None` when `offset` is not kept.
+    fn read(&self, offset: u64, max: usize) -> Option<Bytes> {
+        if offset < self.start || offset >= self.end() || max == 0 {
+            return None;
+        }
+        let mut at = self.start;
+        let mut pieces: Vec<Bytes> = Vec::new();
+        let mut left = max;
+        for chunk in &self.chunks {
+            let end = at + chunk.len() as u64;
+            if end > offset && left > 0 {
+                let from = offset.saturating_sub(at) as usize;
+                let take = (chunk.len() - from).min(left);
+                pieces.push(chunk.slice(from..from + take));
+                left -= take;
+            }
+            at = end;
+        }
+        Some(if pieces.len() == 1 { pieces.remove(0) } else { Bytes::from(pieces.concat()) })
+    }
+}
+
+/// A followed step: its readers' `watch` and the bytes last pushed for it.
+struct Followed {
+    key: StepKey,
+    tx: watch::Sender<Progress>,
+    recent: Recent,
+}
+
+/// Every followed step, by notify channel.
 #[derive(Clone, Default)]
 pub(super) struct Watchers(Arc<Mutex<HashMap<String, Followed>>>);
 
 impl Watchers {
     /// A receiver of an already followed step.
     pub(super) fn receiver(&self, key: &StepKey) -> Option<watch::Receiver<Progress>> {
-        self.0.lock().get(&key_of(key, "n")).map(|(_, tx)| tx.subscribe())
+        self.0.lock().get(&key_of(key, "n")).map(|f| f.tx.subscribe())
     }
 
     /// Follows a step from `progress`; `true` if it was not followed before.
     pub(super) fn insert(&self, key: &StepKey, progress: Progress) -> (watch::Receiver<Progress>, bool) {
         let mut map = self.0.lock();
         let mut new = false;
-        let (_, tx) = map.entry(key_of(key, "n")).or_insert_with(|| {
+        let f = map.entry(key_of(key, "n")).or_insert_with(|| {
             new = true;
-            (key.clone(), watch::channel(progress).0)
+            Followed { key: key.clone(), tx: watch::channel(progress).0, recent: Recent::default() }
         });
-        (tx.subscribe(), new)
+        (f.tx.subscribe(), new)
+    }
+
+    /// Up to `max` bytes from `offset` of a followed step, if they were pushed here.
+    pub(super) fn recent(&self, key: &StepKey, offset: u64, max: usize) -> Option<Bytes> {
+        self.0.lock().get(&key_of(key, "n"))?.recent.read(offset, max)
+    }
+
+    /// Drops the bytes kept for a step (a prefix of it was released).
+    pub(super) fn forget_bytes(&self, key: &StepKey) {
+        if let Some(f) = self.0.lock().get_mut(&key_of(key, "n")) {
+            f.recent.clear();
+        }
+    }
+
+    /// Drops the bytes kept for a step and keeps no more (overwritten or released).
+    pub(super) fn stop_bytes(&self, key: &StepKey) {
+        if let Some(f) = self.0.lock().get_mut(&key_of(key, "n")) {
+            f.recent.clear();
+            f.recent.stopped = true;
+        }
     }
 
     fn update(&self, channel: &str, f: impl FnOnce(&mut Progress) -> bool) {
-        if let Some((_, tx)) = self.0.lock().get(channel) {
-            tx.send_if_modified(f);
+        if let Some(followed) = self.0.lock().get(channel) {
+            followed.tx.send_if_modified(f);
+        }
+    }
+
+    /// `bytes` appended at `at`: kept, then the durable length raised (so a woken reader finds them).
+    fn pushed(&self, channel: &str, at: u64, bytes: Bytes) {
+        if let Some(f) = self.0.lock().get_mut(channel) {
+            let hwm = at + bytes.len() as u64;
+            f.recent.push(at, bytes);
+            f.tx.send_if_modified(|p| raise(p, hwm));
         }
     }
 
@@ -59,18 +161,39 @@ impl Watchers {
     }
 
     fn keys(&self) -> Vec<(String, StepKey)> {
-        self.0.lock().iter().map(|(c, (k, _))| (c.clone(), k.clone())).collect()
+        self.0.lock().iter().map(|(c, f)| (c.clone(), f.key.clone())).collect()
+    }
+
+    fn key(&self, channel: &str) -> Option<StepKey> {
+        self.0.lock().get(channel).map(|f| f.key.clone())
     }
 
     /// Forgets steps without receivers; returns their channels.
     fn sweep(&self) -> Vec<String> {
         let mut map = self.0.lock();
-        let idle: Vec<String> = map.iter().filter(|(_, (_, tx))| tx.receiver_count() == 0).map(|(c, _)| c.clone()).collect();
+        let idle: Vec<String> = map.iter().filter(|(_, f)| f.tx.receiver_count() == 0).map(|(c, _)| c.clone()).collect();
         for c in &idle {
             map.remove(c);
         }
         idle
     }
+}
+
+/// Raises the durable length to `hwm`; `true` if it grew.
+fn raise(p: &mut Progress, hwm: u64) -> bool {
+    let grew = hwm > p.durable;
+    if grew {
+        p.durable = hwm;
+    }
+    grew
+}
+
+/// `d<start>:<bytes>`: the start and the bytes.
+fn parse_push(payload: &[u8]) -> Option<(u64, Bytes)> {
+    let rest = payload.strip_prefix(b"d")?;
+    let colon = rest.iter().position(|&b| b == b':')?;
+    let start = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
+    Some((start, Bytes::copy_from_slice(&rest[colon + 1..])))
 }
 
 /// Reads a step's progress from Redis into its watch.
@@ -105,7 +228,9 @@ pub(super) async fn run(client: redis::Client, tier: Weak<RedisTier>, watchers: 
         let (mut sink, mut stream) = pubsub.split();
         let followed = watchers.keys();
         let mut ok = true;
-        for (channel, _) in &followed {
+        for (channel, key) in &followed {
+            // A message missed while disconnected may have been an overwrite.
+            watchers.forget_bytes(key);
             ok &= sink.subscribe(channel).await.is_ok();
         }
         for (_, key) in followed {
@@ -118,15 +243,14 @@ pub(super) async fn run(client: redis::Client, tier: Weak<RedisTier>, watchers: 
                     let Some(msg) = msg else { break };
                     let channel = msg.get_channel_name().to_string();
                     let payload = msg.get_payload_bytes();
-                    if let Some(hwm) = payload.strip_prefix(b"h").and_then(|h| std::str::from_utf8(h).ok()?.parse::<u64>().ok()) {
-                        watchers.update(&channel, |p| {
-                            let raise = hwm > p.durable;
-                            if raise {
-                                p.durable = hwm;
-                            }
-                            raise
-                        });
-                    } else if let Some((_, key)) = watchers.keys().into_iter().find(|(c, _)| *c == channel) {
+                    if let Some((at, bytes)) = parse_push(payload) {
+                        watchers.pushed(&channel, at, bytes);
+                    } else if let Some(hwm) = payload.strip_prefix(b"h").and_then(|h| std::str::from_utf8(h).ok()?.parse::<u64>().ok()) {
+                        watchers.update(&channel, |p| raise(p, hwm));
+                    } else if let Some(key) = watchers.key(&channel) {
+                        if matches!(payload, b"o" | b"x") {
+                            watchers.stop_bytes(&key);
+                        }
                         tokio::spawn({
                             let (tier, watchers) = (tier.clone(), watchers.clone());
                             async move { refresh(&tier, &watchers, key).await }
@@ -144,6 +268,57 @@ pub(super) async fn run(client: redis::Client, tier: Weak<RedisTier>, watchers: 
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn kept_bytes_are_served_by_offset_and_bounded() {
+        let mut r = Recent::default();
+        assert_eq!(r.read(0, 10), None);
+        r.push(100, b("hello "));
+        r.push(106, b("world"));
+        assert_eq!(r.read(100, 100).as_deref(), Some(&b"hello world"[..]));
+        assert_eq!(r.read(104, 4).as_deref(), Some(&b"o wo"[..]));
+        assert_eq!(r.read(106, 100).as_deref(), Some(&b"world"[..]));
+        assert_eq!(r.read(99, 10), None, "before the kept bytes");
+        assert_eq!(r.read(111, 10), None, "at the end");
+        // A push that leaves a hole (a missed message) starts over.
+        r.push(200, b("again"));
+        assert_eq!(r.read(100, 10), None);
+        assert_eq!(r.read(202, 10).as_deref(), Some(&b"ain"[..]));
+        // At most RECENT bytes, whole chunks dropped from the front.
+        let chunk = Bytes::from(vec![b'x'; 10_000]);
+        let mut at = 205;
+        for _ in 0..20 {
+            r.push(at, chunk.clone());
+            at += 10_000;
+        }
+        assert!(r.len <= RECENT && r.len > RECENT - 10_000, "{}", r.len);
+        assert_eq!(r.end(), at);
+        assert_eq!(r.read(at - 1, 10).as_deref(), Some(&b"x"[..]));
+        assert_eq!(r.read(205, 10), None);
+        // Stopped: nothing kept, nothing served.
+        r.clear();
+        r.stopped = true;
+        r.push(at, b("late"));
+        assert_eq!(r.read(at, 10), None);
+    }
+
+    #[test]
+    fn pushes_parse_and_anything_else_does_not() {
+        assert_eq!(parse_push(b"d42:a:b\n"), Some((42, b("a:b\n"))));
+        assert_eq!(parse_push(b"d0:"), Some((0, Bytes::new())));
+        for bad in [&b"h42"[..], b"d42", b"dx:1", b"d:1", b""] {
+            assert_eq!(parse_push(bad), None, "{bad:?}");
         }
     }
 }

@@ -1,6 +1,7 @@
 -- Replaces written bytes at an offset with as many others, through the overlay hash (stream
 -- entries cannot change), and marks the step: its stored bytes no longer hash to what was sent.
--- KEYS: meta hash, stream, overlay hash.  ARGV: offset, bytes, ttl seconds.
+-- KEYS: meta hash, stream, overlay hash.  ARGV: offset, bytes, ttl seconds, notify channel
+-- (told 'o': followers stop serving the bytes they were pushed).
 -- Returns {status, n}: ok, missing, or refused (n = released prefix, or hwm when past it).
 local m, s, o = KEYS[1], KEYS[2], KEYS[3]
 local v = redis.call('HMGET', m, 'hwm', 'rel')
@@ -15,13 +16,17 @@ if stop > hwm then return {'refused', hwm} end
 if stop == off then return {'ok', hwm} end
 local first = redis.call('XREVRANGE', s, ARGV[1] .. '-1', '-', 'COUNT', 1)
 local from = first[1][1]
-while true do
+local done = false
+while not done do
   local entries = redis.call('XRANGE', s, from, '+', 'COUNT', 64)
   local last
   for _, e in ipairs(entries) do
     local id = e[1]
     local start = tonumber(string.match(id, '^(%d+)'))
-    if start >= stop then return {'ok', hwm} end
+    if start >= stop then
+      done = true
+      break
+    end
     local data = redis.call('HGET', o, id) or e[2][2]
     local elen = string.len(data)
     local a = math.max(off, start)
@@ -32,9 +37,11 @@ while true do
     end
     last = id
   end
-  if #entries < 64 then break end
-  from = '(' .. last
+  if #entries < 64 then done = true end
+  if last then from = '(' .. last end
 end
+-- Marked even when later entries exist: reads without the script would skip the overlay.
 redis.call('HSET', m, 'masked', '1')
 redis.call('EXPIRE', o, tonumber(ARGV[3]))
+redis.call('PUBLISH', ARGV[4], 'o')
 return {'ok', hwm}
