@@ -203,3 +203,50 @@ fn readers_at_the_live_edge_are_served_pushed_bytes_and_see_overwrites_from_othe
         assert_eq!(&a.read(&k, end, 100).await.unwrap()[..], b"token=****\n");
     });
 }
+
+#[test]
+fn the_end_checksum_is_the_appending_nodes_hash_until_another_node_appends() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        let a = RedisTier::connect(config(&server)).await.unwrap();
+        let b = RedisTier::connect(config(&server)).await.unwrap();
+        let k = key("hash", "s");
+        a.open(&k).await.unwrap();
+        let data = awkward_bytes(8, 600 * 1000);
+        // Node a appends everything, resending a little of each chunk (trimmed by the script);
+        // one chunk is stored masked: the hash is of what was received.
+        let mut at = 0usize;
+        for (i, size) in [1000usize, 70_000, 300 * 1024, 5, 200_000].into_iter().cycle().enumerate() {
+            if at >= data.len() {
+                break;
+            }
+            let from = at.saturating_sub(17);
+            let end = (at + size).min(data.len());
+            let sent = Bytes::copy_from_slice(&data[from..end]);
+            let stored = (i == 2).then(|| Bytes::from(vec![b'*'; sent.len()]));
+            a.append_stored(&k, from as u64, 0, sent, stored).await.unwrap();
+            at = end;
+        }
+        let mut h = StreamHasher::new();
+        h.update(&data);
+        let reads = server.calls("xrange") + server.calls("evalsha");
+        assert_eq!(a.checksum(&k).await.unwrap(), (data.len() as u64, h.hex()));
+        assert_eq!(server.calls("xrange") + server.calls("evalsha"), reads, "the checksum read the step back");
+
+        // Node b appends the next bytes: a's hash no longer covers the step, so a reads it back
+        // (and the masked chunk makes it checkable by length only).
+        let more = b"tail from node b\n";
+        b.append(&k, data.len() as u64, 0, Bytes::from_static(more)).await.unwrap();
+        let len = (data.len() + more.len()) as u64;
+        match a.checksum(&k).await {
+            Err(LiveError::Unverifiable { len: l, .. }) => assert_eq!(l, len),
+            other => panic!("expected a length-only check, got {other:?}"),
+        }
+        // An unmasked step appended by two nodes is read back and hashed.
+        let j = key("hash", "t");
+        a.open(&j).await.unwrap();
+        a.append(&j, 0, 0, Bytes::copy_from_slice(&data[..1000])).await.unwrap();
+        b.append(&j, 1000, 0, Bytes::copy_from_slice(&data[1000..])).await.unwrap();
+        assert_eq!(a.checksum(&j).await.unwrap(), (data.len() as u64, h.hex()));
+    });
+}

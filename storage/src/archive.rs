@@ -26,7 +26,7 @@ use tracing::{info, warn};
 use crate::live::{LiveError, LiveTier, StepKey};
 use crate::meta::{now_ms, MetaError, MetaStore, Segment, Step};
 use crate::time::civil_date;
-use crate::segment::{compress_frame, covering, decompress_frames, seek_table, SegmentError, FRAME_INPUT};
+use crate::segment::{compress_frame, covering, decompress_frames, frame_aligned_end, seek_table, SegmentError, FRAME_INPUT};
 
 /// Bytes read from the live tier at once while archiving (a whole number of frames).
 const READ_BLOCK: usize = 16 * FRAME_INPUT;
@@ -374,14 +374,15 @@ impl Archive {
         Ok(out)
     }
 
-    /// Reads up to `max` bytes at `offset` from archived `segments`, never crossing a segment;
-    /// empty at or past the end.
+    /// Reads up to `max` bytes at `offset` from archived `segments`, never crossing a segment
+    /// and, when the range spans frames, ending on a frame boundary (so a sequential reader
+    /// decompresses each frame once); empty at or past the end.
     pub async fn read(&self, segments: &[Segment], offset: u64, max: usize) -> Result<Bytes, ArchiveError> {
         let Some(seg) = segments.iter().find(|s| s.start <= offset && offset < s.start + s.length) else {
             return Ok(Bytes::new());
         };
         let rel = offset - seg.start;
-        let end = (rel + max as u64).min(seg.length);
+        let end = frame_aligned_end(&seg.frames, rel, (rel + max as u64).min(seg.length));
         let span = covering(&seg.frames, rel, end);
         let raw = self.store.get_range(&ObjectPath::from(seg.key.as_str()), span.object_range.clone()).await?;
         self.metrics.fetched_bytes.fetch_add(raw.len() as u64, Relaxed);

@@ -11,15 +11,19 @@
 //!
 //! Durable means what Redis acknowledged under its own persistence (run it with
 //! `appendonly yes` and `appendfsync always`); with `wait_replicas` set, `sync` also waits
-//! for that many replicas (`WAIT`). The checksum at END is computed by reading the step back,
-//! so a step whose stored bytes differ from what was sent (masked at ingest, or scrubbed) is
-//! verified by length only.
+//! for that many replicas (`WAIT`). The checksum at END comes from the hash a node kept of the
+//! received bytes while its own appends added every byte of the step (the script says which
+//! bytes each append added), as the staging tier does; otherwise (another node appended some)
+//! it is computed by reading the step back, so such a step whose stored bytes differ from what
+//! was sent (masked at ingest, or scrubbed) is verified by length only.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
+use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use tailrace_protocol::{JobId, StepId, StreamHasher};
@@ -69,6 +73,9 @@ pub struct RedisTier {
     scripts: Scripts,
     watchers: follow::Watchers,
     follow: mpsc::UnboundedSender<StepKey>,
+    /// The hash of the received bytes of steps whose every byte this node's appends added, and
+    /// when each was last used (steps that moved to another node are swept after `ttl`).
+    hashers: Mutex<HashMap<StepKey, (StreamHasher, Instant)>>,
 }
 
 impl std::fmt::Debug for RedisTier {
@@ -138,7 +145,7 @@ impl RedisTier {
         };
         let watchers = follow::Watchers::default();
         let (tx, rx) = mpsc::unbounded_channel();
-        let tier = Arc::new(Self { con: con.clone(), cfg, scripts, watchers: watchers.clone(), follow: tx });
+        let tier = Arc::new(Self { con: con.clone(), cfg, scripts, watchers: watchers.clone(), follow: tx, hashers: Mutex::default() });
         tokio::spawn(follow::run(client, Arc::downgrade(&tier), watchers, rx));
         let _: () = redis::cmd("PING").query_async(&mut con.clone()).await.map_err(|e| io("Redis", e))?;
         Ok(tier)
@@ -170,7 +177,8 @@ impl RedisTier {
         Ok(Some(Progress { durable, end }))
     }
 
-    async fn append_inner(&self, key: &StepKey, offset: u64, ts: u64, bytes: &[u8], masked: bool) -> Result<AppendOutcome, LiveError> {
+    /// Appends `bytes` (what is stored) for `received` (what the agent sent, as long).
+    async fn append_inner(&self, key: &StepKey, offset: u64, ts: u64, bytes: &[u8], received: &[u8], masked: bool) -> Result<AppendOutcome, LiveError> {
         // EVALSHA built by hand: the bytes are copied once into the command (a
         // `ScriptInvocation` copies its arguments twice more before they are sent).
         let script = &self.scripts.append;
@@ -192,7 +200,7 @@ impl RedisTier {
             cmd.arg(piece);
         }
         let mut con = self.con();
-        let (outcome, hwm): (String, u64) = match cmd.query_async(&mut con).await {
+        let (outcome, hwm, start): (String, u64, u64) = match cmd.query_async(&mut con).await {
             // Redis lost its scripts (a restart, SCRIPT FLUSH): load it and send once more.
             Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
                 script.prepare_invoke().load_async(&mut con).await.map_err(|e| io(key, e))?;
@@ -201,11 +209,50 @@ impl RedisTier {
             other => other,
         }
         .map_err(|e| io(key, e))?;
+        if start < hwm {
+            self.hash_added(key, &received[(start - offset) as usize..(hwm - offset) as usize], start);
+        }
         Ok(match outcome.as_str() {
             "gap" => AppendOutcome::Gap { hwm },
             "ended" => AppendOutcome::Ended { hwm },
             _ => AppendOutcome::Written { hwm },
         })
+    }
+
+    /// Bytes this node's append added at `at`: extends the step's hash if it ends there, else
+    /// drops it (another node added bytes in between).
+    fn hash_added(&self, key: &StepKey, added: &[u8], at: u64) {
+        let mut hashers = self.hashers.lock();
+        match hashers.get_mut(key) {
+            Some((h, used)) if h.len() == at => {
+                h.update(added);
+                *used = Instant::now();
+            }
+            Some(_) => {
+                hashers.remove(key);
+            }
+            None => {}
+        }
+    }
+
+    /// Starts hashing a step this node opens empty; forgets a hash another node's appends made
+    /// stale. Sweeps hashes unused for `ttl` (steps that moved to another node).
+    fn start_hash(&self, key: &StepKey, hwm: u64) {
+        let mut hashers = self.hashers.lock();
+        match hashers.get(key) {
+            Some((h, _)) if h.len() != hwm => {
+                hashers.remove(key);
+            }
+            Some(_) => {}
+            None if hwm == 0 => {
+                if hashers.len() % 1024 == 1023 {
+                    let ttl = self.cfg.ttl;
+                    hashers.retain(|_, (_, used)| used.elapsed() < ttl);
+                }
+                hashers.insert(key.clone(), (StreamHasher::new(), Instant::now()));
+            }
+            None => {}
+        }
     }
 
     /// A read through the Lua script, which applies the overwrite overlay (masked or scrubbed
@@ -338,6 +385,9 @@ impl LiveTier for RedisTier {
             let (hwm, end): (u64, String) =
                 self.scripts.open.key(key_of(key, "m")).arg(self.ttl()).invoke_async(&mut self.con()).await.map_err(|e| io(key, e))?;
             let _: () = self.con().sadd(RESIDENT, key.to_string()).await.map_err(|e| io(key, e))?;
+            if end.is_empty() {
+                self.start_hash(key, hwm);
+            }
             let end = (!end.is_empty()).then(|| end_from_json(key, &end)).transpose()?.map(Arc::new);
             Ok(Progress { durable: hwm, end })
         })
@@ -358,9 +408,9 @@ impl LiveTier for RedisTier {
         Box::pin(async move {
             match stored {
                 // The offset rule needs only the length, which the two share.
-                Some(s) if s.len() == bytes.len() => self.append_inner(key, offset, timestamp_us, &s, s != bytes).await,
+                Some(s) if s.len() == bytes.len() => self.append_inner(key, offset, timestamp_us, &s, &bytes, s != bytes).await,
                 Some(_) => Err(io(key, "stored bytes must be as long as the received ones")),
-                None => self.append_inner(key, offset, timestamp_us, &bytes, false).await,
+                None => self.append_inner(key, offset, timestamp_us, &bytes, &bytes, false).await,
             }
         })
     }
@@ -430,6 +480,9 @@ impl LiveTier for RedisTier {
             let (hwm, rel, masked): (Option<u64>, Option<u64>, Option<String>) =
                 redis::cmd("HMGET").arg(key_of(key, "m")).arg(&["hwm", "rel", "masked"]).query_async(&mut self.con()).await.map_err(|e| io(key, e))?;
             let hwm = hwm.ok_or_else(|| LiveError::NotFound(key.to_string()))?;
+            if let Some((h, _)) = self.hashers.lock().get(key).filter(|(h, _)| h.len() == hwm) {
+                return Ok((hwm, h.hex()));
+            }
             if masked.is_some() {
                 return Err(LiveError::Unverifiable { key: key.to_string(), len: hwm });
             }
@@ -485,6 +538,7 @@ impl LiveTier for RedisTier {
         Box::pin(async move {
             let keys = ["m", "s", "t", "o"].map(|s| key_of(key, s));
             self.watchers.stop_bytes(key);
+            self.hashers.lock().remove(key);
             let _: () = redis::pipe()
                 .atomic()
                 .del(&keys)

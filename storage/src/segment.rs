@@ -108,22 +108,43 @@ pub fn covering(frames: &[FrameEntry], start: u64, end: u64) -> FrameSpan {
     span
 }
 
-/// Decompresses consecutive frames (the bytes of a [`FrameSpan`]'s object range).
+/// Decompresses consecutive frames (the bytes of a [`FrameSpan`]'s object range) into one
+/// buffer, with one decompression context for all of them.
 pub fn decompress_frames(bytes: &[u8], frames: &[FrameEntry]) -> Result<Vec<u8>, SegmentError> {
     let total: usize = frames.iter().map(|f| f.decompressed as usize).sum();
-    let mut out = Vec::with_capacity(total);
-    let mut pos = 0usize;
+    let mut out = vec![0u8; total];
+    let mut dec = zstd::bulk::Decompressor::new()?;
+    let (mut pos, mut at) = (0usize, 0usize);
     for f in frames {
         let end = pos + f.compressed as usize;
         let frame = bytes.get(pos..end).ok_or_else(|| SegmentError::Corrupt("frame extends past the fetched range".into()))?;
-        let plain = zstd::bulk::decompress(frame, f.decompressed as usize)?;
-        if plain.len() != f.decompressed as usize {
-            return Err(SegmentError::Corrupt(format!("frame decompressed to {} bytes, table says {}", plain.len(), f.decompressed)));
+        let want = f.decompressed as usize;
+        let n = dec.decompress_to_buffer(frame, &mut out[at..at + want])?;
+        if n != want {
+            return Err(SegmentError::Corrupt(format!("frame decompressed to {n} bytes, table says {want}")));
         }
-        out.extend_from_slice(&plain);
         pos = end;
+        at += want;
     }
     Ok(out)
+}
+
+/// Where a read of `[start, end)` should stop so that it ends on a frame boundary: the last
+/// boundary inside the range, or `end` when the range lies within one frame. Sequential readers
+/// then start each read on a boundary and decompress every frame once.
+pub fn frame_aligned_end(frames: &[FrameEntry], start: u64, end: u64) -> u64 {
+    let mut at = 0u64;
+    let mut cut = end;
+    for f in frames {
+        at += u64::from(f.decompressed);
+        if at >= end {
+            break;
+        }
+        if at > start {
+            cut = at;
+        }
+    }
+    cut
 }
 
 /// Newlines in `bytes` (a frame's entry in the line index), counted in runs of 255 with
@@ -135,6 +156,17 @@ pub fn count_newlines(bytes: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_are_cut_at_the_last_frame_boundary_inside_them() {
+        let frames: Vec<FrameEntry> = (0..4).map(|_| FrameEntry { compressed: 10, decompressed: 100 }).collect();
+        assert_eq!(frame_aligned_end(&frames, 0, 100), 100, "one whole frame");
+        assert_eq!(frame_aligned_end(&frames, 50, 150), 100, "the rest of the first frame");
+        assert_eq!(frame_aligned_end(&frames, 100, 200), 200);
+        assert_eq!(frame_aligned_end(&frames, 100, 350), 300, "whole frames only");
+        assert_eq!(frame_aligned_end(&frames, 120, 180), 180, "inside one frame");
+        assert_eq!(frame_aligned_end(&frames, 350, 400), 400, "the last frame");
+    }
 
     #[test]
     fn newlines_are_counted_across_runs_of_255() {
