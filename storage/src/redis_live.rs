@@ -7,7 +7,8 @@
 //! change is one Lua script, so the offset rule is applied inside Redis: two nodes racing on
 //! one step cannot interleave or duplicate bytes. Scripts that add bytes or end a step publish
 //! on `…:n`, which each node's follower (see [`follow`]) turns into `watch` updates for its
-//! readers. Keys expire `ttl` after the last append; the archiver's release deletes them.
+//! readers; small appends publish their bytes, which the follower keeps for those readers.
+//! Keys expire `ttl` after the last append; the archiver's release deletes them.
 //!
 //! Durable means what Redis acknowledged under its own persistence (run it with
 //! `appendonly yes` and `appendfsync always`); with `wait_replicas` set, `sync` also waits
