@@ -185,6 +185,28 @@ fn readers_at_the_live_edge_are_served_pushed_bytes_and_see_overwrites_from_othe
         assert!(tail == big);
         assert!(server.calls("xrange") > reads_before, "a large append is read from the stream");
 
+        // Reads of an entry's size end on entry boundaries: a sequential reader starting inside
+        // an entry reads to its end, then whole entries, each in one round trip without
+        // looking back for the entry holding its offset.
+        let mib = awkward_bytes(6, 1 << 20)[..1 << 20].to_vec();
+        let at = end;
+        a.append(&k, at, 0, Bytes::copy_from_slice(&mib)).await.unwrap();
+        let end = at + mib.len() as u64;
+        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|p| p.durable == end)).await.unwrap().unwrap();
+        let first = b.read(&k, at + 1000, 256 * 1024).await.unwrap();
+        assert_eq!(first.len(), 256 * 1024 - 1000, "the first read ends where its entry ends");
+        let mut got = first.to_vec();
+        let lookbacks = server.calls("xrevrange");
+        while (got.len() as u64) < mib.len() as u64 - 1000 {
+            let chunk = b.read(&k, at + 1000 + got.len() as u64, 256 * 1024).await.unwrap();
+            assert_eq!(chunk.len(), 256 * 1024, "whole entries");
+            got.extend_from_slice(&chunk);
+        }
+        assert!(got == mib[1000..]);
+        assert_eq!(server.calls("xrevrange"), lookbacks, "aligned reads looked back");
+        // Small reads are filled exactly, across entries.
+        assert_eq!(&b.read(&k, at + 256 * 1024 - 10, 20).await.unwrap()[..], &mib[256 * 1024 - 10..256 * 1024 + 10]);
+
         // Node a overwrites bytes node b was pushed: b's readers get the new bytes once told.
         a.append(&k, end, 0, Bytes::from_static(b"token=abcd\n")).await.unwrap();
         tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|p| p.durable == end + 11)).await.unwrap().unwrap();

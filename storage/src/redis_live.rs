@@ -272,37 +272,49 @@ impl RedisTier {
         }
     }
 
-    /// A read straight from the stream entries, in one MULTI/EXEC (a consistent snapshot: a
-    /// prefix release cannot slip between the checks and the entries): the bytes go from Redis
-    /// to us without passing through Lua. `None` for a step with overwritten bytes, which
-    /// only the script reads correctly.
-    async fn read_entries(&self, key: &StepKey, offset: u64, max: usize) -> Result<Option<Bytes>, LiveError> {
+    /// One consistent snapshot (MULTI/EXEC: a prefix release cannot slip between the checks and
+    /// the entries): the step's hwm, released prefix and mark, and up to `count` entries from
+    /// `offset` — with the entry holding `offset` when `before` (an offset inside an entry).
+    async fn snapshot(&self, key: &StepKey, offset: u64, count: usize, before: bool) -> Result<(Meta, Vec<(u64, Vec<u8>)>), LiveError> {
         let at = format!("{offset}-1");
         let stream = key_of(key, "s");
-        let answer: redis::Value = redis::pipe()
-            .atomic()
-            .cmd("HMGET")
-            .arg(key_of(key, "m"))
-            .arg(&["hwm", "rel", "masked"])
-            .cmd("XREVRANGE")
-            .arg(&stream)
-            .arg(&at)
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
-            .cmd("XRANGE")
-            .arg(&stream)
-            .arg(&at)
-            .arg("+")
-            .arg("COUNT")
-            .arg(max.div_ceil(ENTRY) + 1)
-            .query_async(&mut self.con())
-            .await
-            .map_err(|e| io(key, e))?;
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("HMGET").arg(key_of(key, "m")).arg(&["hwm", "rel", "masked"]);
+        if before {
+            pipe.cmd("XREVRANGE").arg(&stream).arg(&at).arg("-").arg("COUNT").arg(1);
+        }
+        pipe.cmd("XRANGE").arg(&stream).arg(&at).arg("+").arg("COUNT").arg(count);
+        let answer: redis::Value = pipe.query_async(&mut self.con()).await.map_err(|e| io(key, e))?;
         // Taken apart by value: the entries' bytes become the returned `Bytes` without a copy.
         let redis::Value::Array(parts) = answer else { return Err(io(key, "unexpected MULTI answer")) };
-        let Ok([meta, before, after]) = <[redis::Value; 3]>::try_from(parts) else { return Err(io(key, "unexpected MULTI answer")) };
-        let meta: (Option<u64>, Option<u64>, Option<String>) = redis::from_owned_redis_value(meta).map_err(|e| io(key, e))?;
+        let mut parts = parts.into_iter();
+        let meta = parts.next().ok_or_else(|| io(key, "unexpected MULTI answer"))?;
+        let meta: Meta = redis::from_owned_redis_value(meta).map_err(|e| io(key, e))?;
+        let mut entries: Vec<(u64, Vec<u8>)> = Vec::new();
+        for part in parts {
+            for e in stream_entries(key, part)? {
+                // The entry before `offset` may also be the first from it.
+                if entries.last().is_none_or(|(start, _)| e.0 > *start) {
+                    entries.push(e);
+                }
+            }
+        }
+        Ok((meta, entries))
+    }
+
+    /// A read straight from the stream entries: the bytes go from Redis to us without passing
+    /// through Lua. `None` for a step with overwritten bytes, which only the script reads
+    /// correctly. A read of at least an entry's size ends on an entry boundary unless its first
+    /// entry alone is more than asked for, so a sequential reader (tails, downloads, the
+    /// archiver) starts each read where an entry starts and needs only the entries from there;
+    /// a read inside an entry also asks for the entry before. Smaller reads are filled.
+    async fn read_entries(&self, key: &StepKey, offset: u64, max: usize) -> Result<Option<Bytes>, LiveError> {
+        let count = max.div_ceil(ENTRY).max(1);
+        let (mut meta, mut entries) = self.snapshot(key, offset, count, false).await?;
+        let inside = |m: &Meta, e: &[(u64, Vec<u8>)]| m.0.is_some_and(|hwm| offset < hwm) && m.2.is_none() && e.first().is_none_or(|(s, _)| *s != offset);
+        if inside(&meta, &entries) {
+            (meta, entries) = self.snapshot(key, offset, count, true).await?;
+        }
         let (Some(hwm), rel, masked) = meta else { return Err(LiveError::NotFound(key.to_string())) };
         if masked.is_some() {
             return Ok(None);
@@ -314,22 +326,18 @@ impl RedisTier {
         if offset >= hwm || max == 0 {
             return Ok(Some(Bytes::new()));
         }
-        let before = stream_entries(key, before)?;
-        let first = before.first().map(|(start, _)| *start);
-        let entries = before.into_iter().chain(stream_entries(key, after)?.into_iter().filter(|(start, _)| Some(*start) != first));
-        let mut read = Collect { pos: offset, left: max.min((hwm - offset) as usize), pieces: Vec::new(), entries: 0 };
+        let mut read = Collect { pos: offset, left: max.min((hwm - offset) as usize), pieces: Vec::new(), entries: 0, align: max >= ENTRY, done: false };
         read.take(key, entries)?;
         if read.pieces.is_empty() {
             return Err(io(key, format!("stream has no entry for offset {offset} below its length {hwm}")));
         }
         // Entries smaller than asked for (small appends): more rounds, sized by what the first
-        // returned, until the request is filled — callers may rely on a full read. A later round
-        // that finds its entries released ends the read short.
-        while read.left > 0 {
+        // returned. A later round that finds its entries released ends the read short.
+        while read.left > 0 && !read.done {
             let got = (read.pos - offset) as usize;
             let count = (read.left / (got / read.entries.max(1)).max(1) + 2).min(1024);
             let after: redis::Value = redis::cmd("XRANGE")
-                .arg(&stream)
+                .arg(key_of(key, "s"))
                 .arg(format!("{}-1", read.pos))
                 .arg("+")
                 .arg("COUNT")
@@ -337,8 +345,8 @@ impl RedisTier {
                 .query_async(&mut self.con())
                 .await
                 .map_err(|e| io(key, e))?;
-            let before = (read.pos, read.pieces.len());
-            if read.take(key, stream_entries(key, after)?).is_err() || read.pieces.len() == before.1 {
+            let before = read.pieces.len();
+            if read.take(key, stream_entries(key, after)?).is_err() || read.pieces.len() == before {
                 break;
             }
         }
@@ -347,16 +355,24 @@ impl RedisTier {
     }
 }
 
+/// A step's `hwm`, released prefix and mark, as `HMGET` answers them.
+type Meta = (Option<u64>, Option<u64>, Option<String>);
+
 /// A read's bytes gathered from stream entries.
 struct Collect {
     pos: u64,
     left: usize,
     pieces: Vec<Bytes>,
     entries: usize,
+    /// End on an entry boundary rather than cut an entry after the first.
+    align: bool,
+    /// The next entry would have been cut: the read ends on the boundary before it.
+    done: bool,
 }
 
 impl Collect {
-    /// Takes the bytes from `pos` out of entries in order; an entry past `pos` is a hole.
+    /// Takes the bytes from `pos` out of entries in order; an entry past `pos` is a hole. When
+    /// aligning, only the first piece of a read may end inside an entry.
     fn take(&mut self, key: &StepKey, entries: impl IntoIterator<Item = (u64, Vec<u8>)>) -> Result<(), LiveError> {
         for (start, data) in entries {
             let end = start + data.len() as u64;
@@ -367,6 +383,10 @@ impl Collect {
                 return Err(io(key, format!("stream has no entry for offset {} (next starts at {start})", self.pos)));
             }
             let from = (self.pos - start) as usize;
+            if self.align && data.len() - from > self.left && !self.pieces.is_empty() {
+                self.done = true;
+                break;
+            }
             let take = (data.len() - from).min(self.left);
             self.pieces.push(Bytes::from(data).slice(from..from + take));
             self.entries += 1;
