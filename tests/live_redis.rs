@@ -29,6 +29,20 @@ fn key(job: &str, step: &str) -> StepKey {
     StepKey::new(JobId::new(job).unwrap(), StepId::new(step).unwrap())
 }
 
+/// Two nodes' tiers on one Redis.
+async fn two_nodes(server: &RedisServer) -> (Arc<RedisTier>, Arc<RedisTier>) {
+    (RedisTier::connect(config(server)).await.unwrap(), RedisTier::connect(config(server)).await.unwrap())
+}
+
+/// The `len` bytes at `from`, in as many reads as it takes.
+async fn read_all(tier: &RedisTier, k: &StepKey, from: u64, len: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    while got.len() < len {
+        got.extend_from_slice(&tier.read(k, from + got.len() as u64, 1 << 20).await.unwrap());
+    }
+    got
+}
+
 #[test]
 fn redis_passes_the_live_tier_conformance_suite() {
     let server = RedisServer::start();
@@ -42,8 +56,7 @@ fn redis_passes_the_live_tier_conformance_suite() {
 fn two_nodes_racing_one_step_produce_one_stream() {
     let server = RedisServer::start();
     runtime().block_on(async {
-        let a = RedisTier::connect(config(&server)).await.unwrap();
-        let b = RedisTier::connect(config(&server)).await.unwrap();
+        let (a, b) = two_nodes(&server).await;
         let k = key("race", "storm");
         a.open(&k).await.unwrap();
         let reader = b.clone();
@@ -91,11 +104,7 @@ fn two_nodes_racing_one_step_produce_one_stream() {
         y.await.unwrap();
         let live = follower.await.unwrap();
         assert!(live == *data, "the live reader on node b read a different stream");
-        let mut got = Vec::new();
-        while (got.len() as u64) < len {
-            got.extend_from_slice(&a.read(&k, got.len() as u64, 1 << 20).await.unwrap());
-        }
-        assert!(got == *data, "the stream differs from what was sent");
+        assert!(read_all(&a, &k, 0, data.len()).await == *data, "the stream differs from what was sent");
         let mut h = StreamHasher::new();
         h.update(&data);
         assert_eq!(b.checksum(&k).await.unwrap(), (len, h.hex()));
@@ -137,11 +146,7 @@ fn a_redis_restart_loses_nothing_acknowledged_and_readers_resume() {
         assert_eq!(outcome, Some(AppendOutcome::Written { hwm: data.len() as u64 }));
         let len = data.len() as u64;
         tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|p| p.durable == len)).await.expect("readers follow again").unwrap();
-        let mut got = Vec::new();
-        while got.len() < data.len() {
-            got.extend_from_slice(&tier.read(&k, got.len() as u64, 1 << 20).await.unwrap());
-        }
-        assert!(got == data, "bytes differ after the restart");
+        assert!(read_all(&tier, &k, 0, data.len()).await == data, "bytes differ after the restart");
     });
 }
 
@@ -149,8 +154,7 @@ fn a_redis_restart_loses_nothing_acknowledged_and_readers_resume() {
 fn readers_at_the_live_edge_are_served_pushed_bytes_and_see_overwrites_from_other_nodes() {
     let server = RedisServer::start();
     runtime().block_on(async {
-        let a = RedisTier::connect(config(&server)).await.unwrap();
-        let b = RedisTier::connect(config(&server)).await.unwrap();
+        let (a, b) = two_nodes(&server).await;
         let k = key("push", "edge");
         a.open(&k).await.unwrap();
         let mut rx = b.subscribe(&k).await.unwrap();
@@ -178,11 +182,7 @@ fn readers_at_the_live_edge_are_served_pushed_bytes_and_see_overwrites_from_othe
         a.append(&k, at, 0, Bytes::copy_from_slice(&big)).await.unwrap();
         let end = at + big.len() as u64;
         tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|p| p.durable == end)).await.unwrap().unwrap();
-        let mut tail = Vec::new();
-        while (tail.len() as u64) < big.len() as u64 {
-            tail.extend_from_slice(&b.read(&k, at + tail.len() as u64, 1 << 20).await.unwrap());
-        }
-        assert!(tail == big);
+        assert!(read_all(&b, &k, at, big.len()).await == big);
         assert!(server.calls("xrange") > reads_before, "a large append is read from the stream");
 
         // Reads of an entry's size end on entry boundaries: a sequential reader starting inside
@@ -230,8 +230,7 @@ fn readers_at_the_live_edge_are_served_pushed_bytes_and_see_overwrites_from_othe
 fn the_end_checksum_is_the_appending_nodes_hash_until_another_node_appends() {
     let server = RedisServer::start();
     runtime().block_on(async {
-        let a = RedisTier::connect(config(&server)).await.unwrap();
-        let b = RedisTier::connect(config(&server)).await.unwrap();
+        let (a, b) = two_nodes(&server).await;
         let k = key("hash", "s");
         a.open(&k).await.unwrap();
         let data = awkward_bytes(8, 600 * 1000);

@@ -26,7 +26,7 @@ use tracing::{info, warn};
 use crate::live::{LiveError, LiveTier, StepKey};
 use crate::meta::{now_ms, MetaError, MetaStore, Segment, Step};
 use crate::time::civil_date;
-use crate::segment::{compress_frame, covering, decompress_frames, frame_aligned_end, seek_table, SegmentError, FRAME_INPUT};
+use crate::segment::{compress_frame, count_newlines, covering, decompress_frames, frame_aligned_end, seek_table, SegmentError, FRAME_INPUT};
 
 /// Bytes read from the live tier at once while archiving (a whole number of frames).
 const READ_BLOCK: usize = 16 * FRAME_INPUT;
@@ -324,7 +324,7 @@ impl Archive {
                 let raw = block.split_to(want.min(block.len()));
                 let want = raw.len();
                 hasher.update(&raw);
-                frame_lines.push(crate::segment::count_newlines(&raw) as u32);
+                frame_lines.push(count_newlines(&raw) as u32);
                 // When the frame's first byte was read: the last time point at or before it.
                 let i = times.partition_point(|&(off, _)| off <= pos);
                 frame_times.push(if i == 0 { times.first().map_or(0, |t| t.1) } else { times[i - 1].1 });

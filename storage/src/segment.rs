@@ -112,21 +112,22 @@ pub fn covering(frames: &[FrameEntry], start: u64, end: u64) -> FrameSpan {
 /// buffer, with one decompression context for all of them.
 pub fn decompress_frames(bytes: &[u8], frames: &[FrameEntry]) -> Result<Vec<u8>, SegmentError> {
     let total: usize = frames.iter().map(|f| f.decompressed as usize).sum();
-    let mut out = vec![0u8; total];
+    // Each frame lands after the last in the buffer's spare capacity: nothing is zero-filled.
+    let mut out = std::io::Cursor::new(Vec::with_capacity(total));
     let mut dec = zstd::bulk::Decompressor::new()?;
-    let (mut pos, mut at) = (0usize, 0usize);
+    let mut pos = 0usize;
     for f in frames {
         let end = pos + f.compressed as usize;
         let frame = bytes.get(pos..end).ok_or_else(|| SegmentError::Corrupt("frame extends past the fetched range".into()))?;
         let want = f.decompressed as usize;
-        let n = dec.decompress_to_buffer(frame, &mut out[at..at + want])?;
+        out.set_position(out.get_ref().len() as u64);
+        let n = dec.decompress_to_buffer(frame, &mut out)?;
         if n != want {
             return Err(SegmentError::Corrupt(format!("frame decompressed to {n} bytes, table says {want}")));
         }
         pos = end;
-        at += want;
     }
-    Ok(out)
+    Ok(out.into_inner())
 }
 
 /// Where a read of `[start, end)` should stop so that it ends on a frame boundary: the last
