@@ -45,6 +45,10 @@ const ENTRY: usize = 256 * 1024;
 /// Appends of at most this many new bytes are pushed to followers with their notification, so
 /// a node's readers of a live step get them without reading them back (see [`follow`]).
 const PUSH_MAX: usize = 64 * 1024;
+/// Command connections per node. Redis reads at most 16 KiB of commands from a connection per
+/// turn of its event loop, and with `appendfsync always` every turn ends in an fsync: one
+/// connection carrying many steps' small appends would queue them behind fsyncs.
+const CONNECTIONS: usize = 8;
 
 /// Where and how long the Redis live tier keeps steps.
 #[derive(Debug, Clone)]
@@ -66,10 +70,11 @@ struct Scripts {
     finish: Script,
 }
 
-/// The Redis Streams live tier. Cheap to share: one multiplexed connection (reconnecting by
-/// itself) for commands, one pub/sub connection for the follower.
+/// The Redis Streams live tier. Cheap to share: [`CONNECTIONS`] multiplexed connections
+/// (each reconnecting by itself) for commands, a step's always on the same one, and one
+/// pub/sub connection for the follower.
 pub struct RedisTier {
-    con: ConnectionManager,
+    cons: Vec<ConnectionManager>,
     cfg: RedisConfig,
     scripts: Scripts,
     watchers: follow::Watchers,
@@ -132,10 +137,14 @@ impl RedisTier {
             .set_response_timeout(Duration::from_secs(10))
             .set_number_of_retries(2)
             .set_max_delay(1000);
-        let con = tokio::time::timeout(Duration::from_secs(15), client.get_connection_manager_with_config(mcfg))
-            .await
-            .map_err(|_| io("Redis", "no answer within 15 s"))?
-            .map_err(|e| io("Redis", e))?;
+        let mut cons = Vec::with_capacity(CONNECTIONS);
+        for _ in 0..CONNECTIONS {
+            let con = tokio::time::timeout(Duration::from_secs(15), client.get_connection_manager_with_config(mcfg.clone()))
+                .await
+                .map_err(|_| io("Redis", "no answer within 15 s"))?
+                .map_err(|e| io("Redis", e))?;
+            cons.push(con);
+        }
         let scripts = Scripts {
             open: Script::new(include_str!("redis_live/open.lua")),
             append: Script::new(include_str!("redis_live/append.lua")),
@@ -146,9 +155,9 @@ impl RedisTier {
         };
         let watchers = follow::Watchers::default();
         let (tx, rx) = mpsc::unbounded_channel();
-        let tier = Arc::new(Self { con: con.clone(), cfg, scripts, watchers: watchers.clone(), follow: tx, hashers: Mutex::default() });
+        let tier = Arc::new(Self { cons, cfg, scripts, watchers: watchers.clone(), follow: tx, hashers: Mutex::default() });
         tokio::spawn(follow::run(client, Arc::downgrade(&tier), watchers, rx));
-        let _: () = redis::cmd("PING").query_async(&mut con.clone()).await.map_err(|e| io("Redis", e))?;
+        let _: () = redis::cmd("PING").query_async(&mut tier.con()).await.map_err(|e| io("Redis", e))?;
         Ok(tier)
     }
 
@@ -161,8 +170,17 @@ impl RedisTier {
         inv
     }
 
+    /// The connection for commands that are about no step.
     fn con(&self) -> ConnectionManager {
-        self.con.clone()
+        self.cons[0].clone()
+    }
+
+    /// The connection for a step's commands: always the same one, so they run in the order
+    /// they are sent.
+    fn con_for(&self, key: &StepKey) -> ConnectionManager {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
+        self.cons[(h % self.cons.len() as u64) as usize].clone()
     }
 
     fn ttl(&self) -> u64 {
@@ -172,7 +190,7 @@ impl RedisTier {
     /// The step's progress as Redis holds it; `None` when it is not here.
     pub(crate) async fn progress(&self, key: &StepKey) -> Result<Option<Progress>, LiveError> {
         let (hwm, end): (Option<u64>, Option<String>) =
-            self.con().hget(key_of(key, "m"), &["hwm", "end"]).await.map_err(|e| io(key, e))?;
+            self.con_for(key).hget(key_of(key, "m"), &["hwm", "end"]).await.map_err(|e| io(key, e))?;
         let Some(durable) = hwm else { return Ok(None) };
         let end = end.map(|j| end_from_json(key, &j)).transpose()?.map(Arc::new);
         Ok(Some(Progress { durable, end }))
@@ -200,8 +218,8 @@ impl RedisTier {
         for piece in bytes.chunks(ENTRY) {
             cmd.arg(piece);
         }
-        let mut con = self.con();
-        let (outcome, hwm, start): (String, u64, u64) = match cmd.query_async(&mut con).await {
+        let mut con = self.con_for(key);
+        let (outcome, hwm, start, pushed): (String, u64, u64, u8) = match cmd.query_async(&mut con).await {
             // Redis lost its scripts (a restart, SCRIPT FLUSH): load it and send once more.
             Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
                 script.prepare_invoke().load_async(&mut con).await.map_err(|e| io(key, e))?;
@@ -211,7 +229,12 @@ impl RedisTier {
         }
         .map_err(|e| io(key, e))?;
         if start < hwm {
-            self.hash_added(key, &received[(start - offset) as usize..(hwm - offset) as usize], start);
+            let added = (start - offset) as usize..(hwm - offset) as usize;
+            if pushed == 1 {
+                // This node's readers get the bytes now, not when the notification comes back.
+                self.watchers.pushed(&key_of(key, "n"), start, || Bytes::copy_from_slice(&bytes[added.clone()]));
+            }
+            self.hash_added(key, &received[added], start);
         }
         Ok(match outcome.as_str() {
             "gap" => AppendOutcome::Gap { hwm },
@@ -262,7 +285,7 @@ impl RedisTier {
         let (status, n, data): (String, u64, Vec<u8>) = Self::on_step(&self.scripts.read, key, &["m", "s", "o"])
             .arg(offset)
             .arg(max)
-            .invoke_async(&mut self.con())
+            .invoke_async(&mut self.con_for(key))
             .await
             .map_err(|e| io(key, e))?;
         match status.as_str() {
@@ -284,7 +307,7 @@ impl RedisTier {
             pipe.cmd("XREVRANGE").arg(&stream).arg(&at).arg("-").arg("COUNT").arg(1);
         }
         pipe.cmd("XRANGE").arg(&stream).arg(&at).arg("+").arg("COUNT").arg(count);
-        let answer: redis::Value = pipe.query_async(&mut self.con()).await.map_err(|e| io(key, e))?;
+        let answer: redis::Value = pipe.query_async(&mut self.con_for(key)).await.map_err(|e| io(key, e))?;
         // Taken apart by value: the entries' bytes become the returned `Bytes` without a copy.
         let redis::Value::Array(parts) = answer else { return Err(io(key, "unexpected MULTI answer")) };
         let mut parts = parts.into_iter();
@@ -342,7 +365,7 @@ impl RedisTier {
                 .arg("+")
                 .arg("COUNT")
                 .arg(count)
-                .query_async(&mut self.con())
+                .query_async(&mut self.con_for(key))
                 .await
                 .map_err(|e| io(key, e))?;
             let before = read.pieces.len();
@@ -404,7 +427,7 @@ impl LiveTier for RedisTier {
     fn open<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<Progress, LiveError>> {
         Box::pin(async move {
             let (hwm, end): (u64, String) =
-                self.scripts.open.key(key_of(key, "m")).arg(self.ttl()).invoke_async(&mut self.con()).await.map_err(|e| io(key, e))?;
+                self.scripts.open.key(key_of(key, "m")).arg(self.ttl()).invoke_async(&mut self.con_for(key)).await.map_err(|e| io(key, e))?;
             let _: () = self.con().sadd(RESIDENT, key.to_string()).await.map_err(|e| io(key, e))?;
             if end.is_empty() {
                 self.start_hash(key, hwm);
@@ -438,7 +461,7 @@ impl LiveTier for RedisTier {
 
     fn time_index<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<Vec<(u64, u64)>, LiveError>> {
         Box::pin(async move {
-            let points: Vec<String> = self.con().lrange(key_of(key, "t"), 0, -1).await.map_err(|e| io(key, e))?;
+            let points: Vec<String> = self.con_for(key).lrange(key_of(key, "t"), 0, -1).await.map_err(|e| io(key, e))?;
             Ok(points
                 .iter()
                 .filter_map(|p| {
@@ -451,13 +474,13 @@ impl LiveTier for RedisTier {
 
     fn sync<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<u64, LiveError>> {
         Box::pin(async move {
-            let hwm: Option<u64> = self.con().hget(key_of(key, "m"), "hwm").await.map_err(|e| io(key, e))?;
+            let hwm: Option<u64> = self.con_for(key).hget(key_of(key, "m"), "hwm").await.map_err(|e| io(key, e))?;
             let hwm = hwm.ok_or_else(|| LiveError::NotFound(key.to_string()))?;
             if self.cfg.wait_replicas > 0 {
                 let acked: u32 = redis::cmd("WAIT")
                     .arg(self.cfg.wait_replicas)
                     .arg(5000)
-                    .query_async(&mut self.con())
+                    .query_async(&mut self.con_for(key))
                     .await
                     .map_err(|e| io(key, e))?;
                 if acked < self.cfg.wait_replicas {
@@ -499,7 +522,7 @@ impl LiveTier for RedisTier {
     fn checksum<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<(u64, String), LiveError>> {
         Box::pin(async move {
             let (hwm, rel, masked): (Option<u64>, Option<u64>, Option<String>) =
-                redis::cmd("HMGET").arg(key_of(key, "m")).arg(&["hwm", "rel", "masked"]).query_async(&mut self.con()).await.map_err(|e| io(key, e))?;
+                redis::cmd("HMGET").arg(key_of(key, "m")).arg(&["hwm", "rel", "masked"]).query_async(&mut self.con_for(key)).await.map_err(|e| io(key, e))?;
             let hwm = hwm.ok_or_else(|| LiveError::NotFound(key.to_string()))?;
             if let Some((h, _)) = self.hashers.lock().get(key).filter(|(h, _)| h.len() == hwm) {
                 return Ok((hwm, h.hex()));
@@ -531,7 +554,7 @@ impl LiveTier for RedisTier {
                 .key(key_of(key, "m"))
                 .arg(&json)
                 .arg(key_of(key, "n"))
-                .invoke_async(&mut self.con())
+                .invoke_async(&mut self.con_for(key))
                 .await
                 .map_err(|e| io(key, e))?;
             match status.as_str() {
@@ -568,7 +591,7 @@ impl LiveTier for RedisTier {
                 .ignore()
                 .publish(key_of(key, "n"), "x")
                 .ignore()
-                .query_async(&mut self.con())
+                .query_async(&mut self.con_for(key))
                 .await
                 .map_err(|e| io(key, e))?;
             Ok(())
@@ -580,7 +603,7 @@ impl LiveTier for RedisTier {
             self.watchers.forget_bytes(key);
             let _: i64 = Self::on_step(&self.scripts.release_prefix, key, &["m", "s", "o"])
                 .arg(upto)
-                .invoke_async(&mut self.con())
+                .invoke_async(&mut self.con_for(key))
                 .await
                 .map_err(|e| io(key, e))?;
             Ok(())
@@ -596,7 +619,7 @@ impl LiveTier for RedisTier {
                 .arg(&bytes[..])
                 .arg(self.ttl())
                 .arg(key_of(key, "n"))
-                .invoke_async(&mut self.con())
+                .invoke_async(&mut self.con_for(key))
                 .await
                 .map_err(|e| io(key, e))?;
             match status.as_str() {

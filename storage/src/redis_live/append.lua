@@ -6,16 +6,16 @@
 -- Publishes on the notify channel 'd<start>:<bytes>' when at most ARGV[9] bytes were added to a
 -- step whose bytes were never overwritten (followers serve them without reading them back),
 -- else 'h<hwm>'.
--- Returns {outcome, hwm, start}: outcome is written, gap or ended; this call added the bytes
--- [start, hwm).
+-- Returns {outcome, hwm, start, pushed}: outcome is written, gap or ended; this call added the
+-- bytes [start, hwm); pushed is 1 when they were published with the notification.
 local m, s, t = KEYS[1], KEYS[2], KEYS[3]
 local v = redis.call('HMGET', m, 'hwm', 'end', 'ti_off', 'ti_ts', 'masked')
 local hwm = tonumber(v[1] or '0')
-if v[2] then return {'ended', hwm, hwm} end
+if v[2] then return {'ended', hwm, hwm, 0} end
 local off = tonumber(ARGV[1])
 local len = tonumber(ARGV[3])
-if off > hwm then return {'gap', hwm, hwm} end
-if off + len <= hwm then return {'written', hwm, hwm} end
+if off > hwm then return {'gap', hwm, hwm, 0} end
+if off + len <= hwm then return {'written', hwm, hwm, 0} end
 -- Entry ids are <first offset>-1: strictly increasing, and XREVRANGE finds an offset's entry.
 -- Entries hold at most 256 KiB, so a read touches little more than it returns.
 local skip = hwm - off
@@ -62,7 +62,7 @@ end
 redis.call('HSET', m, unpack(fields))
 if push then
   redis.call('PUBLISH', ARGV[6], 'd' .. string.format('%d', start) .. ':' .. table.concat(added))
-else
-  redis.call('PUBLISH', ARGV[6], 'h' .. string.format('%d', hwm))
+  return {'written', hwm, start, 1}
 end
-return {'written', hwm, start}
+redis.call('PUBLISH', ARGV[6], 'h' .. string.format('%d', hwm))
+return {'written', hwm, start, 0}

@@ -12,7 +12,10 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
+use redis::aio::PubSubSink;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
@@ -20,6 +23,8 @@ use tracing::{debug, warn};
 use super::{key_of, RedisTier};
 use crate::live::{Progress, StepKey};
 
+/// Most steps one SUBSCRIBE asks for.
+const SUBSCRIBE_BATCH: usize = 256;
 /// Bytes kept per followed step: what its readers at the live edge have not read yet.
 const RECENT: usize = 16 * 1024;
 
@@ -45,9 +50,19 @@ impl Recent {
     }
 
     /// Bytes appended at `at`; a push that does not continue the kept bytes starts them over.
-    fn push(&mut self, at: u64, bytes: Bytes) {
+    /// Bytes already kept are not kept twice: a node's own appends are pushed when Redis
+    /// answers them, and again when their notification arrives.
+    fn push(&mut self, mut at: u64, mut bytes: Bytes) {
         if self.stopped || bytes.is_empty() {
             return;
+        }
+        let end = at + bytes.len() as u64;
+        if !self.chunks.is_empty() && end <= self.end() {
+            return;
+        }
+        if !self.chunks.is_empty() && at >= self.start && at < self.end() {
+            bytes = bytes.slice((self.end() - at) as usize..);
+            at = self.end();
         }
         if at != self.end() || self.chunks.is_empty() {
             self.clear();
@@ -138,9 +153,12 @@ impl Watchers {
         }
     }
 
-    /// `bytes` appended at `at`: kept, then the durable length raised (so a woken reader finds them).
-    fn pushed(&self, channel: &str, at: u64, bytes: Bytes) {
+    /// Bytes appended at `at` (from a notification, or from this node's own append when Redis
+    /// answers it): kept, then the durable length raised (so a woken reader finds them).
+    /// `bytes` is called only for a step followed here.
+    pub(super) fn pushed(&self, channel: &str, at: u64, bytes: impl FnOnce() -> Bytes) {
         if let Some(f) = self.0.lock().get_mut(channel) {
+            let bytes = bytes();
             let hwm = at + bytes.len() as u64;
             f.recent.push(at, bytes);
             f.tx.send_if_modified(|p| raise(p, hwm));
@@ -189,11 +207,11 @@ fn raise(p: &mut Progress, hwm: u64) -> bool {
 }
 
 /// `d<start>:<bytes>`: the start and the bytes.
-fn parse_push(payload: &[u8]) -> Option<(u64, Bytes)> {
+fn parse_push(payload: &[u8]) -> Option<(u64, &[u8])> {
     let rest = payload.strip_prefix(b"d")?;
     let colon = rest.iter().position(|&b| b == b':')?;
     let start = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
-    Some((start, Bytes::copy_from_slice(&rest[colon + 1..])))
+    Some((start, &rest[colon + 1..]))
 }
 
 /// Reads a step's progress from Redis into its watch.
@@ -227,27 +245,28 @@ pub(super) async fn run(client: redis::Client, tier: Weak<RedisTier>, watchers: 
         failures = 0;
         let (mut sink, mut stream) = pubsub.split();
         let followed = watchers.keys();
-        let mut ok = true;
-        for (channel, key) in &followed {
+        for (_, key) in &followed {
             // A message missed while disconnected may have been an overwrite.
             watchers.forget_bytes(key);
-            ok &= sink.subscribe(channel).await.is_ok();
         }
-        for (_, key) in followed {
-            refresh(&tier, &watchers, key).await;
+        // Subscriptions in flight: messages keep being handled while Redis answers them.
+        let mut subscribing = FuturesUnordered::new();
+        if !followed.is_empty() {
+            subscribing.push(subscribe(sink.clone(), tier.clone(), watchers.clone(), followed.into_iter().map(|(_, k)| k).collect()));
         }
         let mut sweep = tokio::time::interval(Duration::from_secs(10));
+        let mut ok = true;
         while ok {
             tokio::select! {
                 msg = stream.next() => {
                     let Some(msg) = msg else { break };
-                    let channel = msg.get_channel_name().to_string();
+                    let channel = msg.get_channel_name();
                     let payload = msg.get_payload_bytes();
                     if let Some((at, bytes)) = parse_push(payload) {
-                        watchers.pushed(&channel, at, bytes);
+                        watchers.pushed(channel, at, || Bytes::copy_from_slice(bytes));
                     } else if let Some(hwm) = payload.strip_prefix(b"h").and_then(|h| std::str::from_utf8(h).ok()?.parse::<u64>().ok()) {
-                        watchers.update(&channel, |p| raise(p, hwm));
-                    } else if let Some(key) = watchers.key(&channel) {
+                        watchers.update(channel, |p| raise(p, hwm));
+                    } else if let Some(key) = watchers.key(channel) {
                         if matches!(payload, b"o" | b"x") {
                             watchers.stop_bytes(&key);
                         }
@@ -257,19 +276,46 @@ pub(super) async fn run(client: redis::Client, tier: Weak<RedisTier>, watchers: 
                         });
                     }
                 }
+                Some(done) = subscribing.next() => ok = done,
                 key = follow.recv() => {
                     let Some(key) = key else { return };
-                    ok = sink.subscribe(key_of(&key, "n")).await.is_ok();
-                    refresh(&tier, &watchers, key).await;
+                    // Readers that arrive together (a page of tails opening) share one SUBSCRIBE.
+                    let mut keys = vec![key];
+                    while keys.len() < SUBSCRIBE_BATCH {
+                        match follow.try_recv() {
+                            Ok(k) => keys.push(k),
+                            Err(_) => break,
+                        }
+                    }
+                    subscribing.push(subscribe(sink.clone(), tier.clone(), watchers.clone(), keys));
                 }
                 _ = sweep.tick() => {
-                    for channel in watchers.sweep() {
-                        let _ = sink.unsubscribe(channel).await;
+                    let idle = watchers.sweep();
+                    if !idle.is_empty() {
+                        let _ = sink.unsubscribe(idle).await;
                     }
                 }
             }
         }
     }
+}
+
+/// Subscribes to the steps' channels, then reads their progress (so nothing published before
+/// the subscription is missed); `false` if Redis refused or the connection broke.
+fn subscribe(mut sink: PubSubSink, tier: Weak<RedisTier>, watchers: Watchers, keys: Vec<StepKey>) -> BoxFuture<'static, bool> {
+    Box::pin(async move {
+        let channels: Vec<String> = keys.iter().map(|k| key_of(k, "n")).collect();
+        if sink.subscribe(channels).await.is_err() {
+            return false;
+        }
+        for key in keys {
+            tokio::spawn({
+                let (tier, watchers) = (tier.clone(), watchers.clone());
+                async move { refresh(&tier, &watchers, key).await }
+            });
+        }
+        true
+    })
 }
 
 #[cfg(test)]
@@ -291,6 +337,15 @@ mod tests {
         assert_eq!(r.read(106, 100).as_deref(), Some(&b"world"[..]));
         assert_eq!(r.read(99, 10), None, "before the kept bytes");
         assert_eq!(r.read(111, 10), None, "at the end");
+        // This node's own append is pushed twice (when Redis answers it, and by its
+        // notification): bytes already kept are not kept again, an overlap is trimmed.
+        r.push(106, b("world"));
+        r.push(104, b("o world"));
+        assert_eq!(r.read(100, 100).as_deref(), Some(&b"hello world"[..]));
+        r.push(108, b("rld!"));
+        assert_eq!(r.read(100, 100).as_deref(), Some(&b"hello world!"[..]));
+        r.push(111, b("!"));
+        assert_eq!(r.end(), 112);
         // A push that leaves a hole (a missed message) starts over.
         r.push(200, b("again"));
         assert_eq!(r.read(100, 10), None);
@@ -315,8 +370,8 @@ mod tests {
 
     #[test]
     fn pushes_parse_and_anything_else_does_not() {
-        assert_eq!(parse_push(b"d42:a:b\n"), Some((42, b("a:b\n"))));
-        assert_eq!(parse_push(b"d0:"), Some((0, Bytes::new())));
+        assert_eq!(parse_push(b"d42:a:b\n"), Some((42, &b"a:b\n"[..])));
+        assert_eq!(parse_push(b"d0:"), Some((0, &b""[..])));
         for bad in [&b"h42"[..], b"d42", b"dx:1", b"d:1", b""] {
             assert_eq!(parse_push(bad), None, "{bad:?}");
         }
