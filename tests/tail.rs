@@ -19,7 +19,13 @@ async fn connect(server: &Server, job: &str, step: &str, offset: u64, token: &st
     let url = format!("ws://127.0.0.1:{}/api/v1/jobs/{job}/steps/{step}/tail?offset={offset}", server.http);
     let mut req = url.into_client_request().unwrap();
     req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-    tokio_tungstenite::connect_async(req).await.map(|(ws, _)| ws).map_err(|e| e.to_string())
+    // A fixed, small receive buffer (the kernel would grow it to tens of MiB on loopback), so
+    // a tail that stops reading stops the server's sending soon: a stalled reader leaves
+    // most of a step still to be read, as a browser over a real network would.
+    let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    socket.set_recv_buffer_size(64 * 1024).map_err(|e| e.to_string())?;
+    let tcp = socket.connect(([127, 0, 0, 1], server.http).into()).await.map_err(|e| e.to_string())?;
+    tokio_tungstenite::client_async(req, tokio_tungstenite::MaybeTlsStream::Plain(tcp)).await.map(|(ws, _)| ws).map_err(|e| e.to_string())
 }
 
 /// Reads up to `max_messages` data messages (or to the end); returns (bytes, ended).
