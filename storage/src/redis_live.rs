@@ -201,6 +201,7 @@ impl RedisTier {
         // EVALSHA built by hand: the bytes are copied once into the command (a
         // `ScriptInvocation` copies its arguments twice more before they are sent).
         let script = &self.scripts.append;
+        let channel = key_of(key, "n");
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(script.get_hash()).arg(3);
         for suffix in ["m", "s", "t"] {
@@ -211,7 +212,7 @@ impl RedisTier {
             .arg(bytes.len())
             .arg(if masked { "1" } else { "0" })
             .arg(self.ttl())
-            .arg(key_of(key, "n"))
+            .arg(&channel)
             .arg(INDEX_EVERY_BYTES)
             .arg(TIME_INDEX_GAP_US)
             .arg(PUSH_MAX);
@@ -232,7 +233,7 @@ impl RedisTier {
             let added = (start - offset) as usize..(hwm - offset) as usize;
             if pushed == 1 {
                 // This node's readers get the bytes now, not when the notification comes back.
-                self.watchers.pushed(&key_of(key, "n"), start, || Bytes::copy_from_slice(&bytes[added.clone()]));
+                self.watchers.pushed(&channel, start, || Bytes::copy_from_slice(&bytes[added.clone()]));
             }
             self.hash_added(key, &received[added], start);
         }

@@ -12,7 +12,6 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use redis::aio::PubSubSink;
@@ -56,13 +55,14 @@ impl Recent {
         if self.stopped || bytes.is_empty() {
             return;
         }
-        let end = at + bytes.len() as u64;
-        if !self.chunks.is_empty() && end <= self.end() {
-            return;
-        }
-        if !self.chunks.is_empty() && at >= self.start && at < self.end() {
-            bytes = bytes.slice((self.end() - at) as usize..);
-            at = self.end();
+        if !self.chunks.is_empty() && at < self.end() {
+            if at + bytes.len() as u64 <= self.end() {
+                return;
+            }
+            if at >= self.start {
+                bytes = bytes.slice((self.end() - at) as usize..);
+                at = self.end();
+            }
         }
         if at != self.end() || self.chunks.is_empty() {
             self.clear();
@@ -214,6 +214,12 @@ fn parse_push(payload: &[u8]) -> Option<(u64, &[u8])> {
     Some((start, &rest[colon + 1..]))
 }
 
+/// Reads a step's progress from Redis into its watch, in a task of its own.
+fn spawn_refresh(tier: &Weak<RedisTier>, watchers: &Watchers, key: StepKey) {
+    let (tier, watchers) = (tier.clone(), watchers.clone());
+    tokio::spawn(async move { refresh(&tier, &watchers, key).await });
+}
+
 /// Reads a step's progress from Redis into its watch.
 async fn refresh(tier: &Weak<RedisTier>, watchers: &Watchers, key: StepKey) {
     let Some(tier) = tier.upgrade() else { return };
@@ -270,10 +276,7 @@ pub(super) async fn run(client: redis::Client, tier: Weak<RedisTier>, watchers: 
                         if matches!(payload, b"o" | b"x") {
                             watchers.stop_bytes(&key);
                         }
-                        tokio::spawn({
-                            let (tier, watchers) = (tier.clone(), watchers.clone());
-                            async move { refresh(&tier, &watchers, key).await }
-                        });
+                        spawn_refresh(&tier, &watchers, key);
                     }
                 }
                 Some(done) = subscribing.next() => ok = done,
@@ -302,20 +305,15 @@ pub(super) async fn run(client: redis::Client, tier: Weak<RedisTier>, watchers: 
 
 /// Subscribes to the steps' channels, then reads their progress (so nothing published before
 /// the subscription is missed); `false` if Redis refused or the connection broke.
-fn subscribe(mut sink: PubSubSink, tier: Weak<RedisTier>, watchers: Watchers, keys: Vec<StepKey>) -> BoxFuture<'static, bool> {
-    Box::pin(async move {
-        let channels: Vec<String> = keys.iter().map(|k| key_of(k, "n")).collect();
-        if sink.subscribe(channels).await.is_err() {
-            return false;
-        }
-        for key in keys {
-            tokio::spawn({
-                let (tier, watchers) = (tier.clone(), watchers.clone());
-                async move { refresh(&tier, &watchers, key).await }
-            });
-        }
-        true
-    })
+async fn subscribe(mut sink: PubSubSink, tier: Weak<RedisTier>, watchers: Watchers, keys: Vec<StepKey>) -> bool {
+    let channels: Vec<String> = keys.iter().map(|k| key_of(k, "n")).collect();
+    if sink.subscribe(channels).await.is_err() {
+        return false;
+    }
+    for key in keys {
+        spawn_refresh(&tier, &watchers, key);
+    }
+    true
 }
 
 #[cfg(test)]
