@@ -1,8 +1,9 @@
 //! The live tier on Redis Streams (a real `redis-server`): the same conformance suite as the
 //! staging files; two nodes racing one step's bytes (a resend storm) produce one correct stream,
 //! followed live on one of them; a node's readers at the live edge are served the pushed bytes
-//! without reading the stream, and see an overwrite made on another node; and a Redis `kill -9`
-//! mid-stream loses nothing acknowledged, with readers following again.
+//! without reading the stream, and see an overwrite made on another node; many steps' small
+//! appends are committed by one script call, each under its own offset rule; and a Redis
+//! `kill -9` mid-stream loses nothing acknowledged, with readers following again.
 
 #![allow(clippy::unwrap_used)]
 
@@ -108,6 +109,80 @@ fn two_nodes_racing_one_step_produce_one_stream() {
         let mut h = StreamHasher::new();
         h.update(&data);
         assert_eq!(b.checksum(&k).await.unwrap(), (len, h.hex()));
+    });
+}
+
+/// Small appends of many steps that queue while a call is out are committed by one call of the
+/// append script, each under its own step's offset rule: fresh bytes, a resent prefix, a whole
+/// resend, a gap and a continuation side by side in one call.
+#[test]
+fn small_appends_of_many_steps_are_committed_together_each_under_its_own_offset_rule() {
+    let server = RedisServer::start();
+    // One thread: every append of a round is queued before the appenders' tasks run, so each
+    // round is at most one call per command connection.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let tier = RedisTier::connect(config(&server)).await.unwrap();
+        let steps: Vec<(StepKey, Vec<u8>, usize)> =
+            (0..200u64).map(|i| (key("batch", &format!("s{i}")), awkward_bytes(i + 1, 2000), 100 + (i as usize * 7) % 900)).collect();
+        for (k, _, _) in &steps {
+            tier.open(k).await.unwrap();
+        }
+        let server = &server;
+        let round = |appends: Vec<(StepKey, u64, Bytes)>| {
+            let tier = tier.clone();
+            async move {
+                let calls = server.calls("evalsha");
+                // The tasks run in the order spawned, each queueing its append, before the
+                // appender's task (woken by the first) gets its turn.
+                let tasks_len = appends.len();
+                let tasks: Vec<_> = appends
+                    .into_iter()
+                    .map(|(k, off, b)| {
+                        let tier = tier.clone();
+                        tokio::spawn(async move { tier.append(&k, off, 0, b).await.unwrap() })
+                    })
+                    .collect();
+                let mut outcomes = Vec::new();
+                for t in tasks {
+                    outcomes.push(t.await.unwrap());
+                }
+                let took = server.calls("evalsha") - calls;
+                assert!(took <= RedisTier::CONNECTIONS as u64, "{} small appends took {took} calls", tasks_len);
+                outcomes
+            }
+        };
+        let first = round(steps.iter().map(|(k, d, n)| (k.clone(), 0, Bytes::copy_from_slice(&d[..*n]))).collect()).await;
+        for ((_, _, n), got) in steps.iter().zip(first) {
+            assert_eq!(got, AppendOutcome::Written { hwm: *n as u64 });
+        }
+        let second: Vec<(StepKey, u64, Bytes)> = steps
+            .iter()
+            .enumerate()
+            .map(|(i, (k, d, n))| {
+                let (from, to) = match i % 4 {
+                    0 => (n - 50, n + 100),
+                    1 => (n + 10, n + 20),
+                    2 => (0, *n),
+                    _ => (*n, n + 300),
+                };
+                (k.clone(), from as u64, Bytes::copy_from_slice(&d[from..to]))
+            })
+            .collect();
+        let outcomes = round(second).await;
+        for (i, ((k, d, n), got)) in steps.iter().zip(outcomes).enumerate() {
+            let (want, len) = match i % 4 {
+                0 => (AppendOutcome::Written { hwm: *n as u64 + 100 }, n + 100),
+                1 => (AppendOutcome::Gap { hwm: *n as u64 }, *n),
+                2 => (AppendOutcome::Written { hwm: *n as u64 }, *n),
+                _ => (AppendOutcome::Written { hwm: *n as u64 + 300 }, n + 300),
+            };
+            assert_eq!(got, want, "step {i}");
+            assert!(read_all(&tier, k, 0, len).await == d[..len], "step {i}'s stream differs from what was sent");
+            let mut h = StreamHasher::new();
+            h.update(&d[..len]);
+            assert_eq!(tier.checksum(k).await.unwrap(), (len as u64, h.hex()), "step {i}");
+        }
     });
 }
 

@@ -30,8 +30,9 @@ use redis::{AsyncCommands, Script};
 use tailrace_protocol::{JobId, StepId, StreamHasher};
 use tokio::sync::{mpsc, watch};
 
-use crate::live::{AppendOutcome, Gauge, LiveError, LiveTier, Progress, StepEnd, StepKey, TIME_INDEX_GAP_US};
+use crate::live::{AppendOutcome, Gauge, LiveError, LiveTier, Progress, StepEnd, StepKey};
 
+mod batch;
 mod follow;
 
 /// A time-index point at least every this many bytes (as the staging tier).
@@ -45,10 +46,8 @@ const ENTRY: usize = 256 * 1024;
 /// Appends of at most this many new bytes are pushed to followers with their notification, so
 /// a node's readers of a live step get them without reading them back (see [`follow`]).
 const PUSH_MAX: usize = 64 * 1024;
-/// Command connections per node. Redis reads at most 16 KiB of commands from a connection per
-/// turn of its event loop, and with `appendfsync always` every turn ends in an fsync: one
-/// connection carrying many steps' small appends would queue them behind fsyncs.
-const CONNECTIONS: usize = 8;
+/// Command connections per node, each with its own group commit of appends (see [`batch`]).
+const CONNECTIONS: usize = RedisTier::CONNECTIONS;
 
 /// Where and how long the Redis live tier keeps steps.
 #[derive(Debug, Clone)]
@@ -63,7 +62,6 @@ pub struct RedisConfig {
 
 struct Scripts {
     open: Script,
-    append: Script,
     read: Script,
     overwrite: Script,
     release_prefix: Script,
@@ -75,6 +73,8 @@ struct Scripts {
 /// pub/sub connection for the follower.
 pub struct RedisTier {
     cons: Vec<ConnectionManager>,
+    /// Per connection: its appends, small ones joined into one script call.
+    appenders: Vec<batch::Appender>,
     cfg: RedisConfig,
     scripts: Scripts,
     watchers: follow::Watchers,
@@ -129,6 +129,10 @@ fn end_from_json(key: &StepKey, json: &str) -> Result<StepEnd, LiveError> {
 }
 
 impl RedisTier {
+    /// Command connections a node opens (besides one for pub/sub); appends queued on one while
+    /// its last script call is out are committed together by the next.
+    pub const CONNECTIONS: usize = 8;
+
     /// Connects (failing fast if Redis does not answer) and starts the follower.
     pub async fn connect(cfg: RedisConfig) -> Result<Arc<Self>, LiveError> {
         let client = redis::Client::open(cfg.url.as_str()).map_err(|e| io("live_url", e))?;
@@ -147,7 +151,6 @@ impl RedisTier {
         }
         let scripts = Scripts {
             open: Script::new(include_str!("redis_live/open.lua")),
-            append: Script::new(include_str!("redis_live/append.lua")),
             read: Script::new(include_str!("redis_live/read.lua")),
             overwrite: Script::new(include_str!("redis_live/overwrite.lua")),
             release_prefix: Script::new(include_str!("redis_live/release_prefix.lua")),
@@ -155,9 +158,12 @@ impl RedisTier {
         };
         let watchers = follow::Watchers::default();
         let (tx, rx) = mpsc::unbounded_channel();
-        let tier = Arc::new(Self { cons, cfg, scripts, watchers: watchers.clone(), follow: tx, hashers: Mutex::default() });
+        let ttl = cfg.ttl.as_secs().max(1);
+        let appenders = cons.iter().map(|c| batch::Appender::start(c.clone(), ttl)).collect();
+        let tier = Arc::new(Self { cons, appenders, cfg, scripts, watchers: watchers.clone(), follow: tx, hashers: Mutex::default() });
         tokio::spawn(follow::run(client, Arc::downgrade(&tier), watchers, rx));
         let _: () = redis::cmd("PING").query_async(&mut tier.con()).await.map_err(|e| io("Redis", e))?;
+        tier.appenders[0].load().await?;
         Ok(tier)
     }
 
@@ -178,9 +184,12 @@ impl RedisTier {
     /// The connection for a step's commands: always the same one, so they run in the order
     /// they are sent.
     fn con_for(&self, key: &StepKey) -> ConnectionManager {
+        self.cons[Self::slot(key)].clone()
+    }
+
+    fn slot(key: &StepKey) -> usize {
         use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-        let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
-        self.cons[(h % self.cons.len() as u64) as usize].clone()
+        (BuildHasherDefault::<DefaultHasher>::default().hash_one(key) % CONNECTIONS as u64) as usize
     }
 
     fn ttl(&self) -> u64 {
@@ -196,44 +205,16 @@ impl RedisTier {
         Ok(Some(Progress { durable, end }))
     }
 
-    /// Appends `bytes` (what is stored) for `received` (what the agent sent, as long).
-    async fn append_inner(&self, key: &StepKey, offset: u64, ts: u64, bytes: &[u8], received: &[u8], masked: bool) -> Result<AppendOutcome, LiveError> {
-        // EVALSHA built by hand: the bytes are copied once into the command (a
-        // `ScriptInvocation` copies its arguments twice more before they are sent).
-        let script = &self.scripts.append;
-        let channel = key_of(key, "n");
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(script.get_hash()).arg(3);
-        for suffix in ["m", "s", "t"] {
-            cmd.arg(key_of(key, suffix));
-        }
-        cmd.arg(offset)
-            .arg(ts)
-            .arg(bytes.len())
-            .arg(if masked { "1" } else { "0" })
-            .arg(self.ttl())
-            .arg(&channel)
-            .arg(INDEX_EVERY_BYTES)
-            .arg(TIME_INDEX_GAP_US)
-            .arg(PUSH_MAX);
-        for piece in bytes.chunks(ENTRY) {
-            cmd.arg(piece);
-        }
-        let mut con = self.con_for(key);
-        let (outcome, hwm, start, pushed): (String, u64, u64, u8) = match cmd.query_async(&mut con).await {
-            // Redis lost its scripts (a restart, SCRIPT FLUSH): load it and send once more.
-            Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
-                script.prepare_invoke().load_async(&mut con).await.map_err(|e| io(key, e))?;
-                cmd.query_async(&mut con).await
-            }
-            other => other,
-        }
-        .map_err(|e| io(key, e))?;
+    /// Appends `stored` for `received` (what the agent sent, as long).
+    async fn append_inner(&self, key: &StepKey, offset: u64, timestamp_us: u64, stored: Bytes, received: &[u8], masked: bool) -> Result<AppendOutcome, LiveError> {
+        let chunk = batch::Chunk { key: key.clone(), offset, timestamp_us, bytes: stored.clone(), masked };
+        let batch::Appended { outcome, hwm, start, pushed } = self.appenders[Self::slot(key)].append(chunk).await?;
         if start < hwm {
             let added = (start - offset) as usize..(hwm - offset) as usize;
-            if pushed == 1 {
+            if pushed {
                 // This node's readers get the bytes now, not when the notification comes back.
-                self.watchers.pushed(&channel, start, || Bytes::copy_from_slice(&bytes[added.clone()]));
+                // A copy: a slice would keep the whole buffer the chunk was read into.
+                self.watchers.pushed(&key_of(key, "n"), start, || Bytes::copy_from_slice(&stored[added.clone()]));
             }
             self.hash_added(key, &received[added], start);
         }
@@ -453,9 +434,12 @@ impl LiveTier for RedisTier {
         Box::pin(async move {
             match stored {
                 // The offset rule needs only the length, which the two share.
-                Some(s) if s.len() == bytes.len() => self.append_inner(key, offset, timestamp_us, &s, &bytes, s != bytes).await,
+                Some(s) if s.len() == bytes.len() => {
+                    let masked = s != bytes;
+                    self.append_inner(key, offset, timestamp_us, s, &bytes, masked).await
+                }
                 Some(_) => Err(io(key, "stored bytes must be as long as the received ones")),
-                None => self.append_inner(key, offset, timestamp_us, &bytes, &bytes, false).await,
+                None => self.append_inner(key, offset, timestamp_us, bytes.clone(), &bytes, false).await,
             }
         })
     }
