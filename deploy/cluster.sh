@@ -56,7 +56,7 @@ wait_for() { # what, seconds, command...
 
 mkdir -p "$DIR/redis" "$DIR/weed" "$DIR/mongo"
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$DIR/redis" --save "" \
-  --appendonly yes --appendfsync always >"$DIR/redis.log" 2>&1 &
+  --appendonly yes --appendfsync always --auto-aof-rewrite-min-size 1gb >"$DIR/redis.log" 2>&1 &
 PIDS+=($!)
 wait_for Redis 30 redis-cli -p "$REDIS_PORT" ping
 

@@ -118,8 +118,10 @@ async fn live(cfg: &ServeConfig) -> Outcome {
         tier.release(&probe).await?;
         Ok::<_, tailrace_storage::LiveError>(read)
     };
+    let notes = tier.settings().await.map_err(|e| format!("{at}: {e}"))?;
+    let notes: String = notes.iter().map(|n| format!("; note: {n}")).collect();
     match step.await {
-        Ok(r) if &r[..] == b"probe" => Ok(format!("{at}: append, read and release work")),
+        Ok(r) if &r[..] == b"probe" => Ok(format!("{at}: append, read and release work{notes}")),
         Ok(_) => Err(format!("{at}: a probe step read back different bytes")),
         Err(e) => Err(format!("{at}: a probe step failed: {e}")),
     }

@@ -38,6 +38,10 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
     audit.flush_for_a_while().await;
     tokio::spawn(crate::keys::watch(key_path, admin_path.clone(), keys.clone(), audit.clone()));
     let (live, meta) = open_storage(&cfg).await?;
+    match live.settings().await {
+        Ok(notes) => notes.iter().for_each(|n| tracing::warn!(live = %live_location(&cfg), "{n}")),
+        Err(e) => tracing::error!(live = %live_location(&cfg), "{e}"),
+    }
     info!(meta = %meta_location(&cfg), "metadata store ready");
     tokio::spawn(refresh_revocations(meta.clone(), keys.clone()));
     let (archive, archiving, artifacts) = if cfg.archive {

@@ -1,7 +1,7 @@
 //! `tailrace serve --check-config`: every check passes on a usable configuration (the embedded
 //! defaults, and a real S3 server), and each broken piece — a port in use, an object store that
-//! is down or refuses the credentials, a TLS key that does not match its certificate — is named
-//! with what to do, exit 1.
+//! is down or refuses the credentials, a TLS key that does not match its certificate, a Redis
+//! live tier without the persistence acks rely on — is named with what to do, exit 1.
 
 #![allow(clippy::unwrap_used)]
 
@@ -118,4 +118,21 @@ fn object_store_requests_go_through_the_outbound_proxy() {
     let (out, text) = with(&[("HTTP_PROXY", dead), ("NO_PROXY", "127.0.0.1".into())]);
     assert!(out.status.success(), "{text}");
     assert_eq!(proxy.accepted.load(std::sync::atomic::Ordering::Relaxed), through, "only the first check used the relay");
+}
+
+#[test]
+fn a_redis_that_could_lose_acknowledged_output_fails_the_check_with_what_to_change() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let env = vec![("TAILRACE_LIVE_URL".to_string(), redis.url())];
+    let (out, text) = check(&dir.path().join("data"), free_port(), free_port(), &env);
+    assert!(out.status.success(), "{text}");
+    let live = line(&text, "live tier");
+    assert!(live.starts_with("ok") && live.contains("append, read and release work") && live.contains("auto-aof-rewrite-min-size"), "{text}");
+
+    assert_eq!(redis.command("CONFIG SET appendonly no"), "+OK");
+    let (out, text) = check(&dir.path().join("data"), free_port(), free_port(), &env);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let live = line(&text, "live tier");
+    assert!(live.starts_with("FAIL") && live.contains("appendonly no") && live.contains("appendfsync always"), "{text}");
 }

@@ -2,8 +2,9 @@
 //! staging files; two nodes racing one step's bytes (a resend storm) produce one correct stream,
 //! followed live on one of them; a node's readers at the live edge are served the pushed bytes
 //! without reading the stream, and see an overwrite made on another node; many steps' small
-//! appends are committed by one script call, each under its own offset rule; and a Redis
-//! `kill -9` mid-stream loses nothing acknowledged, with readers following again.
+//! appends are committed by one script call, each under its own offset rule; Redis's
+//! persistence settings are checked; and a Redis `kill -9` mid-stream loses nothing
+//! acknowledged, with readers following again.
 
 #![allow(clippy::unwrap_used)]
 
@@ -50,6 +51,28 @@ fn redis_passes_the_live_tier_conformance_suite() {
     runtime().block_on(async {
         let tier = RedisTier::connect(config(&server)).await.unwrap();
         conformance::run(tier.as_ref(), "conformance").await;
+    });
+}
+
+/// `--check-config` and the start-up log read Redis's persistence settings: a Redis that could
+/// lose acknowledged output is refused with what to change, AOF rewrites from a small file on
+/// get a note, and the recommended settings pass silently.
+#[test]
+fn redis_persistence_settings_are_checked() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        let tier = RedisTier::connect(config(&server)).await.unwrap();
+        let notes = tier.settings().await.unwrap();
+        assert!(notes.len() == 1 && notes[0].contains("auto-aof-rewrite-min-size"), "{notes:?}");
+        assert_eq!(server.command("CONFIG SET appendfsync everysec"), "+OK");
+        let refused = tier.settings().await.unwrap_err();
+        assert!(refused.contains("appendfsync everysec") && refused.contains("live_wait_replicas"), "{refused}");
+        // Waiting for replicas is the other way to durability.
+        let waiting = RedisTier::connect(RedisConfig { wait_replicas: 1, ..config(&server) }).await.unwrap();
+        assert!(waiting.settings().await.is_ok());
+        assert_eq!(server.command("CONFIG SET appendfsync always"), "+OK");
+        assert_eq!(server.command("CONFIG SET auto-aof-rewrite-min-size 1gb"), "+OK");
+        assert_eq!(tier.settings().await.unwrap(), Vec::<String>::new());
     });
 }
 

@@ -218,6 +218,13 @@ pub trait LiveTier: Send + Sync + 'static {
         false
     }
 
+    /// What the backend's own settings mean for acknowledged output, for `--check-config` and
+    /// the start-up log: `Err` when an acknowledged byte could be lost (what to change), else
+    /// notes on settings that cost speed. Local files have no settings of their own.
+    fn settings(&self) -> BoxFuture<'_, Result<Vec<String>, String>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
     /// The backend's own gauges for `/metrics`, as (name, help, value): a shared tier reports
     /// its memory; local files report none.
     fn gauges(&self) -> BoxFuture<'_, Result<Vec<Gauge>, LiveError>> {

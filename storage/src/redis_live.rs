@@ -627,6 +627,43 @@ impl LiveTier for RedisTier {
         self.cfg.wait_replicas == 0
     }
 
+    /// Reads Redis's persistence settings (`CONFIG GET`; a managed Redis that refuses it gets a
+    /// note saying what to make sure of instead).
+    fn settings(&self) -> BoxFuture<'_, Result<Vec<String>, String>> {
+        Box::pin(async move {
+            let mut pipe = redis::pipe();
+            for name in ["appendonly", "appendfsync", "auto-aof-rewrite-percentage", "auto-aof-rewrite-min-size"] {
+                pipe.cmd("CONFIG").arg("GET").arg(name);
+            }
+            let got: Result<Vec<HashMap<String, String>>, _> = pipe.query_async(&mut self.con()).await;
+            let got = match got {
+                Ok(g) => g.into_iter().flatten().collect::<HashMap<String, String>>(),
+                Err(e) => {
+                    return Ok(vec![format!(
+                        "could not read Redis's persistence settings ({e}); make sure it runs with appendonly yes and appendfsync always, or set live_wait_replicas"
+                    )]);
+                }
+            };
+            let get = |name: &str| got.get(name).map(String::as_str).unwrap_or("");
+            let (aof, fsync) = (get("appendonly"), get("appendfsync"));
+            if self.cfg.wait_replicas == 0 && (aof != "yes" || fsync != "always") {
+                return Err(format!(
+                    "Redis runs with appendonly {aof} and appendfsync {fsync}, and live_wait_replicas is 0: output acknowledged to agents is lost if Redis stops; \
+                     run Redis with appendonly yes and appendfsync always (in redis.conf, or CONFIG SET then CONFIG REWRITE), or replicate it and set live_wait_replicas"
+                ));
+            }
+            let mut notes = Vec::new();
+            let min_mib = get("auto-aof-rewrite-min-size").parse::<u64>().unwrap_or(0) >> 20;
+            if aof == "yes" && get("auto-aof-rewrite-percentage") != "0" && min_mib < 1024 {
+                notes.push(format!(
+                    "Redis rewrites its append-only file from {min_mib} MiB on (auto-aof-rewrite-min-size): each rewrite forks Redis and writes out all it holds, \
+                     which with output streaming at MB/s comes every few seconds and delays writes while it runs; set it to 1gb or more"
+                ));
+            }
+            Ok(notes)
+        })
+    }
+
     fn gauges(&self) -> BoxFuture<'_, Result<Vec<Gauge>, LiveError>> {
         Box::pin(async move {
             let info: String = redis::cmd("INFO").arg("memory").query_async(&mut self.con()).await.map_err(|e| io("Redis", e))?;

@@ -885,6 +885,21 @@ impl RedisServer {
         kill_child(&mut self.child);
     }
 
+    /// Sends one inline command (e.g. `CONFIG SET appendfsync everysec`) and returns the first
+    /// line of the answer.
+    pub fn command(&self, line: &str) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
+        s.write_all(format!("{line}\r\n").as_bytes()).expect("send command");
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !reply.ends_with(b"\r\n") {
+            let n = s.read(&mut buf).expect("read answer");
+            assert!(n > 0, "redis closed the connection");
+            reply.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&reply).lines().next().unwrap_or_default().to_string()
+    }
+
     /// How many times Redis ran `command` (lower case), from `INFO commandstats`.
     pub fn calls(&self, command: &str) -> u64 {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
