@@ -210,7 +210,10 @@ impl RedisTier {
         let chunk = batch::Chunk { key: key.clone(), offset, timestamp_us, bytes: stored.clone(), masked };
         let batch::Appended { outcome, hwm, start, pushed } = self.appenders[Self::slot(key)].append(chunk).await?;
         if start < hwm {
-            let added = (start - offset) as usize..(hwm - offset) as usize;
+            let added = match (start.checked_sub(offset), hwm.checked_sub(offset)) {
+                (Some(a), Some(b)) if b as usize <= received.len() => a as usize..b as usize,
+                _ => return Err(io(key, format!("Redis answered an append of {} bytes at {offset} with [{start}, {hwm})", received.len()))),
+            };
             if pushed {
                 // This node's readers get the bytes now, not when the notification comes back.
                 // A copy: a slice would keep the whole buffer the chunk was read into.
