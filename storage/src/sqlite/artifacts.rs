@@ -76,7 +76,7 @@ pub(super) fn get(c: &Connection, job: &str, path: &str) -> Result<Option<Artifa
 
 /// See [`crate::meta::MetaStore::insert_artifact`].
 pub(super) fn insert(c: &mut Connection, a: &Artifact, max_job_bytes: u64) -> Result<Artifact, MetaError> {
-    let tx = c.transaction().map_err(backend)?;
+    let tx = c.savepoint().map_err(backend)?;
     let job = a.job.as_str();
     if let Some(existing) = get(&tx, job, &a.path)? {
         return Ok(existing);
@@ -132,7 +132,7 @@ pub(super) fn insert(c: &mut Connection, a: &Artifact, max_job_bytes: u64) -> Re
 /// Forgets an artifact (`expire`: keeps its record as a tombstone), taking its size off the
 /// job's total if it still counted.
 pub(super) fn remove(c: &mut Connection, id: &str, expire_at_ms: Option<u64>) -> Result<(), MetaError> {
-    let tx = c.transaction().map_err(backend)?;
+    let tx = c.savepoint().map_err(backend)?;
     let row: Option<(String, u64)> = tx.prepare_cached_row("SELECT job_id, size FROM artifacts WHERE id = ?1 AND expired_ms IS NULL", [id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
         .map_err(backend)?;

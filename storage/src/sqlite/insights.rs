@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::backend;
 use crate::insights::{
@@ -57,7 +57,7 @@ CREATE INDEX workflow_test_runs_recent ON workflow_test_runs (project, workflow,
 "#;
 
 /// Folds `runs` of `job` into every rollup.
-pub(super) fn update(tx: &Transaction<'_>, job: &Job, runs: &[TestRun]) -> Result<(), MetaError> {
+pub(super) fn update(tx: &Connection, job: &Job, runs: &[TestRun]) -> Result<(), MetaError> {
     let workflow = job.workflow.clone().unwrap_or_default();
     let branch = job.branch.clone().unwrap_or_default();
     let day = job.created_at_ms / DAY_MS;

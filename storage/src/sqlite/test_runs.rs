@@ -1,13 +1,13 @@
 //! SQLite statements for test runs (the `test_runs` table).
 
-use rusqlite::{params, Connection, Transaction};
+use rusqlite::{params, Connection};
 
 use super::backend;
 use crate::meta::MetaError;
 use crate::test_runs::TestRun;
 
 /// Appends `runs` to the job's test runs, numbered after those already stored.
-pub(super) fn record(tx: &Transaction<'_>, job: &str, runs: &[TestRun]) -> Result<(), MetaError> {
+pub(super) fn record(tx: &Connection, job: &str, runs: &[TestRun]) -> Result<(), MetaError> {
     let next: u64 = tx
         .query_row("SELECT COALESCE(MAX(seq), -1) + 1 FROM test_runs WHERE job_id = ?1", [job], |r| r.get(0))
         .map_err(backend)?;
