@@ -267,6 +267,11 @@ fn step_keys(stmt: &mut rusqlite::Statement<'_>, params: impl rusqlite::Params) 
 /// whole transaction back (an I/O error, a full disk) the group ends there and every call in it
 /// is answered with the failure, none having been kept.
 fn run_group(conn: &mut Connection, first: Work, queue: &crossbeam_channel::Receiver<Work>, commits: &AtomicU64) {
+    // A transaction left open (a failed commit whose rollback failed too; its calls were
+    // answered with the failure) must not swallow this group's writes.
+    if !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
     let grouped = conn.execute_batch("BEGIN").is_ok();
     let mut replies = Vec::new();
     let mut next = Some(first);

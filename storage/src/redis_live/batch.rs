@@ -119,8 +119,9 @@ async fn run(mut con: ConnectionManager, script: Script, ttl: u64, mut rx: mpsc:
     }
 }
 
-/// One call of the append script for `chunks` (at most one per step), loading the script when
-/// Redis lost it (a restart, `SCRIPT FLUSH`) and sending the call once more.
+/// One call of the append script for `chunks` (applied in order; a step may have several),
+/// loading the script when Redis lost it (a restart, `SCRIPT FLUSH`) and sending the call once
+/// more.
 async fn call(con: &mut ConnectionManager, script: &Script, ttl: u64, chunks: &[Chunk]) -> Result<Vec<Appended>, redis::RedisError> {
     let cmd = command(script.get_hash(), ttl, chunks);
     let answers: Vec<(String, u64, u64, u8)> = match cmd.query_async(con).await {
