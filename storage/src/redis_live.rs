@@ -5,7 +5,8 @@
 //! time-index point; `…:s`, the stream, one entry per appended chunk with id `<offset>-1`;
 //! `…:t`, the time index; `…:o`, replacement bytes of entries an overwrite changed. Every
 //! change is one Lua script, so the offset rule is applied inside Redis: two nodes racing on
-//! one step cannot interleave or duplicate bytes. Scripts that add bytes or end a step publish
+//! one step cannot interleave or duplicate bytes (small appends of many steps share one call
+//! of the append script, each under its own step's rule: see [`batch`]). Scripts that add bytes or end a step publish
 //! on `…:n`, which each node's follower (see [`follow`]) turns into `watch` updates for its
 //! readers; small appends publish their bytes, which the follower keeps for those readers.
 //! Keys expire `ttl` after the last append; the archiver's release deletes them.
