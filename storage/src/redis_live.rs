@@ -6,9 +6,10 @@
 //! `…:t`, the time index; `…:o`, replacement bytes of entries an overwrite changed. Every
 //! change is one Lua script, so the offset rule is applied inside Redis: two nodes racing on
 //! one step cannot interleave or duplicate bytes (small appends of many steps share one call
-//! of the append script, each under its own step's rule: see [`batch`]). Scripts that add bytes or end a step publish
-//! on `…:n`, which each node's follower (see [`follow`]) turns into `watch` updates for its
-//! readers; small appends publish their bytes, which the follower keeps for those readers.
+//! of the append script, each under its own step's rule: see [`batch`]). Scripts that add
+//! bytes or end a step publish on `…:n`, which each node's follower (see [`follow`]) turns
+//! into `watch` updates for its readers; small appends publish their bytes, which the follower
+//! keeps for those readers.
 //! Keys expire `ttl` after the last append; the archiver's release deletes them.
 //!
 //! Durable means what Redis acknowledged under its own persistence (run it with
@@ -47,9 +48,6 @@ const ENTRY: usize = 256 * 1024;
 /// Appends of at most this many new bytes are pushed to followers with their notification, so
 /// a node's readers of a live step get them without reading them back (see [`follow`]).
 const PUSH_MAX: usize = 64 * 1024;
-/// Command connections per node, each with its own group commit of appends (see [`batch`]).
-const CONNECTIONS: usize = RedisTier::CONNECTIONS;
-
 /// Where and how long the Redis live tier keeps steps.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
@@ -61,6 +59,13 @@ pub struct RedisConfig {
     pub wait_replicas: u32,
 }
 
+impl RedisConfig {
+    /// The keys' expiry in whole seconds (at least one), as `EXPIRE` takes it.
+    fn ttl_secs(&self) -> u64 {
+        self.ttl.as_secs().max(1)
+    }
+}
+
 struct Scripts {
     open: Script,
     read: Script,
@@ -69,7 +74,7 @@ struct Scripts {
     finish: Script,
 }
 
-/// The Redis Streams live tier. Cheap to share: [`CONNECTIONS`] multiplexed connections
+/// The Redis Streams live tier. Cheap to share: [`RedisTier::CONNECTIONS`] multiplexed connections
 /// (each reconnecting by itself) for commands, a step's always on the same one, and one
 /// pub/sub connection for the follower.
 pub struct RedisTier {
@@ -142,8 +147,8 @@ impl RedisTier {
             .set_response_timeout(Duration::from_secs(10))
             .set_number_of_retries(2)
             .set_max_delay(1000);
-        let mut cons = Vec::with_capacity(CONNECTIONS);
-        for _ in 0..CONNECTIONS {
+        let mut cons = Vec::with_capacity(Self::CONNECTIONS);
+        for _ in 0..Self::CONNECTIONS {
             let con = tokio::time::timeout(Duration::from_secs(15), client.get_connection_manager_with_config(mcfg.clone()))
                 .await
                 .map_err(|_| io("Redis", "no answer within 15 s"))?
@@ -159,8 +164,7 @@ impl RedisTier {
         };
         let watchers = follow::Watchers::default();
         let (tx, rx) = mpsc::unbounded_channel();
-        let ttl = cfg.ttl.as_secs().max(1);
-        let appenders = cons.iter().map(|c| batch::Appender::start(c.clone(), ttl)).collect();
+        let appenders = cons.iter().map(|c| batch::Appender::start(c.clone(), cfg.ttl_secs())).collect();
         let tier = Arc::new(Self { cons, appenders, cfg, scripts, watchers: watchers.clone(), follow: tx, hashers: Mutex::default() });
         tokio::spawn(follow::run(client, Arc::downgrade(&tier), watchers, rx));
         let _: () = redis::cmd("PING").query_async(&mut tier.con()).await.map_err(|e| io("Redis", e))?;
@@ -190,11 +194,7 @@ impl RedisTier {
 
     fn slot(key: &StepKey) -> usize {
         use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-        (BuildHasherDefault::<DefaultHasher>::default().hash_one(key) % CONNECTIONS as u64) as usize
-    }
-
-    fn ttl(&self) -> u64 {
-        self.cfg.ttl.as_secs().max(1)
+        (BuildHasherDefault::<DefaultHasher>::default().hash_one(key) % Self::CONNECTIONS as u64) as usize
     }
 
     /// The step's progress as Redis holds it; `None` when it is not here.
@@ -413,7 +413,7 @@ impl LiveTier for RedisTier {
     fn open<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<Progress, LiveError>> {
         Box::pin(async move {
             let (hwm, end): (u64, String) =
-                self.scripts.open.key(key_of(key, "m")).arg(self.ttl()).invoke_async(&mut self.con_for(key)).await.map_err(|e| io(key, e))?;
+                self.scripts.open.key(key_of(key, "m")).arg(self.cfg.ttl_secs()).invoke_async(&mut self.con_for(key)).await.map_err(|e| io(key, e))?;
             let _: () = self.con().sadd(RESIDENT, key.to_string()).await.map_err(|e| io(key, e))?;
             if end.is_empty() {
                 self.start_hash(key, hwm);
@@ -606,7 +606,7 @@ impl LiveTier for RedisTier {
             let (status, n): (String, u64) = Self::on_step(&self.scripts.overwrite, key, &["m", "s", "o"])
                 .arg(offset)
                 .arg(&bytes[..])
-                .arg(self.ttl())
+                .arg(self.cfg.ttl_secs())
                 .arg(key_of(key, "n"))
                 .invoke_async(&mut self.con_for(key))
                 .await

@@ -101,6 +101,8 @@ async fn run(mut con: ConnectionManager, script: Script, ttl: u64, mut rx: mpsc:
         }
         match call(&mut con, &script, ttl, &chunks).await {
             Ok(answers) => {
+                // An answer short of the chunks (never from this script) drops the rest's
+                // replies, which their callers see as an error.
                 for (reply, answer) in replies.drain(..).zip(answers) {
                     let _ = reply.send(Ok(answer));
                 }
@@ -113,9 +115,6 @@ async fn run(mut con: ConnectionManager, script: Script, ttl: u64, mut rx: mpsc:
             }
         }
         chunks.clear();
-        // An answer short of the chunks (never from this script) drops the rest's replies,
-        // which their callers see as an error.
-        replies.clear();
     }
 }
 
