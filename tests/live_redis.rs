@@ -1,6 +1,6 @@
 //! The live tier on Redis Streams (a real `redis-server`): the same conformance suite as the
-//! staging files; two nodes racing one step's bytes (a resend storm) produce one correct stream,
-//! followed live on one of them; a node's readers at the live edge are served the pushed bytes
+//! staging files; two nodes racing one step's bytes (a resend storm, in small appends, large ones
+//! or both) produce one correct stream, followed live on one of them; a node's readers at the live edge are served the pushed bytes
 //! without reading the stream, and see an overwrite made on another node; many steps' small
 //! appends are committed by one script call, each under its own offset rule; Redis's
 //! persistence settings are checked; and a Redis `kill -9` mid-stream loses nothing
@@ -76,62 +76,73 @@ fn redis_persistence_settings_are_checked() {
     });
 }
 
+/// Racers, each sending the whole stream through one node in chunks of its own size and
+/// resending from an earlier offset whenever another got ahead (what agents failing over do),
+/// while a reader on node b follows live; the stream ends up as sent, once.
+async fn race(a: &Arc<RedisTier>, b: &Arc<RedisTier>, k: &StepKey, racers: &[(&Arc<RedisTier>, usize)]) {
+    a.open(k).await.unwrap();
+    let mut rx = b.subscribe(k).await.unwrap();
+    let data: Arc<Vec<u8>> = Arc::new(awkward_bytes(11, 2 << 20));
+    let send = |tier: Arc<RedisTier>, chunk: usize, seed: u64| {
+        let (data, k) = (data.clone(), k.clone());
+        tokio::spawn(async move {
+            let mut off = 0usize;
+            let mut rng = seed;
+            while off < data.len() {
+                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let back = (rng >> 33) as usize % 5000;
+                let from = off.saturating_sub(back);
+                let end = (from + chunk).min(data.len());
+                match tier.append(&k, from as u64, 0, Bytes::copy_from_slice(&data[from..end])).await.unwrap() {
+                    AppendOutcome::Written { hwm } | AppendOutcome::Gap { hwm } => off = hwm as usize,
+                    AppendOutcome::Ended { .. } => unreachable!("nobody ends it"),
+                }
+            }
+        })
+    };
+    let len = data.len() as u64;
+    // The reader on node b is served the bytes pushed to b, and reads the rest back.
+    let follower = {
+        let (b, k) = (b.clone(), k.clone());
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            while (got.len() as u64) < len {
+                let durable = rx.borrow_and_update().durable;
+                while (got.len() as u64) < durable {
+                    got.extend_from_slice(&b.read(&k, got.len() as u64, 1 << 20).await.unwrap());
+                }
+                if (got.len() as u64) < len {
+                    tokio::time::timeout(Duration::from_secs(10), rx.changed()).await.unwrap().unwrap();
+                }
+            }
+            got
+        })
+    };
+    let senders: Vec<_> = racers.iter().zip(1..).map(|((tier, chunk), seed)| send(Arc::clone(tier), *chunk, seed)).collect();
+    for s in senders {
+        s.await.unwrap();
+    }
+    let live = follower.await.unwrap();
+    assert!(live == *data, "{k}: the live reader on node b read a different stream");
+    assert!(read_all(a, k, 0, data.len()).await == *data, "{k}: the stream differs from what was sent");
+    let mut h = StreamHasher::new();
+    h.update(&data);
+    assert_eq!(b.checksum(k).await.unwrap(), (len, h.hex()));
+}
+
+/// Small appends go through the append script and large ones (over 64 KiB) through
+/// `WATCH`/`MULTI`/`EXEC`: racing each other as well as their own kind, they make one stream.
 #[test]
 fn two_nodes_racing_one_step_produce_one_stream() {
     let server = RedisServer::start();
     runtime().block_on(async {
         let (a, b) = two_nodes(&server).await;
-        let k = key("race", "storm");
-        a.open(&k).await.unwrap();
-        let reader = b.clone();
-        let mut rx = reader.subscribe(&k).await.unwrap();
-        let data: Arc<Vec<u8>> = Arc::new(awkward_bytes(11, 2 << 20));
-        // Each node sends the whole stream in chunks of its own size, resending from an
-        // earlier offset whenever the other node got ahead (what two agents failing over do).
-        let send = |tier: Arc<RedisTier>, chunk: usize, seed: u64| {
-            let (data, k) = (data.clone(), k.clone());
-            tokio::spawn(async move {
-                let mut off = 0usize;
-                let mut rng = seed;
-                while off < data.len() {
-                    rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    let back = (rng >> 33) as usize % 5000;
-                    let from = off.saturating_sub(back);
-                    let end = (from + chunk).min(data.len());
-                    match tier.append(&k, from as u64, 0, Bytes::copy_from_slice(&data[from..end])).await.unwrap() {
-                        AppendOutcome::Written { hwm } | AppendOutcome::Gap { hwm } => off = hwm as usize,
-                        AppendOutcome::Ended { .. } => unreachable!("nobody ends it"),
-                    }
-                }
-            })
-        };
-        let len = data.len() as u64;
-        // A reader on node b follows the race live (served the bytes pushed to b).
-        let follower = {
-            let (b, k) = (b.clone(), k.clone());
-            tokio::spawn(async move {
-                let mut got = Vec::new();
-                while (got.len() as u64) < len {
-                    let durable = rx.borrow_and_update().durable;
-                    while (got.len() as u64) < durable {
-                        got.extend_from_slice(&b.read(&k, got.len() as u64, 1 << 20).await.unwrap());
-                    }
-                    if (got.len() as u64) < len {
-                        tokio::time::timeout(Duration::from_secs(10), rx.changed()).await.unwrap().unwrap();
-                    }
-                }
-                got
-            })
-        };
-        let (x, y) = (send(a.clone(), 7_001, 1), send(b.clone(), 12_345, 2));
-        x.await.unwrap();
-        y.await.unwrap();
-        let live = follower.await.unwrap();
-        assert!(live == *data, "the live reader on node b read a different stream");
-        assert!(read_all(&a, &k, 0, data.len()).await == *data, "the stream differs from what was sent");
-        let mut h = StreamHasher::new();
-        h.update(&data);
-        assert_eq!(b.checksum(&k).await.unwrap(), (len, h.hex()));
+        race(&a, &b, &key("race", "small"), &[(&a, 7_001), (&b, 12_345)]).await;
+        assert_eq!(server.calls("watch"), 0, "small appends watched the step");
+        race(&a, &b, &key("race", "large"), &[(&a, 300_001), (&b, 70_001)]).await;
+        // 2 MiB in chunks of at most 300,001 bytes: at least 7 appends, each watching.
+        assert!(server.calls("watch") >= 7, "large appends did not watch the step");
+        race(&a, &b, &key("race", "mixed"), &[(&a, 9_001), (&b, 300_001), (&b, 5_000)]).await;
     });
 }
 

@@ -4,10 +4,11 @@
 //! hash with the written length `hwm`, the released prefix `rel`, the end, and the last
 //! time-index point; `…:s`, the stream, one entry per appended chunk with id `<offset>-1`;
 //! `…:t`, the time index; `…:o`, replacement bytes of entries an overwrite changed. Every
-//! change is one Lua script, so the offset rule is applied inside Redis: two nodes racing on
-//! one step cannot interleave or duplicate bytes (small appends of many steps share one call
-//! of the append script, each under its own step's rule: see [`batch`]). Scripts that add
-//! bytes or end a step publish on `…:n`, which each node's follower (see [`follow`]) turns
+//! change is atomic inside Redis, so two nodes racing on one step cannot interleave or duplicate
+//! bytes: a Lua script applies the offset rule (small appends of many steps share one call of
+//! the append script, each under its own step's rule: see [`batch`]), except for large appends,
+//! which `WATCH` the step and commit with `MULTI`/`EXEC` (see [`watched`]). Appends and
+//! ends publish on `…:n`, which each node's follower (see [`follow`]) turns
 //! into `watch` updates for its readers; small appends publish their bytes, which the follower
 //! keeps for those readers.
 //! Keys expire `ttl` after the last append; the archiver's release deletes them.
@@ -36,6 +37,7 @@ use crate::live::{AppendOutcome, Gauge, LiveError, LiveTier, Progress, StepEnd, 
 
 mod batch;
 mod follow;
+mod watched;
 
 /// A time-index point at least every this many bytes (as the staging tier).
 const INDEX_EVERY_BYTES: u64 = 64 * 1024;
@@ -79,8 +81,10 @@ struct Scripts {
 /// pub/sub connection for the follower.
 pub struct RedisTier {
     cons: Vec<ConnectionManager>,
-    /// Per connection: its appends, small ones joined into one script call.
+    /// Per connection: its small appends, joined into one script call.
     appenders: Vec<batch::Appender>,
+    /// Large appends, without the script.
+    watched: watched::Watched,
     cfg: RedisConfig,
     scripts: Scripts,
     watchers: follow::Watchers,
@@ -165,7 +169,8 @@ impl RedisTier {
         let watchers = follow::Watchers::default();
         let (tx, rx) = mpsc::unbounded_channel();
         let appenders = cons.iter().map(|c| batch::Appender::start(c.clone(), cfg.ttl_secs())).collect();
-        let tier = Arc::new(Self { cons, appenders, cfg, scripts, watchers: watchers.clone(), follow: tx, hashers: Mutex::default() });
+        let watched = watched::Watched::new(client.clone(), cfg.ttl_secs());
+        let tier = Arc::new(Self { cons, appenders, watched, cfg, scripts, watchers: watchers.clone(), follow: tx, hashers: Mutex::default() });
         tokio::spawn(follow::run(client, Arc::downgrade(&tier), watchers, rx));
         let _: () = redis::cmd("PING").query_async(&mut tier.con()).await.map_err(|e| io("Redis", e))?;
         tier.appenders[0].load().await?;
@@ -209,7 +214,8 @@ impl RedisTier {
     /// Appends `stored` for `received` (what the agent sent, as long).
     async fn append_inner(&self, key: &StepKey, offset: u64, timestamp_us: u64, stored: Bytes, received: &[u8], masked: bool) -> Result<AppendOutcome, LiveError> {
         let chunk = batch::Chunk { key: key.clone(), offset, timestamp_us, bytes: stored.clone(), masked };
-        let batch::Appended { outcome, hwm, start, pushed } = self.appenders[Self::slot(key)].append(chunk).await?;
+        let appended = if chunk.bytes.len() > batch::SMALL { self.watched.append(&chunk).await } else { self.appenders[Self::slot(key)].append(chunk).await };
+        let batch::Appended { outcome, hwm, start, pushed } = appended?;
         if start < hwm {
             let added = match (start.checked_sub(offset), hwm.checked_sub(offset)) {
                 (Some(a), Some(b)) if b as usize <= received.len() => a as usize..b as usize,

@@ -5,7 +5,8 @@
 //! loop (a bulk argument of 32 KiB or more is read whole), and with `appendfsync always` every
 //! turn ends in an fsync. A thousand steps' 1 KB appends sent one command each took a dozen
 //! turns — a dozen fsyncs — per tick; joined, their bytes travel as one argument and one call
-//! commits them all. Large appends gain nothing from company and are sent at once, as before.
+//! commits them all. Large appends gain nothing from company and go without the script (see
+//! [`super::watched`]).
 //!
 //! The queue is unbounded in count but not in bytes: a step's stream has one append out at a
 //! time (ingest awaits each), so it holds at most one small chunk per open stream.
@@ -20,8 +21,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::{ENTRY, INDEX_EVERY_BYTES, PUSH_MAX, io, key_of};
 use crate::live::{LiveError, StepKey, TIME_INDEX_GAP_US};
 
-/// Appends of at most this many bytes wait for company while a call is out.
-const SMALL: usize = 64 * 1024;
+/// Appends of at most this many bytes go through the script, waiting for company while a call
+/// is out; larger ones go through [`super::watched`].
+pub(super) const SMALL: usize = 64 * 1024;
 /// A call takes queued chunks until it holds this many bytes…
 const BATCH_BYTES: usize = 256 * 1024;
 /// …or this many chunks.
@@ -39,7 +41,7 @@ pub(super) struct Chunk {
 
 /// What the append script answered for one chunk: the call added the bytes `[start, hwm)`,
 /// and published them with the notification when `pushed`.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub(super) struct Appended {
     pub outcome: String,
     pub hwm: u64,
@@ -47,13 +49,12 @@ pub(super) struct Appended {
     pub pushed: bool,
 }
 
-/// The appends of one connection: small ones joined while a call is out, large ones sent at
-/// once. Cheap to share; its task ends when the last handle is dropped.
+/// The small appends of one connection, joined while a call is out. Cheap to share; its task
+/// ends when the last handle is dropped.
 #[derive(Clone)]
 pub(super) struct Appender {
     con: ConnectionManager,
     script: Script,
-    ttl: u64,
     queue: mpsc::UnboundedSender<(Chunk, oneshot::Sender<Result<Appended, String>>)>,
 }
 
@@ -63,7 +64,7 @@ impl Appender {
         let script = Script::new(include_str!("append.lua"));
         let (queue, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(con.clone(), script.clone(), ttl, rx));
-        Self { con, script, ttl, queue }
+        Self { con, script, queue }
     }
 
     /// Loads the append script into Redis (ahead of the first append, which would otherwise
@@ -72,13 +73,9 @@ impl Appender {
         self.script.prepare_invoke().load_async(&mut self.con.clone()).await.map(drop).map_err(|e| io("Redis", e))
     }
 
-    /// Appends `chunk` under the offset rule.
+    /// Appends `chunk` (of at most [`SMALL`] bytes) under the offset rule.
     pub(super) async fn append(&self, chunk: Chunk) -> Result<Appended, LiveError> {
         let key = chunk.key.clone();
-        if chunk.bytes.len() > SMALL {
-            let mut answers = call(&mut self.con.clone(), &self.script, self.ttl, std::slice::from_ref(&chunk)).await.map_err(|e| io(&key, e))?;
-            return answers.pop().ok_or_else(|| io(&key, "the append script answered nothing"));
-        }
         let (tx, rx) = oneshot::channel();
         self.queue.send((chunk, tx)).map_err(|_| io(&key, "the Redis appender stopped"))?;
         rx.await.map_err(|_| io(&key, "the Redis appender stopped"))?.map_err(|e| io(&key, e))

@@ -24,6 +24,8 @@ use crate::live::{Progress, StepKey};
 
 /// Most steps one SUBSCRIBE asks for.
 const SUBSCRIBE_BATCH: usize = 256;
+/// Times a step's progress is read before its readers are left to wait for a notification.
+const REFRESH_ATTEMPTS: u32 = 30;
 /// Bytes kept per followed step: what its readers at the live edge have not read yet.
 const RECENT: usize = 16 * 1024;
 
@@ -220,14 +222,21 @@ fn spawn_refresh(tier: &Weak<RedisTier>, watchers: &Watchers, key: StepKey) {
     tokio::spawn(async move { refresh(&tier, &watchers, key).await });
 }
 
-/// Reads a step's progress from Redis into its watch.
+/// Reads a step's progress from Redis into its watch, trying again for a while when Redis does
+/// not answer: a command connection that has not noticed Redis restart fails once before it
+/// reconnects, and the notification this read stands in for may be gone.
 async fn refresh(tier: &Weak<RedisTier>, watchers: &Watchers, key: StepKey) {
-    let Some(tier) = tier.upgrade() else { return };
-    match tier.progress(&key).await {
-        Ok(Some(p)) => watchers.set(&key, p),
-        Ok(None) => {}
-        Err(e) => debug!(step = %key, error = %e, "could not read step progress"),
+    for attempt in 1..=REFRESH_ATTEMPTS {
+        let Some(t) = tier.upgrade() else { return };
+        match t.progress(&key).await {
+            Ok(Some(p)) => return watchers.set(&key, p),
+            Ok(None) => return,
+            Err(e) => debug!(step = %key, error = %e, attempt, "could not read step progress"),
+        }
+        drop(t);
+        tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt).min(10))).await;
     }
+    warn!(step = %key, "could not read step progress from Redis; its readers wait for its next notification");
 }
 
 /// Runs until the tier is dropped.
