@@ -28,6 +28,11 @@ pub struct ServeConfig {
     pub live_ttl_hours: u64,
     /// Redis replicas each ack waits for (`WAIT`); 0 trusts the primary's persistence.
     pub live_wait_replicas: u32,
+    /// Most MiB of a running step Redis holds that the archiver has not released: past it,
+    /// the step's output waits unacknowledged (agents keep it) until the archiver catches up.
+    /// 0: no limit. At least twice `archive_live_mib` (with `live_url`; staging files are on
+    /// disk and have no such limit).
+    pub live_hold_max_mib: u64,
     /// What this process does: `all`, or any of `ingest` (QUIC and HTTP/2 ingest), `query` (the
     /// HTTP API and live tails) and `archiver` (archiving and expiry, under leases). Roles other
     /// than `all` need the shared backends (`live_url`, `meta_url`).
@@ -148,6 +153,7 @@ impl Default for ServeConfig {
             live_url: None,
             live_ttl_hours: 7 * 24,
             live_wait_replicas: 0,
+            live_hold_max_mib: 256,
             roles: vec![Role::All],
             http_addr: DEFAULT_HTTP_ADDR.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8520))),
             quic_addr: DEFAULT_QUIC_ADDR.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8521))),
@@ -265,6 +271,12 @@ impl ServeConfig {
             return Err(format!(
                 "roles {:?} split the work between processes, which then need shared backends: set live_url (Redis) and meta_url (MongoDB)",
                 self.roles
+            ));
+        }
+        if self.live_url.is_some() && self.live_hold_max_mib != 0 && self.live_hold_max_mib < 2 * self.archive_live_mib.max(1) {
+            return Err(format!(
+                "live_hold_max_mib ({}) must be 0 (no limit) or at least twice archive_live_mib ({}): the archiver takes a running step's output {} MiB at a time",
+                self.live_hold_max_mib, self.archive_live_mib, self.archive_live_mib
             ));
         }
         Ok(())
@@ -390,6 +402,9 @@ impl ServeConfig {
         if let Some(n) = num("TAILRACE_ARCHIVE_SEGMENT_MIB")? {
             cfg.archive_segment_mib = n;
         }
+        if let Some(n) = num("TAILRACE_LIVE_HOLD_MAX_MIB")? {
+            cfg.live_hold_max_mib = n;
+        }
         if let Some(n) = num("TAILRACE_ARCHIVE_LIVE_MIB")? {
             cfg.archive_live_mib = n;
         }
@@ -448,6 +463,19 @@ mod tests {
         let cfg = ServeConfig::load(None, &env).unwrap();
         assert!(cfg.runs(Role::Archiver) && !cfg.runs(Role::Ingest));
         assert!(ServeConfig::default().runs(Role::Ingest));
+    }
+
+    #[test]
+    fn redis_holds_at_least_two_archive_segments_of_a_running_step() {
+        let mut env: HashMap<String, String> = [("TAILRACE_LIVE_HOLD_MAX_MIB".to_string(), "100".to_string())].into();
+        assert_eq!(ServeConfig::load(None, &env).unwrap().live_hold_max_mib, 100, "staging files have no such limit");
+        env.insert("TAILRACE_LIVE_URL".into(), "redis://r/".into());
+        let e = ServeConfig::load(None, &env).unwrap_err();
+        assert!(e.contains("live_hold_max_mib (100)") && e.contains("archive_live_mib (64)"), "{e}");
+        env.insert("TAILRACE_LIVE_HOLD_MAX_MIB".into(), "0".into());
+        assert_eq!(ServeConfig::load(None, &env).unwrap().live_hold_max_mib, 0);
+        env.remove("TAILRACE_LIVE_HOLD_MAX_MIB");
+        assert_eq!(ServeConfig::load(None, &env).unwrap().live_hold_max_mib, 256);
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! The live tier on Redis Streams (a real `redis-server`): the same conformance suite as the
 //! staging files; two nodes racing one step's bytes (a resend storm, in small appends, large ones
-//! or both) produce one correct stream, followed live on one of them; a node's readers at the live edge are served the pushed bytes
-//! without reading the stream, and see an overwrite made on another node; many steps' small
-//! appends are committed by one script call, each under its own offset rule; Redis's
-//! persistence settings are checked; and a Redis `kill -9` mid-stream loses nothing
+//! or both) produce one correct stream, followed live on one of them; a node's readers at the
+//! live edge are served the pushed bytes without reading the stream, and see an overwrite made
+//! on another node; many steps' small appends are committed by one script call, each under its
+//! own offset rule; a step holding its most unreleased bytes takes more only after a release;
+//! Redis's persistence settings are checked; and a Redis `kill -9` mid-stream loses nothing
 //! acknowledged, with readers following again.
 
 #![allow(clippy::unwrap_used)]
@@ -24,7 +25,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn config(server: &RedisServer) -> RedisConfig {
-    RedisConfig { url: server.url(), ttl: Duration::from_secs(3600), wait_replicas: 0 }
+    RedisConfig { url: server.url(), ttl: Duration::from_secs(3600), wait_replicas: 0, hold_max_bytes: 0 }
 }
 
 fn key(job: &str, step: &str) -> StepKey {
@@ -382,5 +383,48 @@ fn the_end_checksum_is_the_appending_nodes_hash_until_another_node_appends() {
         a.append(&j, 0, 0, Bytes::copy_from_slice(&data[..1000])).await.unwrap();
         b.append(&j, 1000, 0, Bytes::copy_from_slice(&data[1000..])).await.unwrap();
         assert_eq!(a.checksum(&j).await.unwrap(), (data.len() as u64, h.hex()));
+    });
+}
+
+/// Until an archiver releases them: the value of the tier's gauge of appends that waited.
+async fn full_waits(tier: &RedisTier) -> f64 {
+    tier.gauges().await.unwrap().iter().find(|g| g.0 == "tailrace_live_redis_full_waits_total").expect("the gauge").2
+}
+
+/// A running step holds at most `hold_max_bytes` (plus one append) above its released prefix:
+/// past it, small and large appends alike wait until the archiver releases a prefix, then go
+/// in; what is acknowledged is exactly what was sent.
+#[test]
+fn a_step_holding_its_most_unreleased_bytes_takes_more_only_after_a_release() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        let tier = RedisTier::connect(RedisConfig { hold_max_bytes: 1 << 20, ..config(&server) }).await.unwrap();
+        let k = key("hold", "s");
+        tier.open(&k).await.unwrap();
+        let data = Arc::new(awkward_bytes(3, 4 << 20));
+        let append = |from: usize, to: usize| {
+            let (tier, k, data) = (tier.clone(), k.clone(), data.clone());
+            tokio::spawn(async move { tier.append(&k, from as u64, 0, Bytes::copy_from_slice(&data[from..to])).await.unwrap() })
+        };
+        let mib = 1 << 20;
+        assert_eq!(append(0, mib).await.unwrap(), AppendOutcome::Written { hwm: mib as u64 });
+        // Small (the script) and then large (WATCH/MULTI/EXEC) appends past the limit.
+        for (round, (from, to, release)) in [(mib, mib + 4096, 4096), (mib + 4096, 2 * mib + 100_000, mib)].into_iter().enumerate() {
+            let waiting = append(from, to);
+            let waited = async {
+                while full_waits(&tier).await < (round + 1) as f64 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(30), waited).await.expect("the append never found the step full");
+            assert!(!waiting.is_finished(), "round {round}: the append went past the limit");
+            // The archiver releases what it archived: the append goes in.
+            tier.release_prefix(&k, release as u64).await.unwrap();
+            assert_eq!(waiting.await.unwrap(), AppendOutcome::Written { hwm: to as u64 }, "round {round}");
+        }
+        // A resend of held bytes is answered at once, full or not.
+        assert_eq!(append(mib, 2 * mib).await.unwrap(), AppendOutcome::Written { hwm: 2 * mib as u64 + 100_000 });
+        let end = 2 * mib + 100_000;
+        assert!(read_all(&tier, &k, mib as u64 + 4096, end - mib - 4096).await == data[mib + 4096..end], "the held bytes differ from what was sent");
     });
 }

@@ -9,7 +9,7 @@
 //! every step that ended but is not archived, and releases live bytes of steps that are already
 //! archived.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -30,6 +30,8 @@ use crate::segment::{compress_frame, count_newlines, covering, decompress_frames
 
 /// Bytes read from the live tier at once while archiving (a whole number of frames).
 const READ_BLOCK: usize = 16 * FRAME_INPUT;
+/// Frames of one segment compressing at once: a single busy step can use the whole pool.
+const FRAMES_IN_FLIGHT: usize = 4;
 
 /// How long ago (µs, before `now_us`) the byte at `offset` arrived, by the time index: the last
 /// point at or before it (every byte after a point arrived within `TIME_INDEX_GAP_US` of it).
@@ -167,7 +169,7 @@ pub struct Archive {
     live: Arc<dyn LiveTier>,
     meta: Arc<dyn MetaStore>,
     cfg: ArchiveConfig,
-    pool: Semaphore,
+    pool: Arc<Semaphore>,
     /// Steps being archived now, each with whether more work arrived meanwhile (run it again).
     in_flight: Mutex<HashMap<StepKey, bool>>,
     pub metrics: ArchiveMetrics,
@@ -185,7 +187,7 @@ pub fn segment_key(started_at_ms: u64, key: &StepKey, seq: u32) -> String {
 
 impl Archive {
     pub fn new(store: Arc<dyn ObjectStore>, live: Arc<dyn LiveTier>, meta: Arc<dyn MetaStore>, cfg: ArchiveConfig) -> Self {
-        let pool = Semaphore::new(cfg.compress_threads.max(1));
+        let pool = Arc::new(Semaphore::new(cfg.compress_threads.max(1)));
         Self { store, live, meta, cfg, pool, in_flight: Mutex::new(HashMap::new()), metrics: ArchiveMetrics::default() }
     }
 
@@ -209,8 +211,8 @@ impl Archive {
     /// Archives what is due of one step (idempotent). An ended step: every byte not archived
     /// yet, then the step is marked archived and its live bytes released. A running step
     /// (incremental archiving): whole `live_bytes` segments once that many bytes wait, or every
-    /// durable byte once the oldest waiting one is `live_age` old; then that prefix is released
-    /// from the live tier, which so holds about `live_bytes` per running step.
+    /// durable byte once the oldest waiting one is `live_age` old; each segment is released from
+    /// the live tier once it is recorded.
     pub async fn archive_step(&self, key: &StepKey) -> Result<(), ArchiveError> {
         let step = self
             .meta
@@ -246,10 +248,17 @@ impl Archive {
         } else {
             return Ok(());
         };
-        let segments = self.write_segments(key, step.started_at_ms, seq, archived..upto, self.cfg.live_bytes, &times).await?;
-        self.meta.record_segments(&key.job, &key.step, &segments, false).await?;
-        self.live.release_prefix(key, upto).await?;
-        self.metrics.running_bytes.fetch_add(upto - archived, Relaxed);
+        // Each segment is recorded and released as soon as it is written: the live tier may be
+        // holding the most it takes of the step (`live_hold_max_mib`), its appends waiting.
+        let (mut start, mut seq) = (archived, seq);
+        while start < upto {
+            let len = self.cfg.live_bytes.min(upto - start);
+            let segment = self.write_segment(key, step.started_at_ms, seq, start, len, &times).await?;
+            self.meta.record_segments(&key.job, &key.step, &[segment], false).await?;
+            self.live.release_prefix(key, start + len).await?;
+            self.metrics.running_bytes.fetch_add(len, Relaxed);
+            (start, seq) = (start + len, seq + 1);
+        }
         info!(step = %key, from = archived, to = upto, "running step's output archived and released from the live tier");
         Ok(())
     }
@@ -313,33 +322,38 @@ impl Archive {
             let mut hasher = StreamHasher::new();
             let mut stored = 0u64;
             let mut pos = start;
-            // Read the live tier in blocks of several frames: fewer, larger reads.
+            // Read the live tier in blocks of several frames: fewer, larger reads. Frames
+            // compress while the next are read, several at once (in order).
             let mut block = Bytes::new();
-            while pos < start + len {
-                let want = (FRAME_INPUT as u64).min(start + len - pos) as usize;
-                if block.is_empty() {
-                    let block_len = (READ_BLOCK as u64).min(start + len - pos) as usize;
-                    block = Bytes::from(self.read_live_exact(key, pos, block_len).await?);
-                }
-                let raw = block.split_to(want.min(block.len()));
-                let want = raw.len();
-                hasher.update(&raw);
-                frame_lines.push(count_newlines(&raw) as u32);
-                // When the frame's first byte was read: the last time point at or before it.
-                let i = times.partition_point(|&(off, _)| off <= pos);
-                frame_times.push(if i == 0 { times.first().map_or(0, |t| t.1) } else { times[i - 1].1 });
-                let (compressed, entry) = {
-                    let _slot = self.pool.acquire().await.map_err(|e| ArchiveError::State(e.to_string()))?;
+            let mut compressing = VecDeque::new();
+            while pos < start + len || !compressing.is_empty() {
+                if pos < start + len && compressing.len() < FRAMES_IN_FLIGHT {
+                    let want = (FRAME_INPUT as u64).min(start + len - pos) as usize;
+                    if block.is_empty() {
+                        let block_len = (READ_BLOCK as u64).min(start + len - pos) as usize;
+                        block = Bytes::from(self.read_live_exact(key, pos, block_len).await?);
+                    }
+                    let raw = block.split_to(want.min(block.len()));
+                    hasher.update(&raw);
+                    frame_lines.push(count_newlines(&raw) as u32);
+                    // When the frame's first byte was read: the last time point at or before it.
+                    let i = times.partition_point(|&(off, _)| off <= pos);
+                    frame_times.push(if i == 0 { times.first().map_or(0, |t| t.1) } else { times[i - 1].1 });
+                    pos += raw.len() as u64;
+                    let slot = self.pool.clone().acquire_owned().await.map_err(|e| ArchiveError::State(e.to_string()))?;
                     let level = self.cfg.level;
-                    tokio::task::spawn_blocking(move || compress_frame(&raw, level))
-                        .await
-                        .map_err(|e| ArchiveError::State(format!("compression task failed: {e}")))??
-                };
+                    compressing.push_back(tokio::task::spawn_blocking(move || {
+                        let _slot = slot;
+                        compress_frame(&raw, level)
+                    }));
+                    continue;
+                }
+                let Some(task) = compressing.pop_front() else { break };
+                let (compressed, entry) = task.await.map_err(|e| ArchiveError::State(format!("compression task failed: {e}")))??;
                 writer.wait_for_capacity(2).await?;
                 stored += compressed.len() as u64;
                 writer.put(Bytes::from(compressed));
                 frames.push(entry);
-                pos += want as u64;
             }
             let table = seek_table(&frames);
             stored += table.len() as u64;

@@ -23,6 +23,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -32,6 +33,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use tailrace_protocol::{JobId, StepId, StreamHasher};
 use tokio::sync::{mpsc, watch};
+use tracing::warn;
 
 use crate::live::{AppendOutcome, Gauge, LiveError, LiveTier, Progress, StepEnd, StepKey};
 
@@ -47,6 +49,10 @@ const RESIDENT: &str = "tr:resident";
 const HASH_READ: usize = 4 << 20;
 /// Most bytes in one stream entry: a read touches little more than it returns.
 const ENTRY: usize = 256 * 1024;
+/// How often an append waiting for the archiver to release bytes tries again…
+const FULL_POLL: Duration = Duration::from_millis(10);
+/// …and how often it says so in the log.
+const FULL_WARN: Duration = Duration::from_secs(30);
 /// Appends of at most this many new bytes are pushed to followers with their notification, so
 /// a node's readers of a live step get them without reading them back (see [`follow`]).
 const PUSH_MAX: usize = 64 * 1024;
@@ -59,6 +65,10 @@ pub struct RedisConfig {
     pub ttl: Duration,
     /// Replicas `sync` waits for (`WAIT`); 0 trusts the primary's persistence.
     pub wait_replicas: u32,
+    /// Most bytes a step holds above the prefix the archiver released: past it, appends wait
+    /// (unacknowledged; agents keep their spool) until the archiver takes some (0: no limit).
+    /// A running step so holds at most this plus one append (1 MiB) in Redis.
+    pub hold_max_bytes: u64,
 }
 
 impl RedisConfig {
@@ -85,6 +95,8 @@ pub struct RedisTier {
     appenders: Vec<batch::Appender>,
     /// Large appends, without the script.
     watched: watched::Watched,
+    /// Appends that found their step holding `hold_max_bytes` and waited.
+    full_waits: AtomicU64,
     cfg: RedisConfig,
     scripts: Scripts,
     watchers: follow::Watchers,
@@ -168,9 +180,9 @@ impl RedisTier {
         };
         let watchers = follow::Watchers::default();
         let (tx, rx) = mpsc::unbounded_channel();
-        let appenders = cons.iter().map(|c| batch::Appender::start(c.clone(), cfg.ttl_secs())).collect();
-        let watched = watched::Watched::new(client.clone(), cfg.ttl_secs());
-        let tier = Arc::new(Self { cons, appenders, watched, cfg, scripts, watchers: watchers.clone(), follow: tx, hashers: Mutex::default() });
+        let appenders = cons.iter().map(|c| batch::Appender::start(c.clone(), cfg.ttl_secs(), cfg.hold_max_bytes)).collect();
+        let watched = watched::Watched::new(client.clone(), cfg.ttl_secs(), cfg.hold_max_bytes);
+        let tier = Arc::new(Self { cons, appenders, watched, full_waits: AtomicU64::new(0), cfg, scripts, watchers: watchers.clone(), follow: tx, hashers: Mutex::default() });
         tokio::spawn(follow::run(client, Arc::downgrade(&tier), watchers, rx));
         let _: () = redis::cmd("PING").query_async(&mut tier.con()).await.map_err(|e| io("Redis", e))?;
         tier.appenders[0].load().await?;
@@ -211,11 +223,32 @@ impl RedisTier {
         Ok(Some(Progress { durable, end }))
     }
 
-    /// Appends `stored` for `received` (what the agent sent, as long).
+    /// Appends `stored` for `received` (what the agent sent, as long), waiting while the step
+    /// holds `hold_max_bytes` the archiver has not released.
     async fn append_inner(&self, key: &StepKey, offset: u64, timestamp_us: u64, stored: Bytes, received: &[u8], masked: bool) -> Result<AppendOutcome, LiveError> {
-        let chunk = batch::Chunk { key: key.clone(), offset, timestamp_us, bytes: stored.clone(), masked };
-        let appended = if chunk.bytes.len() > batch::SMALL { self.watched.append(&chunk).await } else { self.appenders[Self::slot(key)].append(chunk).await };
-        let batch::Appended { outcome, hwm, start, pushed } = appended?;
+        // While waiting: since when, and when to say so next.
+        let mut waiting: Option<(Instant, Duration)> = None;
+        let batch::Appended { outcome, hwm, start, pushed } = loop {
+            let chunk = batch::Chunk { key: key.clone(), offset, timestamp_us, bytes: stored.clone(), masked };
+            let appended = if chunk.bytes.len() > batch::SMALL { self.watched.append(&chunk).await } else { self.appenders[Self::slot(key)].append(chunk).await }?;
+            if appended.outcome != "full" {
+                break appended;
+            }
+            let (since, warn_at) = waiting.get_or_insert_with(|| {
+                self.full_waits.fetch_add(1, Relaxed);
+                (Instant::now(), FULL_WARN)
+            });
+            if since.elapsed() >= *warn_at {
+                *warn_at += FULL_WARN;
+                warn!(
+                    step = %key,
+                    held_bytes = self.cfg.hold_max_bytes,
+                    waited_secs = since.elapsed().as_secs(),
+                    "the step's output waits for the archiver: Redis holds the most it may of it; check that an archiver node runs and can write to the archive"
+                );
+            }
+            tokio::time::sleep(FULL_POLL).await;
+        };
         if start < hwm {
             let added = match (start.checked_sub(offset), hwm.checked_sub(offset)) {
                 (Some(a), Some(b)) if b as usize <= received.len() => a as usize..b as usize,
@@ -685,6 +718,11 @@ impl LiveTier for RedisTier {
                 ("tailrace_live_redis_used_memory_bytes", "Memory Redis uses (INFO memory used_memory).", field("used_memory")),
                 ("tailrace_live_redis_maxmemory_bytes", "Redis's maxmemory setting (0: no limit).", field("maxmemory")),
                 ("tailrace_live_resident_steps", "Steps whose output the live tier holds.", resident as f64),
+                (
+                    "tailrace_live_redis_full_waits_total",
+                    "Appends that waited because their step held live_hold_max_mib the archiver had not released.",
+                    self.full_waits.load(Relaxed) as f64,
+                ),
             ])
         })
     }

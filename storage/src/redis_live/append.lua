@@ -2,20 +2,23 @@
 -- group commit: under `appendfsync always` one fsync covers every step in it).
 -- KEYS: each step's meta hash `tr:{job/step}:m`; its stream (`…:s`), time index (`…:t`) and
 -- notify channel (`…:n`) share the hash tag.
--- ARGV: ttl seconds, index every bytes, index gap µs, most bytes pushed; then per step: offset,
--- timestamp µs, chunk length, masked (0/1); then the chunks' bytes, in step order, as pieces of
--- at most 256 KiB. A chunk made of whole pieces (one large append) is added as those pieces, not
--- copied in Lua unless a resent prefix must be cut off; chunks sharing a piece (a batch of small
--- appends) are cut out of it.
+-- ARGV: ttl seconds, index every bytes, index gap µs, most bytes pushed, most bytes a step may
+-- hold above its released prefix (0: no limit); then per step: offset, timestamp µs, chunk
+-- length, masked (0/1); then the chunks' bytes, in step order, as one run cut into pieces of at
+-- most 256 KiB. A chunk that is whole pieces is added as those pieces, not copied in Lua unless
+-- a resent prefix must be cut off; chunks sharing a piece are cut out of it. (Appends over
+-- 64 KiB do not come here: see watched.rs.)
 -- Each chunk becomes stream entries of at most 256 KiB with id `<first offset>-1`.
 -- Publishes on the step's channel 'd<start>:<bytes>' when at most ARGV[4] bytes were added to a
 -- step whose bytes were never overwritten (followers serve them without reading them back),
 -- else 'h<hwm>'.
--- Returns per step {outcome, hwm, start, pushed}: outcome is written, gap or ended;
--- the call added the bytes [start, hwm); pushed is 1 when they were published.
-local ttl, every, gap, push_max = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+-- Returns per step {outcome, hwm, start, pushed}: outcome is written, gap, ended or full (the
+-- step holds its most bytes above the released prefix: nothing was written; the archiver must
+-- release some first); the call added the bytes [start, hwm); pushed is 1 when they were
+-- published.
+local ttl, every, gap, push_max, hold_max = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local n = #KEYS
-local arg, pos = 5 + 4 * n, 1
+local arg, pos = 6 + 4 * n, 1
 
 -- The next `len` bytes of the pieces, as a list of strings: whole pieces where they line up.
 local function take(len)
@@ -43,11 +46,12 @@ local function append(m, off, ts_arg, len, masked, pieces)
   local ts = tonumber(ts_arg)
   local base = string.sub(m, 1, -2)
   local s, t, chan = base .. 's', base .. 't', base .. 'n'
-  local v = redis.call('HMGET', m, 'hwm', 'end', 'ti_off', 'ti_ts', 'masked')
+  local v = redis.call('HMGET', m, 'hwm', 'end', 'ti_off', 'ti_ts', 'masked', 'rel')
   local hwm = tonumber(v[1] or '0')
   if v[2] then return {'ended', hwm, hwm, 0} end
   if off > hwm then return {'gap', hwm, hwm, 0} end
   if off + len <= hwm then return {'written', hwm, hwm, 0} end
+  if hold_max > 0 and hwm - tonumber(v[6] or '0') >= hold_max then return {'full', hwm, hwm, 0} end
   -- Entry ids are <first offset>-1: strictly increasing, and XREVRANGE finds an offset's entry.
   -- Entries hold at most 256 KiB, so a read touches little more than it returns.
   local skip = hwm - off
@@ -99,7 +103,7 @@ end
 
 local out = {}
 for i = 1, n do
-  local d = 4 + 4 * (i - 1)
+  local d = 5 + 4 * (i - 1)
   local len = tonumber(ARGV[d + 3])
   out[i] = append(KEYS[i], tonumber(ARGV[d + 1]), ARGV[d + 2], len, ARGV[d + 4], take(len))
 end

@@ -59,11 +59,13 @@ pub(super) struct Appender {
 }
 
 impl Appender {
-    /// Starts the connection's batching task (in the current runtime).
-    pub(super) fn start(con: ConnectionManager, ttl: u64) -> Self {
+    /// Starts the connection's batching task (in the current runtime). Keys expire `ttl`
+    /// seconds after an append; a step holding `hold_max` bytes above its released prefix takes
+    /// no more (0: no limit).
+    pub(super) fn start(con: ConnectionManager, ttl: u64, hold_max: u64) -> Self {
         let script = Script::new(include_str!("append.lua"));
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(con.clone(), script.clone(), ttl, rx));
+        tokio::spawn(run(con.clone(), script.clone(), [ttl, hold_max], rx));
         Self { con, script, queue }
     }
 
@@ -83,7 +85,7 @@ impl Appender {
 }
 
 /// Takes what queued while the last call was out (up to a call's worth) and sends it as one.
-async fn run(mut con: ConnectionManager, script: Script, ttl: u64, mut rx: mpsc::UnboundedReceiver<(Chunk, oneshot::Sender<Result<Appended, String>>)>) {
+async fn run(mut con: ConnectionManager, script: Script, limits: [u64; 2], mut rx: mpsc::UnboundedReceiver<(Chunk, oneshot::Sender<Result<Appended, String>>)>) {
     let mut chunks = Vec::new();
     let mut replies = Vec::new();
     while let Some((first, reply)) = rx.recv().await {
@@ -96,7 +98,7 @@ async fn run(mut con: ConnectionManager, script: Script, ttl: u64, mut rx: mpsc:
             chunks.push(chunk);
             replies.push(reply);
         }
-        match call(&mut con, &script, ttl, &chunks).await {
+        match call(&mut con, &script, limits, &chunks).await {
             Ok(answers) => {
                 // An answer short of the chunks (never from this script) drops the rest's
                 // replies, which their callers see as an error.
@@ -118,8 +120,8 @@ async fn run(mut con: ConnectionManager, script: Script, ttl: u64, mut rx: mpsc:
 /// One call of the append script for `chunks` (applied in order; a step may have several),
 /// loading the script when Redis lost it (a restart, `SCRIPT FLUSH`) and sending the call once
 /// more.
-async fn call(con: &mut ConnectionManager, script: &Script, ttl: u64, chunks: &[Chunk]) -> Result<Vec<Appended>, redis::RedisError> {
-    let cmd = command(script.get_hash(), ttl, chunks);
+async fn call(con: &mut ConnectionManager, script: &Script, limits: [u64; 2], chunks: &[Chunk]) -> Result<Vec<Appended>, redis::RedisError> {
+    let cmd = command(script.get_hash(), limits, chunks);
     let answers: Vec<(String, u64, u64, u8)> = match cmd.query_async(con).await {
         Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
             script.prepare_invoke().load_async(con).await?;
@@ -134,13 +136,13 @@ async fn call(con: &mut ConnectionManager, script: &Script, ttl: u64, chunks: &[
 /// command (a `ScriptInvocation` copies its arguments twice more). They follow the chunks'
 /// descriptions as one run cut into pieces of [`ENTRY`] bytes, so a large chunk is whole
 /// pieces and a batch of small ones is one argument.
-fn command(sha: &str, ttl: u64, chunks: &[Chunk]) -> redis::Cmd {
+fn command(sha: &str, [ttl, hold_max]: [u64; 2], chunks: &[Chunk]) -> redis::Cmd {
     let mut cmd = redis::cmd("EVALSHA");
     cmd.arg(sha).arg(chunks.len());
     for c in chunks {
         cmd.arg(key_of(&c.key, "m"));
     }
-    cmd.arg(ttl).arg(INDEX_EVERY_BYTES).arg(TIME_INDEX_GAP_US).arg(PUSH_MAX);
+    cmd.arg(ttl).arg(INDEX_EVERY_BYTES).arg(TIME_INDEX_GAP_US).arg(PUSH_MAX).arg(hold_max);
     for c in chunks {
         cmd.arg(c.offset).arg(c.timestamp_us).arg(c.bytes.len()).arg(if c.masked { "1" } else { "0" });
     }
@@ -178,8 +180,8 @@ mod tests {
 
     /// The arguments after the fixed ones and the chunks' descriptions: the pieces.
     fn pieces(chunks: &[Chunk]) -> Vec<Vec<u8>> {
-        let cmd = command("sha", 60, chunks);
-        let fixed = 2 + chunks.len() + 4 + 4 * chunks.len();
+        let cmd = command("sha", [60, 0], chunks);
+        let fixed = 2 + chunks.len() + 5 + 4 * chunks.len();
         cmd.args_iter()
             .skip(1 + fixed)
             .map(|a| match a {

@@ -30,7 +30,7 @@ const CONNECTIONS: usize = 8;
 const ATTEMPTS: usize = 100;
 
 /// The fields of a step's meta hash an append reads.
-const FIELDS: [&str; 4] = ["hwm", "end", "ti_off", "ti_ts"];
+const FIELDS: [&str; 5] = ["hwm", "end", "ti_off", "ti_ts", "rel"];
 
 /// What the step's meta hash held when the append was decided.
 #[derive(Debug, Default, PartialEq)]
@@ -39,6 +39,8 @@ struct Meta {
     ended: bool,
     ti_off: Option<u64>,
     ti_ts: Option<u64>,
+    /// The released prefix.
+    rel: u64,
 }
 
 /// What an append does to a step, as `append.lua` decides it for small ones.
@@ -51,7 +53,9 @@ enum Plan {
     Write { skip: usize, start: u64, hwm: u64, index: bool },
 }
 
-fn plan(meta: &Meta, offset: u64, len: usize, timestamp_us: u64) -> Plan {
+/// The append of `len` bytes at `offset` to a step with `meta`, which may hold at most
+/// `hold_max` bytes above its released prefix (0: no limit).
+fn plan(meta: &Meta, offset: u64, len: usize, timestamp_us: u64, hold_max: u64) -> Plan {
     let hwm = meta.hwm;
     let answer = |outcome: &str| Plan::Answer(Appended { outcome: outcome.to_string(), hwm, start: hwm, pushed: false });
     if meta.ended {
@@ -64,6 +68,9 @@ fn plan(meta: &Meta, offset: u64, len: usize, timestamp_us: u64) -> Plan {
     if end <= hwm {
         return answer("written");
     }
+    if hold_max > 0 && hwm - meta.rel.min(hwm) >= hold_max {
+        return answer("full");
+    }
     let due = match (meta.ti_off, meta.ti_ts) {
         (Some(off), Some(ts)) => timestamp_us >= ts && (hwm >= off + INDEX_EVERY_BYTES || timestamp_us >= ts + TIME_INDEX_GAP_US),
         _ => true,
@@ -73,8 +80,14 @@ fn plan(meta: &Meta, offset: u64, len: usize, timestamp_us: u64) -> Plan {
 
 fn parse_meta(values: Vec<Option<String>>) -> Result<Meta, String> {
     let num = |v: &Option<String>, name: &str| v.as_deref().map(|s| s.parse::<u64>().map_err(|_| format!("the step's {name} is {s:?}"))).transpose();
-    let [hwm, end, ti_off, ti_ts] = <[Option<String>; 4]>::try_from(values).map_err(|v| format!("HMGET answered {} fields", v.len()))?;
-    Ok(Meta { hwm: num(&hwm, "hwm")?.unwrap_or(0), ended: end.is_some(), ti_off: num(&ti_off, "ti_off")?, ti_ts: num(&ti_ts, "ti_ts")? })
+    let [hwm, end, ti_off, ti_ts, rel] = <[Option<String>; 5]>::try_from(values).map_err(|v| format!("HMGET answered {} fields", v.len()))?;
+    Ok(Meta {
+        hwm: num(&hwm, "hwm")?.unwrap_or(0),
+        ended: end.is_some(),
+        ti_off: num(&ti_off, "ti_off")?,
+        ti_ts: num(&ti_ts, "ti_ts")?,
+        rel: num(&rel, "rel")?.unwrap_or(0),
+    })
 }
 
 /// The pool of connections for large appends.
@@ -84,12 +97,14 @@ pub(super) struct Watched {
     idle: Mutex<Vec<MultiplexedConnection>>,
     slots: Semaphore,
     ttl: u64,
+    hold_max: u64,
 }
 
 impl Watched {
-    pub(super) fn new(client: Client, ttl: u64) -> Self {
+    /// Large appends through `client`, with the limits of [`super::batch::Appender::start`].
+    pub(super) fn new(client: Client, ttl: u64, hold_max: u64) -> Self {
         let config = AsyncConnectionConfig::new().set_connection_timeout(Duration::from_secs(5)).set_response_timeout(Duration::from_secs(10));
-        Self { client, config, idle: Mutex::default(), slots: Semaphore::new(CONNECTIONS), ttl }
+        Self { client, config, idle: Mutex::default(), slots: Semaphore::new(CONNECTIONS), ttl, hold_max }
     }
 
     /// Appends `chunk` under the offset rule.
@@ -121,7 +136,7 @@ impl Watched {
                 .query_async(con)
                 .await
                 .map_err(|e| e.to_string())?;
-            let (skip, start, hwm, index) = match plan(&parse_meta(values)?, chunk.offset, chunk.bytes.len(), chunk.timestamp_us) {
+            let (skip, start, hwm, index) = match plan(&parse_meta(values)?, chunk.offset, chunk.bytes.len(), chunk.timestamp_us, self.hold_max) {
                 Plan::Write { skip, start, hwm, index } => (skip, start, hwm, index),
                 Plan::Answer(answer) => {
                     let _: () = redis::cmd("UNWATCH").query_async(con).await.map_err(|e| e.to_string())?;
@@ -178,22 +193,32 @@ mod tests {
 
     #[test]
     fn the_offset_rule_as_the_append_script_applies_it() {
-        let meta = Meta { hwm: 1000, ended: false, ti_off: Some(990), ti_ts: Some(5_000_000) };
-        assert_eq!(plan(&meta, 1001, 500, 5_000_000), answer("gap", 1000));
-        assert_eq!(plan(&meta, 0, 1000, 5_000_000), answer("written", 1000), "a whole resend adds nothing");
-        assert_eq!(plan(&meta, 1000, 0, 5_000_000), answer("written", 1000));
-        assert_eq!(plan(&meta, 400, 700, 5_000_000), Plan::Write { skip: 600, start: 1000, hwm: 1100, index: false }, "a resent prefix is cut off");
-        assert_eq!(plan(&meta, 1000, 10, 5_000_000), Plan::Write { skip: 0, start: 1000, hwm: 1010, index: false });
-        assert_eq!(plan(&Meta { ended: true, ..meta }, 1000, 10, 0), answer("ended", 1000));
+        let meta = Meta { hwm: 1000, ended: false, ti_off: Some(990), ti_ts: Some(5_000_000), rel: 0 };
+        assert_eq!(plan(&meta, 1001, 500, 5_000_000, 0), answer("gap", 1000));
+        assert_eq!(plan(&meta, 0, 1000, 5_000_000, 0), answer("written", 1000), "a whole resend adds nothing");
+        assert_eq!(plan(&meta, 1000, 0, 5_000_000, 0), answer("written", 1000));
+        assert_eq!(plan(&meta, 400, 700, 5_000_000, 0), Plan::Write { skip: 600, start: 1000, hwm: 1100, index: false }, "a resent prefix is cut off");
+        assert_eq!(plan(&meta, 1000, 10, 5_000_000, 0), Plan::Write { skip: 0, start: 1000, hwm: 1010, index: false });
+        assert_eq!(plan(&Meta { ended: true, ..meta }, 1000, 10, 0, 0), answer("ended", 1000));
         // A fresh step (no meta yet) starts at 0, with a time-index point at its first byte.
-        assert_eq!(plan(&Meta::default(), 0, 10, 7), Plan::Write { skip: 0, start: 0, hwm: 10, index: true });
-        assert_eq!(plan(&Meta::default(), 5, 10, 7), answer("gap", 0));
+        assert_eq!(plan(&Meta::default(), 0, 10, 7, 0), Plan::Write { skip: 0, start: 0, hwm: 10, index: true });
+        assert_eq!(plan(&Meta::default(), 5, 10, 7, 0), answer("gap", 0));
+    }
+
+    #[test]
+    fn a_step_holding_its_most_bytes_above_the_released_prefix_takes_no_more() {
+        let meta = Meta { hwm: 1000, rel: 200, ..Meta::default() };
+        assert_eq!(plan(&meta, 1000, 10, 0, 800), answer("full", 1000));
+        assert_eq!(plan(&meta, 0, 1000, 0, 800), answer("written", 1000), "a resend is answered, not refused");
+        assert_eq!(plan(&meta, 1001, 10, 0, 800), answer("gap", 1000));
+        assert!(matches!(plan(&meta, 1000, 10, 0, 801), Plan::Write { .. }), "one append may go past the limit");
+        assert!(matches!(plan(&meta, 1000, 10, 0, 0), Plan::Write { .. }), "0 is no limit");
     }
 
     #[test]
     fn a_time_index_point_is_due_every_64_kib_and_after_a_silence_but_never_back_in_time() {
-        let meta = Meta { hwm: 1000 + INDEX_EVERY_BYTES, ended: false, ti_off: Some(1000), ti_ts: Some(5_000_000) };
-        let index = |meta: &Meta, ts| matches!(plan(meta, meta.hwm, 10, ts), Plan::Write { index: true, .. });
+        let meta = Meta { hwm: 1000 + INDEX_EVERY_BYTES, ended: false, ti_off: Some(1000), ti_ts: Some(5_000_000), rel: 0 };
+        let index = |meta: &Meta, ts| matches!(plan(meta, meta.hwm, 10, ts, 0), Plan::Write { index: true, .. });
         assert!(index(&meta, 5_000_000), "64 KiB after the last point");
         assert!(!index(&meta, 4_999_999), "a clock that went back adds no point");
         let near = Meta { hwm: 1001, ..meta };
@@ -204,12 +229,12 @@ mod tests {
     #[test]
     fn meta_fields_are_read_or_refused() {
         let some = |s: &str| Some(s.to_string());
-        assert_eq!(parse_meta(vec![None, None, None, None]).unwrap(), Meta::default());
+        assert_eq!(parse_meta(vec![None, None, None, None, None]).unwrap(), Meta::default());
         assert_eq!(
-            parse_meta(vec![some("12"), some("{}"), some("3"), some("4")]).unwrap(),
-            Meta { hwm: 12, ended: true, ti_off: Some(3), ti_ts: Some(4) }
+            parse_meta(vec![some("12"), some("{}"), some("3"), some("4"), some("5")]).unwrap(),
+            Meta { hwm: 12, ended: true, ti_off: Some(3), ti_ts: Some(4), rel: 5 }
         );
-        assert!(parse_meta(vec![some("x"), None, None, None]).unwrap_err().contains("hwm"));
+        assert!(parse_meta(vec![some("x"), None, None, None, None]).unwrap_err().contains("hwm"));
         assert!(parse_meta(vec![None]).is_err());
     }
 }
