@@ -331,7 +331,7 @@ impl Archive {
                     let want = (FRAME_INPUT as u64).min(start + len - pos) as usize;
                     if block.is_empty() {
                         let block_len = (READ_BLOCK as u64).min(start + len - pos) as usize;
-                        block = Bytes::from(self.read_live_exact(key, pos, block_len).await?);
+                        block = self.read_live_exact(key, pos, block_len).await?;
                     }
                     let raw = block.split_to(want.min(block.len()));
                     hasher.update(&raw);
@@ -375,9 +375,15 @@ impl Archive {
         Ok(Segment { seq, start, length: len, key: path.to_string(), compressed: stored, checksum: hasher.hex(), frames, frame_lines, frame_times })
     }
 
-    /// Exactly `len` live bytes at `offset`; `State` when the live tier holds fewer.
-    async fn read_live_exact(&self, key: &StepKey, offset: u64, len: usize) -> Result<Vec<u8>, ArchiveError> {
+    /// Exactly `len` live bytes at `offset`; `State` when the live tier holds fewer. One read
+    /// that returns them all is passed on as it is, not copied.
+    async fn read_live_exact(&self, key: &StepKey, offset: u64, len: usize) -> Result<Bytes, ArchiveError> {
+        let first = self.live.read(key, offset, len).await?;
+        if first.len() >= len {
+            return Ok(first.slice(..len));
+        }
         let mut out = Vec::with_capacity(len);
+        out.extend_from_slice(&first);
         while out.len() < len {
             let b = self.live.read(key, offset + out.len() as u64, len - out.len()).await?;
             if b.is_empty() {
@@ -385,7 +391,7 @@ impl Archive {
             }
             out.extend_from_slice(&b);
         }
-        Ok(out)
+        Ok(Bytes::from(out))
     }
 
     /// Reads up to `max` bytes at `offset` from archived `segments`, never crossing a segment

@@ -141,7 +141,8 @@ impl Archive {
             let mut start = r.start;
             loop {
                 let result = match self.read_live_exact(key, start, (r.end - start) as usize).await {
-                    Ok(mut bytes) => {
+                    Ok(read) => {
+                        let mut bytes = read.to_vec();
                         mask(&mut bytes, start, std::slice::from_ref(r));
                         self.live.overwrite(key, start, Bytes::from(bytes)).await.map_err(ArchiveError::from)
                     }
