@@ -258,6 +258,15 @@ fn a_redis_restart_loses_nothing_acknowledged_and_readers_resume() {
         tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|p| p.durable == len)).await.expect("readers follow again").unwrap();
         assert!(read_all(&tier, &k, 0, data.len()).await == data, "bytes differ after the restart");
     });
+    // Restarted again with no append in between: the next large append, whose pooled
+    // connection is stale, is made on a new one instead of failing.
+    server.stop();
+    server.start_again();
+    let more = awkward_bytes(6, 200_000);
+    let len = (data.len() + more.len()) as u64;
+    let outcome = rt.block_on(tier.append(&k, data.len() as u64, 0, Bytes::copy_from_slice(&more)));
+    assert_eq!(outcome.unwrap(), AppendOutcome::Written { hwm: len });
+    assert!(rt.block_on(read_all(&tier, &k, data.len() as u64, more.len())) == more[..]);
 }
 
 #[test]

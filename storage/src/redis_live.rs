@@ -524,9 +524,17 @@ impl LiveTier for RedisTier {
             if let Some(bytes) = self.watchers.recent(key, offset, max) {
                 return Ok(bytes);
             }
-            match self.read_entries(key, offset, max).await? {
-                Some(bytes) => Ok(bytes),
-                None => self.read_scripted(key, offset, max).await,
+            let read = || async {
+                match self.read_entries(key, offset, max).await? {
+                    Some(bytes) => Ok(bytes),
+                    None => self.read_scripted(key, offset, max).await,
+                }
+            };
+            // A read is safe to repeat: once more after a connection error, because a command
+            // connection fails its first command after Redis restarted, then reconnects.
+            match read().await {
+                Err(LiveError::Io { .. }) => read().await,
+                other => other,
             }
         })
     }

@@ -107,16 +107,25 @@ impl Watched {
         Self { client, config, idle: Mutex::default(), slots: Semaphore::new(CONNECTIONS), ttl, hold_max }
     }
 
-    /// Appends `chunk` under the offset rule.
+    /// Appends `chunk` under the offset rule. A failure on a pooled connection (Redis
+    /// restarted since it was last used) empties the pool and the append is made once more on
+    /// a new connection: whatever the failed one did or did not commit, the offset rule makes
+    /// the second the same append.
     pub(super) async fn append(&self, chunk: &Chunk) -> Result<Appended, LiveError> {
         let key = &chunk.key;
         let _slot = self.slots.acquire().await.map_err(|_| io(key, "the Redis appender stopped"))?;
-        let popped = self.idle.lock().pop();
-        let mut con = match popped {
-            Some(con) => con,
-            None => self.client.get_multiplexed_async_connection_with_config(&self.config).await.map_err(|e| io("Redis", e))?,
-        };
-        // On an error the connection is dropped with the `WATCH` it may still hold.
+        let pooled = self.idle.lock().pop();
+        if let Some(mut con) = pooled {
+            match self.attempts(&mut con, chunk).await {
+                Ok(appended) => {
+                    self.idle.lock().push(con);
+                    return Ok(appended);
+                }
+                // Dropped, with the `WATCH` it may still hold; so are the others.
+                Err(_) => self.idle.lock().clear(),
+            }
+        }
+        let mut con = self.client.get_multiplexed_async_connection_with_config(&self.config).await.map_err(|e| io("Redis", e))?;
         let appended = self.attempts(&mut con, chunk).await.map_err(|e| io(key, e))?;
         self.idle.lock().push(con);
         Ok(appended)
