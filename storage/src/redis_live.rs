@@ -49,7 +49,8 @@ const RESIDENT: &str = "tr:resident";
 const HASH_READ: usize = 4 << 20;
 /// Most bytes in one stream entry: a read touches little more than it returns.
 const ENTRY: usize = 256 * 1024;
-/// How often an append waiting for the archiver to release bytes tries again…
+/// An append waiting for the archiver to release bytes tries again after this, then twice as
+/// long each time up to a second (1,000 steps waiting cost Redis at most ~1,000 calls a second)…
 const FULL_POLL: Duration = Duration::from_millis(10);
 /// …and how often it says so in the log.
 const FULL_WARN: Duration = Duration::from_secs(30);
@@ -226,17 +227,17 @@ impl RedisTier {
     /// Appends `stored` for `received` (what the agent sent, as long), waiting while the step
     /// holds `hold_max_bytes` the archiver has not released.
     async fn append_inner(&self, key: &StepKey, offset: u64, timestamp_us: u64, stored: Bytes, received: &[u8], masked: bool) -> Result<AppendOutcome, LiveError> {
-        // While waiting: since when, and when to say so next.
-        let mut waiting: Option<(Instant, Duration)> = None;
+        // While waiting: since when, when to say so next, and the next pause.
+        let mut waiting: Option<(Instant, Duration, Duration)> = None;
         let batch::Appended { outcome, hwm, start, pushed } = loop {
             let chunk = batch::Chunk { key: key.clone(), offset, timestamp_us, bytes: stored.clone(), masked };
             let appended = if chunk.bytes.len() > batch::SMALL { self.watched.append(&chunk).await } else { self.appenders[Self::slot(key)].append(chunk).await }?;
             if appended.outcome != "full" {
                 break appended;
             }
-            let (since, warn_at) = waiting.get_or_insert_with(|| {
+            let (since, warn_at, pause) = waiting.get_or_insert_with(|| {
                 self.full_waits.fetch_add(1, Relaxed);
-                (Instant::now(), FULL_WARN)
+                (Instant::now(), FULL_WARN, FULL_POLL)
             });
             if since.elapsed() >= *warn_at {
                 *warn_at += FULL_WARN;
@@ -247,7 +248,8 @@ impl RedisTier {
                     "the step's output waits for the archiver: Redis holds the most it may of it; check that an archiver node runs and can write to the archive"
                 );
             }
-            tokio::time::sleep(FULL_POLL).await;
+            tokio::time::sleep(*pause).await;
+            *pause = (*pause * 2).min(Duration::from_secs(1));
         };
         if start < hwm {
             let added = match (start.checked_sub(offset), hwm.checked_sub(offset)) {
