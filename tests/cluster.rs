@@ -2,7 +2,8 @@
 //! two ingest nodes and one query+archiver node, sharing an object-store folder and signing
 //! keys. An agent behind a load balancer survives `kill -9` of its ingest node; two clients
 //! racing one step's bytes through both ingest nodes make one stream; a tailer on the query node
-//! sees every byte once; Redis restarted mid-step loses nothing.
+//! sees every byte once; Redis restarted mid-step loses nothing; a running step that holds
+//! `live_hold_max_mib` in Redis waits, losing nothing, until an archiver takes some.
 
 #![allow(clippy::unwrap_used)]
 
@@ -19,36 +20,44 @@ use tokio::io::AsyncReadExt;
 
 struct Cluster {
     redis: RedisServer,
-    _mongo: MongoServer,
-    _shared: tempfile::TempDir,
-    /// Ingest nodes first, then the query+archiver node.
+    mongo: MongoServer,
+    shared: tempfile::TempDir,
+    /// Ingest nodes first, then the query (+archiver) node.
     nodes: Vec<Server>,
 }
 
 impl Cluster {
     fn start(ingest_nodes: usize) -> Self {
+        Self::start_with(ingest_nodes, "query,archiver", "")
+    }
+
+    /// A cluster whose last node runs `query_roles`, all with `config` added to the shared
+    /// configuration file.
+    fn start_with(ingest_nodes: usize, query_roles: &str, config: &str) -> Self {
         let redis = RedisServer::start();
         let mongo = MongoServer::start();
         let shared = tempfile::tempdir().unwrap();
-        let config = shared.path().join("tailrace.toml");
-        std::fs::write(&config, format!("archive_dir = {:?}\narchive_sweep_secs = 1\n", shared.path().join("objects").display().to_string())).unwrap();
-        let env = |roles: &str| -> Vec<(String, String)> {
-            [
-                ("TAILRACE_LIVE_URL", redis.url()),
-                ("TAILRACE_META_URL", mongo.uri("cluster")),
-                ("TAILRACE_ROLES", roles.to_string()),
-                ("TAILRACE_SIGNING_KEYS_FILE", shared.path().join("signing-keys.json").display().to_string()),
-                ("TAILRACE_CONFIG", config.display().to_string()),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect()
-        };
-        // The query+archiver node first: it creates the shared signing keys.
-        let query = Server::start_with(env("query,archiver"));
-        let mut nodes: Vec<Server> = (0..ingest_nodes).map(|_| Server::start_with(env("ingest"))).collect();
-        nodes.push(query);
-        Cluster { redis, _mongo: mongo, _shared: shared, nodes }
+        let objects = shared.path().join("objects").display().to_string();
+        std::fs::write(shared.path().join("tailrace.toml"), format!("archive_dir = {objects:?}\narchive_sweep_secs = 1\n{config}")).unwrap();
+        let mut c = Cluster { redis, mongo, shared, nodes: Vec::new() };
+        // The query node first: it creates the shared signing keys.
+        let query = c.node(query_roles);
+        c.nodes = (0..ingest_nodes).map(|_| c.node("ingest")).collect();
+        c.nodes.push(query);
+        c
+    }
+
+    /// Starts a node of this cluster with `roles` (not added to `nodes`).
+    fn node(&self, roles: &str) -> Server {
+        let shared = self.shared.path();
+        let env = [
+            ("TAILRACE_LIVE_URL", self.redis.url()),
+            ("TAILRACE_META_URL", self.mongo.uri("cluster")),
+            ("TAILRACE_ROLES", roles.to_string()),
+            ("TAILRACE_SIGNING_KEYS_FILE", shared.join("signing-keys.json").display().to_string()),
+            ("TAILRACE_CONFIG", shared.join("tailrace.toml").display().to_string()),
+        ];
+        Server::start_with(env.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
     }
 
     fn query(&self) -> &Server {
@@ -201,4 +210,27 @@ fn redis_restarted_mid_step_loses_nothing() {
     assert!(c.query().output(&job, "s", None).body == want, "output differs after the Redis restart");
     assert!(read_all(tail) == want, "the tailer resumed and saw every byte once");
     wait_until("ready again", 30, || http_get(&c.nodes[0].url(), "/readyz", None, None).is_ok_and(|r| r.status == 200));
+}
+
+/// With no archiver running, a fast step fills its `live_hold_max_mib` in Redis and its output
+/// waits there (unacknowledged, in the agent's spool) instead of growing Redis; an archiver
+/// node started later takes it segment by segment, and the step ends byte-exact.
+#[test]
+fn a_step_waits_for_the_archiver_when_redis_holds_its_most() {
+    let c = Cluster::start_with(1, "query", "archive_live_mib = 1\nlive_hold_max_mib = 2\n");
+    let (job, token) = c.query().create_job();
+    let data = awkward_bytes(51, 8 << 20);
+    let gated = GatedStep::new(&[&data]);
+    let agent = Watched::spawn(gated.agent(&c.nodes[0], &token, &job, "s"));
+    wait_until("an append waited", 60, || metric(&c.nodes[0], "tailrace_live_redis_full_waits_total") >= 1);
+    // At most the limit plus one append (1 MiB) is held, and nothing was released.
+    let held = c.query().step_len(&job, "s");
+    assert!((2 << 20..=3 << 20).contains(&held), "Redis holds {held} bytes of the step");
+    let _archiver = c.node("archiver");
+    let out = agent.finish(180);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(c.query().output(&job, "s", None).body == data, "output differs");
+    wait_until("archived", 60, || archived(c.query(), &job, "s"));
+    assert!(c.query().output(&job, "s", None).body == data, "archived output differs");
+    assert_eq!(redis_keys(&c.redis), 0, "Redis holds nothing of an archived step");
 }
