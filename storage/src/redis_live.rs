@@ -7,10 +7,10 @@
 //! change is atomic inside Redis, so two nodes racing on one step cannot interleave or duplicate
 //! bytes: a Lua script applies the offset rule (small appends of many steps share one call of
 //! the append script, each under its own step's rule: see [`batch`]), except for large appends,
-//! which `WATCH` the step and commit with `MULTI`/`EXEC` (see [`watched`]). Appends and
-//! ends publish on `…:n`, which each node's follower (see [`follow`]) turns
-//! into `watch` updates for its readers; small appends publish their bytes, which the follower
-//! keeps for those readers.
+//! which `WATCH` the step and commit with `MULTI`/`EXEC` (see [`watched`]). Appends, prefix
+//! releases and ends publish on `…:n`, which each node's follower (see [`follow`]) turns into
+//! `watch` updates for its readers and wake-ups for appends waiting for room; small appends
+//! publish their bytes, which the follower keeps for those readers.
 //! Keys expire `ttl` after the last append; the archiver's release deletes them.
 //!
 //! Durable means what Redis acknowledged under its own persistence (run it with
@@ -22,6 +22,7 @@
 //! was sent (masked at ingest, or scrubbed) is verified by length only.
 
 use std::collections::HashMap;
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -32,7 +33,7 @@ use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use tailrace_protocol::{JobId, StepId, StreamHasher};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tracing::warn;
 
 use crate::live::{AppendOutcome, Gauge, LiveError, LiveTier, Progress, StepEnd, StepKey};
@@ -49,10 +50,7 @@ const RESIDENT: &str = "tr:resident";
 const HASH_READ: usize = 4 << 20;
 /// Most bytes in one stream entry: a read touches little more than it returns.
 const ENTRY: usize = 256 * 1024;
-/// An append waiting for the archiver to release bytes tries again after this, then twice as
-/// long each time up to a second (1,000 steps waiting cost Redis at most ~1,000 calls a second)…
-const FULL_POLL: Duration = Duration::from_millis(10);
-/// …and how often it says so in the log.
+/// How often an append waiting for the archiver to release bytes says so in the log.
 const FULL_WARN: Duration = Duration::from_secs(30);
 /// Appends of at most this many new bytes are pushed to followers with their notification, so
 /// a node's readers of a live step get them without reading them back (see [`follow`]).
@@ -147,6 +145,15 @@ fn stream_entries(key: &StepKey, answer: redis::Value) -> Result<Vec<(u64, Vec<u
         .collect()
 }
 
+/// Runs a command that is safe to repeat, once more after a connection error: a command
+/// connection fails its first command after Redis restarted, then reconnects.
+async fn retried<T, F: Future<Output = Result<T, LiveError>>>(mut run: impl FnMut() -> F) -> Result<T, LiveError> {
+    match run().await {
+        Err(LiveError::Io { .. }) => run().await,
+        other => other,
+    }
+}
+
 fn end_from_json(key: &StepKey, json: &str) -> Result<StepEnd, LiveError> {
     serde_json::from_str(json).map_err(|e| io(format!("end of {key}"), e))
 }
@@ -218,29 +225,40 @@ impl RedisTier {
     /// The step's progress as Redis holds it; `None` when it is not here.
     pub(crate) async fn progress(&self, key: &StepKey) -> Result<Option<Progress>, LiveError> {
         let (hwm, end): (Option<u64>, Option<String>) =
-            self.con_for(key).hget(key_of(key, "m"), &["hwm", "end"]).await.map_err(|e| io(key, e))?;
+            retried(|| async { self.con_for(key).hget(key_of(key, "m"), &["hwm", "end"]).await.map_err(|e| io(key, e)) }).await?;
         let Some(durable) = hwm else { return Ok(None) };
         let end = end.map(|j| end_from_json(key, &j)).transpose()?.map(Arc::new);
         Ok(Some(Progress { durable, end }))
     }
 
     /// Appends `stored` for `received` (what the agent sent, as long), waiting while the step
-    /// holds `hold_max_bytes` the archiver has not released.
+    /// holds `hold_max_bytes` the archiver has not released: the step is followed, and its
+    /// follower wakes the append when any node releases a prefix (or a notification may have
+    /// been missed).
     async fn append_inner(&self, key: &StepKey, offset: u64, timestamp_us: u64, stored: Bytes, received: &[u8], masked: bool) -> Result<AppendOutcome, LiveError> {
-        // While waiting: since when, when to say so next, and the next pause.
-        let mut waiting: Option<(Instant, Duration, Duration)> = None;
+        // While waiting: since when, the step's `watch` (which keeps it followed) and the wake-up.
+        let mut waiting: Option<(Instant, watch::Receiver<Progress>, Arc<Notify>)> = None;
         let batch::Appended { outcome, hwm, start, pushed } = loop {
+            // Armed before the attempt: a release after the attempt found the step full wakes it.
+            let released = waiting.as_ref().map(|(_, _, r)| r.clone());
+            let mut notified = pin!(released.as_deref().map(Notify::notified));
+            if let Some(n) = notified.as_mut().as_pin_mut() {
+                n.enable();
+            }
             let chunk = batch::Chunk { key: key.clone(), offset, timestamp_us, bytes: stored.clone(), masked };
             let appended = if chunk.bytes.len() > batch::SMALL { self.watched.append(&chunk).await } else { self.appenders[Self::slot(key)].append(chunk).await }?;
             if appended.outcome != "full" {
                 break appended;
             }
-            let (since, warn_at, pause) = waiting.get_or_insert_with(|| {
+            let (Some(mut notified), Some((since, _, _))) = (notified.as_pin_mut(), &waiting) else {
+                // Full for the first time: follow the step, then try again before waiting.
                 self.full_waits.fetch_add(1, Relaxed);
-                (Instant::now(), FULL_WARN, FULL_POLL)
-            });
-            if since.elapsed() >= *warn_at {
-                *warn_at += FULL_WARN;
+                let progress = self.subscribe(key).await?;
+                let released = self.watchers.released(key).ok_or_else(|| io(key, "a followed step is not in the follower's map"))?;
+                waiting = Some((Instant::now(), progress, released));
+                continue;
+            };
+            while tokio::time::timeout(FULL_WARN, notified.as_mut()).await.is_err() {
                 warn!(
                     step = %key,
                     held_bytes = self.cfg.hold_max_bytes,
@@ -248,8 +266,6 @@ impl RedisTier {
                     "the step's output waits for the archiver: Redis holds the most it may of it; check that an archiver node runs and can write to the archive"
                 );
             }
-            tokio::time::sleep(*pause).await;
-            *pause = (*pause * 2).min(Duration::from_secs(1));
         };
         if start < hwm {
             let added = match (start.checked_sub(offset), hwm.checked_sub(offset)) {
@@ -452,7 +468,7 @@ impl Collect {
 
 impl LiveTier for RedisTier {
     fn open<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<Progress, LiveError>> {
-        Box::pin(async move {
+        Box::pin(retried(move || async move {
             let (hwm, end): (u64, String) =
                 self.scripts.open.key(key_of(key, "m")).arg(self.cfg.ttl_secs()).invoke_async(&mut self.con_for(key)).await.map_err(|e| io(key, e))?;
             let _: () = self.con().sadd(RESIDENT, key.to_string()).await.map_err(|e| io(key, e))?;
@@ -461,7 +477,7 @@ impl LiveTier for RedisTier {
             }
             let end = (!end.is_empty()).then(|| end_from_json(key, &end)).transpose()?.map(Arc::new);
             Ok(Progress { durable: hwm, end })
-        })
+        }))
     }
 
     fn append<'a>(&'a self, key: &'a StepKey, offset: u64, timestamp_us: u64, bytes: Bytes) -> BoxFuture<'a, Result<AppendOutcome, LiveError>> {
@@ -490,7 +506,7 @@ impl LiveTier for RedisTier {
     }
 
     fn time_index<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<Vec<(u64, u64)>, LiveError>> {
-        Box::pin(async move {
+        Box::pin(retried(move || async move {
             let points: Vec<String> = self.con_for(key).lrange(key_of(key, "t"), 0, -1).await.map_err(|e| io(key, e))?;
             Ok(points
                 .iter()
@@ -499,11 +515,11 @@ impl LiveTier for RedisTier {
                     Some((o.parse().ok()?, t.parse().ok()?))
                 })
                 .collect())
-        })
+        }))
     }
 
     fn sync<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<u64, LiveError>> {
-        Box::pin(async move {
+        Box::pin(retried(move || async move {
             let hwm: Option<u64> = self.con_for(key).hget(key_of(key, "m"), "hwm").await.map_err(|e| io(key, e))?;
             let hwm = hwm.ok_or_else(|| LiveError::NotFound(key.to_string()))?;
             if self.cfg.wait_replicas > 0 {
@@ -518,7 +534,7 @@ impl LiveTier for RedisTier {
                 }
             }
             Ok(hwm)
-        })
+        }))
     }
 
     fn read<'a>(&'a self, key: &'a StepKey, offset: u64, max: usize) -> BoxFuture<'a, Result<Bytes, LiveError>> {
@@ -526,18 +542,13 @@ impl LiveTier for RedisTier {
             if let Some(bytes) = self.watchers.recent(key, offset, max) {
                 return Ok(bytes);
             }
-            let read = || async {
+            retried(|| async {
                 match self.read_entries(key, offset, max).await? {
                     Some(bytes) => Ok(bytes),
                     None => self.read_scripted(key, offset, max).await,
                 }
-            };
-            // A read is safe to repeat: once more after a connection error, because a command
-            // connection fails its first command after Redis restarted, then reconnects.
-            match read().await {
-                Err(LiveError::Io { .. }) => read().await,
-                other => other,
-            }
+            })
+            .await
         })
     }
 
@@ -558,7 +569,7 @@ impl LiveTier for RedisTier {
     }
 
     fn checksum<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<(u64, String), LiveError>> {
-        Box::pin(async move {
+        Box::pin(retried(move || async move {
             let (hwm, rel, masked): (Option<u64>, Option<u64>, Option<String>) =
                 redis::cmd("HMGET").arg(key_of(key, "m")).arg(&["hwm", "rel", "masked"]).query_async(&mut self.con_for(key)).await.map_err(|e| io(key, e))?;
             let hwm = hwm.ok_or_else(|| LiveError::NotFound(key.to_string()))?;
@@ -580,21 +591,16 @@ impl LiveTier for RedisTier {
                 h.update(&chunk);
             }
             Ok((hwm, h.hex()))
-        })
+        }))
     }
 
     fn finish<'a>(&'a self, key: &'a StepKey, end: StepEnd) -> BoxFuture<'a, Result<Arc<StepEnd>, LiveError>> {
         Box::pin(async move {
             let json = serde_json::to_string(&end).map_err(|e| io(key, e))?;
-            let (status, held): (String, String) = self
-                .scripts
-                .finish
-                .key(key_of(key, "m"))
-                .arg(&json)
-                .arg(key_of(key, "n"))
-                .invoke_async(&mut self.con_for(key))
-                .await
-                .map_err(|e| io(key, e))?;
+            let (status, held): (String, String) = retried(|| async {
+                self.scripts.finish.key(key_of(key, "m")).arg(&json).arg(key_of(key, "n")).invoke_async(&mut self.con_for(key)).await.map_err(|e| io(key, e))
+            })
+            .await?;
             match status.as_str() {
                 "missing" => Err(LiveError::NotFound(key.to_string())),
                 "set" => Ok(Arc::new(end)),
@@ -617,7 +623,7 @@ impl LiveTier for RedisTier {
     }
 
     fn release<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<(), LiveError>> {
-        Box::pin(async move {
+        Box::pin(retried(move || async move {
             let keys = ["m", "s", "t", "o"].map(|s| key_of(key, s));
             self.watchers.stop_bytes(key);
             self.hashers.lock().remove(key);
@@ -633,33 +639,37 @@ impl LiveTier for RedisTier {
                 .await
                 .map_err(|e| io(key, e))?;
             Ok(())
-        })
+        }))
     }
 
     fn release_prefix<'a>(&'a self, key: &'a StepKey, upto: u64) -> BoxFuture<'a, Result<(), LiveError>> {
-        Box::pin(async move {
+        Box::pin(retried(move || async move {
             self.watchers.forget_bytes(key);
             let _: i64 = Self::on_step(&self.scripts.release_prefix, key, &["m", "s", "o"])
                 .arg(upto)
+                .arg(key_of(key, "n"))
                 .invoke_async(&mut self.con_for(key))
                 .await
                 .map_err(|e| io(key, e))?;
             Ok(())
-        })
+        }))
     }
 
     fn overwrite<'a>(&'a self, key: &'a StepKey, offset: u64, bytes: Bytes) -> BoxFuture<'a, Result<(), LiveError>> {
         Box::pin(async move {
             // Before the change: no reader here is served the old bytes after it returns.
             self.watchers.stop_bytes(key);
-            let (status, n): (String, u64) = Self::on_step(&self.scripts.overwrite, key, &["m", "s", "o"])
-                .arg(offset)
-                .arg(&bytes[..])
-                .arg(self.cfg.ttl_secs())
-                .arg(key_of(key, "n"))
-                .invoke_async(&mut self.con_for(key))
-                .await
-                .map_err(|e| io(key, e))?;
+            let (status, n): (String, u64) = retried(|| async {
+                Self::on_step(&self.scripts.overwrite, key, &["m", "s", "o"])
+                    .arg(offset)
+                    .arg(&bytes[..])
+                    .arg(self.cfg.ttl_secs())
+                    .arg(key_of(key, "n"))
+                    .invoke_async(&mut self.con_for(key))
+                    .await
+                    .map_err(|e| io(key, e))
+            })
+            .await?;
             match status.as_str() {
                 "missing" => Err(LiveError::NotFound(key.to_string())),
                 "refused" if n > offset => Err(io(key, format!("overwrite at {offset} runs past the {n} bytes written"))),
@@ -670,7 +680,7 @@ impl LiveTier for RedisTier {
     }
 
     fn health(&self) -> BoxFuture<'_, Result<(), LiveError>> {
-        Box::pin(async move { redis::cmd("PING").query_async::<()>(&mut self.con()).await.map_err(|e| io("Redis", e)) })
+        Box::pin(retried(move || async move { redis::cmd("PING").query_async::<()>(&mut self.con()).await.map_err(|e| io("Redis", e)) }))
     }
 
     /// Redis answers a write after its AOF policy ran (with `appendfsync always`, after the
@@ -718,7 +728,7 @@ impl LiveTier for RedisTier {
     }
 
     fn gauges(&self) -> BoxFuture<'_, Result<Vec<Gauge>, LiveError>> {
-        Box::pin(async move {
+        Box::pin(retried(move || async move {
             let info: String = redis::cmd("INFO").arg("memory").query_async(&mut self.con()).await.map_err(|e| io("Redis", e))?;
             let field = |name: &str| {
                 info.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse::<f64>().ok()).unwrap_or(0.0)
@@ -734,11 +744,11 @@ impl LiveTier for RedisTier {
                     self.full_waits.load(Relaxed) as f64,
                 ),
             ])
-        })
+        }))
     }
 
     fn resident<'a>(&'a self, limit: usize) -> BoxFuture<'a, Result<Vec<StepKey>, LiveError>> {
-        Box::pin(async move {
+        Box::pin(retried(move || async move {
             let members: Vec<String> = self.con().smembers(RESIDENT).await.map_err(|e| io(RESIDENT, e))?;
             let mut out = Vec::new();
             for m in members {
@@ -757,6 +767,6 @@ impl LiveTier for RedisTier {
                 }
             }
             Ok(out)
-        })
+        }))
     }
 }

@@ -2,10 +2,13 @@
 //! step a reader here follows. `h<hwm>` raises the step's durable length; `d<start>:<bytes>`
 //! raises it and hands over the bytes appended at `start`, which are kept (at most [`RECENT`]
 //! bytes per followed step) so this node's readers of the live edge get them without a Redis
-//! command; `o` (bytes overwritten) stops that for the step; `x` (released) and `e` (ended)
-//! read its progress again. After a reconnect it resubscribes and reads every followed step's
-//! progress again, so a message lost while disconnected costs nothing (the kept bytes start
-//! over at the next push). Steps nobody follows any more are dropped.
+//! command; `r<upto>` (a prefix released) wakes the step's appends waiting for room; `o` (bytes
+//! overwritten) stops keeping bytes for the step; `x` (released) and `e` (ended) read its
+//! progress again. A step's waiting appends are also woken when its subscription is confirmed
+//! and on every resubscription. After a reconnect it resubscribes and reads every followed
+//! step's progress again, so a message lost while disconnected costs nothing (the kept bytes
+//! start over at the next push, a waiting append tries again). Steps nobody follows any more
+//! are dropped.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Weak};
@@ -16,7 +19,7 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use redis::aio::PubSubSink;
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tracing::{debug, warn};
 
 use super::{key_of, RedisTier};
@@ -101,11 +104,13 @@ impl Recent {
     }
 }
 
-/// A followed step: its readers' `watch` and the bytes last pushed for it.
+/// A followed step: its readers' `watch`, the bytes last pushed for it, and its appends waiting
+/// for the archiver to release a prefix.
 struct Followed {
     key: StepKey,
     tx: watch::Sender<Progress>,
     recent: Recent,
+    released: Arc<Notify>,
 }
 
 /// Every followed step, by notify channel.
@@ -124,7 +129,7 @@ impl Watchers {
         let mut new = false;
         let f = map.entry(key_of(key, "n")).or_insert_with(|| {
             new = true;
-            Followed { key: key.clone(), tx: watch::channel(progress).0, recent: Recent::default() }
+            Followed { key: key.clone(), tx: watch::channel(progress).0, recent: Recent::default(), released: Arc::default() }
         });
         (f.tx.subscribe(), new)
     }
@@ -132,6 +137,18 @@ impl Watchers {
     /// Up to `max` bytes from `offset` of a followed step, if they were pushed here.
     pub(super) fn recent(&self, key: &StepKey, offset: u64, max: usize) -> Option<Bytes> {
         self.0.lock().get(&key_of(key, "n"))?.recent.read(offset, max)
+    }
+
+    /// What a followed step's appends waiting for room wait on: woken when a prefix is released
+    /// and whenever a message may have been missed (see the module's text).
+    pub(super) fn released(&self, key: &StepKey) -> Option<Arc<Notify>> {
+        self.0.lock().get(&key_of(key, "n")).map(|f| f.released.clone())
+    }
+
+    fn wake(&self, channel: &str) {
+        if let Some(f) = self.0.lock().get(channel) {
+            f.released.notify_waiters();
+        }
     }
 
     /// Drops the bytes kept for a step (a prefix of it was released).
@@ -281,6 +298,8 @@ pub(super) async fn run(client: redis::Client, tier: Weak<RedisTier>, watchers: 
                         watchers.pushed(channel, at, || Bytes::copy_from_slice(bytes));
                     } else if let Some(hwm) = payload.strip_prefix(b"h").and_then(|h| std::str::from_utf8(h).ok()?.parse::<u64>().ok()) {
                         watchers.update(channel, |p| raise(p, hwm));
+                    } else if payload.starts_with(b"r") {
+                        watchers.wake(channel);
                     } else if let Some(key) = watchers.key(channel) {
                         if matches!(payload, b"o" | b"x") {
                             watchers.stop_bytes(&key);
@@ -312,14 +331,16 @@ pub(super) async fn run(client: redis::Client, tier: Weak<RedisTier>, watchers: 
     }
 }
 
-/// Subscribes to the steps' channels, then reads their progress (so nothing published before
-/// the subscription is missed); `false` if Redis refused or the connection broke.
+/// Subscribes to the steps' channels, then reads their progress and wakes their waiting appends
+/// (so nothing published before the subscription is missed); `false` if Redis refused or the
+/// connection broke.
 async fn subscribe(mut sink: PubSubSink, tier: Weak<RedisTier>, watchers: Watchers, keys: Vec<StepKey>) -> bool {
     let channels: Vec<String> = keys.iter().map(|k| key_of(k, "n")).collect();
-    if sink.subscribe(channels).await.is_err() {
+    if sink.subscribe(&channels).await.is_err() {
         return false;
     }
-    for key in keys {
+    for (key, channel) in keys.into_iter().zip(&channels) {
+        watchers.wake(channel);
         spawn_refresh(&tier, &watchers, key);
     }
     true

@@ -1,5 +1,6 @@
--- Drops the entries wholly below an offset (the archive holds them) and records the mark.
--- KEYS: meta hash, stream, overlay hash.  ARGV: upto.
+-- Drops the entries wholly below an offset (the archive holds them), records the mark and
+-- publishes `r<upto>` (appends waiting for room take it as their cue).
+-- KEYS: meta hash, stream, overlay hash.  ARGV: upto, notify channel.
 local m, s, o = KEYS[1], KEYS[2], KEYS[3]
 local v = redis.call('HMGET', m, 'hwm', 'rel')
 if v[1] == false then return 0 end
@@ -17,4 +18,5 @@ if #first > 0 then
   end
 end
 redis.call('HSET', m, 'rel', ARGV[1])
+redis.call('PUBLISH', ARGV[2], 'r' .. ARGV[1])
 return 1
