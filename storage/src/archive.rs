@@ -33,6 +33,12 @@ const READ_BLOCK: usize = 16 * FRAME_INPUT;
 /// Frames of one segment compressing at once: a single busy step can use the whole pool.
 const FRAMES_IN_FLIGHT: usize = 4;
 
+/// `range` cut into segments of at most `bytes`, numbered from `seq`: (seq, start, length).
+fn cuts(seq: u32, range: std::ops::Range<u64>, bytes: u64) -> impl Iterator<Item = (u32, u64, u64)> {
+    let bytes = bytes.max(1);
+    (range.start..range.end).step_by(bytes as usize).zip(seq..).map(move |(start, seq)| (seq, start, bytes.min(range.end - start)))
+}
+
 /// How long ago (µs, before `now_us`) the byte at `offset` arrived, by the time index: the last
 /// point at or before it (every byte after a point arrived within `TIME_INDEX_GAP_US` of it).
 fn oldest_waiting_age_us(times: &[(u64, u64)], offset: u64, now_us: u64) -> u64 {
@@ -228,7 +234,10 @@ impl Archive {
         if step.end.is_some() {
             let len = step.length.unwrap_or(0);
             let times = self.live.time_index(key).await?;
-            let segments = self.write_segments(key, step.started_at_ms, seq, archived..len, self.cfg.segment_bytes, &times).await?;
+            let mut segments = Vec::new();
+            for (seq, start, len) in cuts(seq, archived..len, self.cfg.segment_bytes) {
+                segments.push(self.write_segment(key, step.started_at_ms, seq, start, len, &times).await?);
+            }
             self.meta.record_segments(&key.job, &key.step, &segments, true).await?;
             self.live.release(key).await?;
             self.metrics.steps.fetch_add(1, Relaxed);
@@ -250,37 +259,14 @@ impl Archive {
         };
         // Each segment is recorded and released as soon as it is written: the live tier may be
         // holding the most it takes of the step (`live_hold_max_mib`), its appends waiting.
-        let (mut start, mut seq) = (archived, seq);
-        while start < upto {
-            let len = self.cfg.live_bytes.min(upto - start);
+        for (seq, start, len) in cuts(seq, archived..upto, self.cfg.live_bytes) {
             let segment = self.write_segment(key, step.started_at_ms, seq, start, len, &times).await?;
             self.meta.record_segments(&key.job, &key.step, &[segment], false).await?;
             self.live.release_prefix(key, start + len).await?;
             self.metrics.running_bytes.fetch_add(len, Relaxed);
-            (start, seq) = (start + len, seq + 1);
         }
         info!(step = %key, from = archived, to = upto, "running step's output archived and released from the live tier");
         Ok(())
-    }
-
-    /// Writes `range` of the step as segments of at most `segment_bytes`, numbered from `seq`.
-    async fn write_segments(
-        &self,
-        key: &StepKey,
-        started_at_ms: u64,
-        seq: u32,
-        range: std::ops::Range<u64>,
-        segment_bytes: u64,
-        times: &[(u64, u64)],
-    ) -> Result<Vec<Segment>, ArchiveError> {
-        let mut segments = Vec::new();
-        let mut start = range.start;
-        while start < range.end {
-            let len = segment_bytes.max(1).min(range.end - start);
-            segments.push(self.write_segment(key, started_at_ms, seq + segments.len() as u32, start, len, times).await?);
-            start += len;
-        }
-        Ok(segments)
     }
 
     /// The length and checksum of a step's first `len` bytes, read from the archive below its
@@ -630,6 +616,14 @@ pub use scrub::Scrubbed;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_are_cut_into_numbered_segments() {
+        assert_eq!(cuts(3, 10..35, 10).collect::<Vec<_>>(), [(3, 10, 10), (4, 20, 10), (5, 30, 5)]);
+        assert_eq!(cuts(0, 0..20, 10).collect::<Vec<_>>(), [(0, 0, 10), (1, 10, 10)]);
+        assert_eq!(cuts(7, 5..5, 10).count(), 0);
+        assert_eq!(cuts(0, 0..2, 0).collect::<Vec<_>>(), [(0, 0, 1), (1, 1, 1)], "a zero size is one byte");
+    }
 
     #[test]
     fn local_upload_leftovers_are_removed() {
