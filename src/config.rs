@@ -110,8 +110,9 @@ pub struct ServeConfig {
     /// step.
     pub archive_live_mib: u64,
     /// A running step's waiting output is archived once its oldest byte is this many seconds
-    /// old, however little there is.
-    pub archive_live_age_secs: u64,
+    /// old, however little there is. Unset: 600 on staging files; 30 on Redis, where memory is
+    /// dearer and an AOF rewrite writes out all Redis holds (see [`Self::live_age_secs`]).
+    pub archive_live_age_secs: Option<u64>,
     /// How often the archiver looks for work it was not told about (failed attempts, restarts,
     /// old output of running steps), in seconds.
     pub archive_sweep_secs: u64,
@@ -185,7 +186,7 @@ impl Default for ServeConfig {
             archive_level: 1,
             archive_segment_mib: 256,
             archive_live_mib: 64,
-            archive_live_age_secs: 600,
+            archive_live_age_secs: None,
             archive_sweep_secs: 10,
             retention_logs_days: None,
             retention_test_results_days: None,
@@ -260,6 +261,13 @@ impl ServeConfig {
     /// Whether this process does `role`'s work.
     pub fn runs(&self, role: Role) -> bool {
         self.roles.contains(&Role::All) || self.roles.contains(&role)
+    }
+
+    /// `archive_live_age_secs`, or its default for the live tier: on Redis every running step
+    /// then holds at most ~30 s of output plus the sweep's period, which keeps Redis's memory and
+    /// its AOF rewrites (a forked child writing out all Redis holds) small.
+    pub fn live_age_secs(&self) -> u64 {
+        self.archive_live_age_secs.unwrap_or(if self.live_url.is_some() { 30 } else { 600 })
     }
 
     /// Refuses settings that cannot work together.
@@ -409,7 +417,7 @@ impl ServeConfig {
             cfg.archive_live_mib = n;
         }
         if let Some(n) = num("TAILRACE_ARCHIVE_LIVE_AGE_SECS")? {
-            cfg.archive_live_age_secs = n;
+            cfg.archive_live_age_secs = Some(n);
         }
         if let Some(n) = num("TAILRACE_ARCHIVE_SWEEP_SECS")? {
             cfg.archive_sweep_secs = n;
@@ -476,6 +484,18 @@ mod tests {
         assert_eq!(ServeConfig::load(None, &env).unwrap().live_hold_max_mib, 0);
         env.remove("TAILRACE_LIVE_HOLD_MAX_MIB");
         assert_eq!(ServeConfig::load(None, &env).unwrap().live_hold_max_mib, 256);
+    }
+
+    #[test]
+    fn running_steps_are_archived_sooner_on_redis_unless_told() {
+        let mut env: HashMap<String, String> = HashMap::new();
+        assert_eq!(ServeConfig::load(None, &env).unwrap().live_age_secs(), 600);
+        env.insert("TAILRACE_LIVE_URL".into(), "redis://r/".into());
+        assert_eq!(ServeConfig::load(None, &env).unwrap().live_age_secs(), 30);
+        env.insert("TAILRACE_ARCHIVE_LIVE_AGE_SECS".into(), "900".into());
+        assert_eq!(ServeConfig::load(None, &env).unwrap().live_age_secs(), 900);
+        let file: ServeConfig = toml::from_str("archive_live_age_secs = 5").unwrap();
+        assert_eq!(file.live_age_secs(), 5);
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
         let queue = cfg.runs(Role::Archiver).then(|| {
             let (tx, rx) = tokio::sync::mpsc::channel(1024);
             tokio::spawn(archive.clone().run(rx));
-            info!(level = cfg.archive_level, live_mib = cfg.archive_live_mib, live_age_secs = cfg.archive_live_age_secs, "archiving steps as they run and end");
+            info!(level = cfg.archive_level, live_mib = cfg.archive_live_mib, live_age_secs = cfg.live_age_secs(), "archiving steps as they run and end");
             if cfg.retention_logs_days.is_some() || cfg.retention_test_results_days.is_some() || cfg.retention_artifacts_days.is_some() {
                 tokio::spawn(expiry_loop(cfg.clone(), archive.clone(), artifacts.clone(), audit.clone(), node.clone()));
             }
@@ -290,7 +290,7 @@ pub fn open_archive(cfg: &ServeConfig, store: Arc<dyn ObjectStore>, live: &Arc<d
         level: cfg.archive_level,
         segment_bytes: cfg.archive_segment_mib.max(1) * 1024 * 1024,
         live_bytes: cfg.archive_live_mib.max(1) * 1024 * 1024,
-        live_age: Duration::from_secs(cfg.archive_live_age_secs),
+        live_age: Duration::from_secs(cfg.live_age_secs()),
         sweep_every: Duration::from_secs(cfg.archive_sweep_secs.max(1)),
         node: node.to_string(),
         ..Default::default()
