@@ -3,7 +3,8 @@
 //! or both) produce one correct stream, followed live on one of them; a node's readers at the
 //! live edge are served the pushed bytes without reading the stream, and see an overwrite made
 //! on another node; many steps' small appends are committed by one script call, each under its
-//! own offset rule; a step holding its most unreleased bytes takes more only after a release;
+//! own offset rule; a step holding its most unreleased bytes takes more only after a release,
+//! woken by the release's notification or, were that lost, by its follower's reconnecting;
 //! Redis's persistence settings are checked; and a Redis `kill -9` mid-stream loses nothing
 //! acknowledged, with readers following again.
 
@@ -439,5 +440,56 @@ fn a_step_holding_its_most_unreleased_bytes_takes_more_only_after_a_release() {
         assert_eq!(append(mib, 2 * mib).await.unwrap(), AppendOutcome::Written { hwm: 2 * mib as u64 + 100_000 });
         let end = 2 * mib + 100_000;
         assert!(read_all(&tier, &k, mib as u64 + 4096, end - mib - 4096).await == data[mib + 4096..end], "the held bytes differ from what was sent");
+    });
+}
+
+/// `redis-cli` against the test's server: its answer.
+fn cli(server: &RedisServer, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli").args(["-p", &server.port.to_string()]).args(args).output().unwrap();
+    assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The script calls (`EVALSHA`) Redis has run, from `INFO commandstats`.
+fn script_calls(server: &RedisServer) -> u64 {
+    let info = cli(server, &["INFO", "commandstats"]);
+    let line = info.lines().find(|l| l.starts_with("cmdstat_evalsha:")).unwrap_or("");
+    line.split(['=', ',']).nth(1).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+/// A release whose notification never arrives (here: made without one, as if published while
+/// the follower was disconnected) still wakes a waiting append once the follower reconnects:
+/// it wakes every followed step's waiting appends when it subscribes again.
+#[test]
+fn an_append_waiting_for_room_is_woken_when_its_follower_reconnects() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        let tier = RedisTier::connect(RedisConfig { hold_max_bytes: 1 << 20, ..config(&server) }).await.unwrap();
+        let k = key("lost", "s");
+        tier.open(&k).await.unwrap();
+        let mib = 1 << 20;
+        let mut data = awkward_bytes(5, mib + 4096);
+        data.truncate(mib + 4096);
+        assert_eq!(tier.append(&k, 0, 0, Bytes::copy_from_slice(&data[..mib])).await.unwrap(), AppendOutcome::Written { hwm: mib as u64 });
+        // The waiting append is small: it goes through the append script.
+        let before = script_calls(&server);
+        let waiting = {
+            let (tier, k, tail) = (tier.clone(), k.clone(), Bytes::copy_from_slice(&data[mib..]));
+            tokio::spawn(async move { tier.append(&k, mib as u64, 0, tail).await.unwrap() })
+        };
+        // Found full, followed the step, found full again: now it waits for a wake-up.
+        let parked = async {
+            while script_calls(&server) < before + 2 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), parked).await.expect("the append never tried twice");
+        assert!(!waiting.is_finished(), "the append went past the limit");
+        // The archiver's release, without its notification; then the follower's connection drops.
+        cli(&server, &["HSET", "tr:{lost/s}:m", "rel", "65536"]);
+        cli(&server, &["CLIENT", "KILL", "TYPE", "pubsub"]);
+        let woken = tokio::time::timeout(Duration::from_secs(30), waiting).await.expect("the reconnected follower did not wake the waiting append");
+        assert_eq!(woken.unwrap(), AppendOutcome::Written { hwm: (mib + 4096) as u64 });
+        assert!(read_all(&tier, &k, mib as u64, 4096).await == data[mib..], "the appended bytes differ from what was sent");
     });
 }
