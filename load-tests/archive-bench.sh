@@ -4,7 +4,9 @@
 # latency of 64 KiB ranged reads from the middle of the archived log and the bytes they fetch.
 #
 # Usage: load-tests/archive-bench.sh [SIZE_MB] [LEVEL]     (defaults: 1024, 3)
-# Needs a release build (cargo build --release), curl and the zstd CLI.
+# Needs a release build (cargo build --release), curl and the zstd CLI. ARCHIVE_BENCH_CONFIG adds
+# lines to the server's configuration, e.g. the Redis live tier:
+#   ARCHIVE_BENCH_CONFIG=$'live_url = "redis://127.0.0.1:16379/"\nlive_hold_max_mib = 0'
 set -euo pipefail
 SIZE_MB=${1:-1024}
 LEVEL=${2:-3}
@@ -33,6 +35,7 @@ done
 cat > "$WORK/cfg.toml" <<CFG
 archive_level = $LEVEL
 archive_live_mib = 1048576
+${ARCHIVE_BENCH_CONFIG:-}
 CFG
 TAILRACE_LOG=warn "$BIN" serve --config "$WORK/cfg.toml" --data-dir "$WORK/data" \
   --http-addr 127.0.0.1:$HTTP_PORT --quic-addr 127.0.0.1:$QUIC_PORT 2>"$WORK/serve.log" &

@@ -33,6 +33,45 @@ const READ_BLOCK: usize = 16 * FRAME_INPUT;
 /// Frames of one segment compressing at once: a single busy step can use the whole pool.
 const FRAMES_IN_FLIGHT: usize = 4;
 
+/// Live bytes read ahead of the frames cut from them, in the order they were read.
+#[derive(Default)]
+struct ReadAhead {
+    pieces: VecDeque<Bytes>,
+    len: usize,
+}
+
+impl ReadAhead {
+    fn push(&mut self, b: Bytes) {
+        self.len += b.len();
+        self.pieces.push_back(b);
+    }
+
+    /// The next `n` bytes (at most all held): a slice of the first piece when it holds them
+    /// all, else one copy of the pieces they span.
+    fn take(&mut self, n: usize) -> Bytes {
+        let n = n.min(self.len);
+        self.len -= n;
+        let Some(first) = self.pieces.front_mut() else { return Bytes::new() };
+        if first.len() >= n {
+            let b = first.split_to(n);
+            if first.is_empty() {
+                self.pieces.pop_front();
+            }
+            return b;
+        }
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let Some(piece) = self.pieces.front_mut() else { break };
+            let k = (n - out.len()).min(piece.len());
+            out.extend_from_slice(&piece.split_to(k));
+            if piece.is_empty() {
+                self.pieces.pop_front();
+            }
+        }
+        Bytes::from(out)
+    }
+}
+
 /// `range` cut into segments of at most `bytes`, numbered from `seq`: (seq, start, length).
 fn cuts(seq: u32, range: std::ops::Range<u64>, bytes: u64) -> impl Iterator<Item = (u32, u64, u64)> {
     let bytes = bytes.max(1);
@@ -310,16 +349,20 @@ impl Archive {
             let mut pos = start;
             // Read the live tier in blocks of several frames: fewer, larger reads. Frames
             // compress while the next are read, several at once (in order).
-            let mut block = Bytes::new();
+            let mut ahead = ReadAhead::default();
             let mut compressing = VecDeque::new();
             while pos < start + len || !compressing.is_empty() {
                 if pos < start + len && compressing.len() < FRAMES_IN_FLIGHT {
                     let want = (FRAME_INPUT as u64).min(start + len - pos) as usize;
-                    if block.is_empty() {
-                        let block_len = (READ_BLOCK as u64).min(start + len - pos) as usize;
-                        block = self.read_live_exact(key, pos, block_len).await?;
+                    while ahead.len < want {
+                        let at = pos + ahead.len as u64;
+                        let b = self.live.read(key, at, (READ_BLOCK as u64).min(start + len - at) as usize).await?;
+                        if b.is_empty() {
+                            return Err(ArchiveError::State(format!("live tier holds fewer bytes of {key} than its verified length")));
+                        }
+                        ahead.push(b);
                     }
-                    let raw = block.split_to(want.min(block.len()));
+                    let raw = ahead.take(want);
                     hasher.update(&raw);
                     frame_lines.push(count_newlines(&raw) as u32);
                     // When the frame's first byte was read: the last time point at or before it.
@@ -616,6 +659,24 @@ pub use scrub::Scrubbed;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_are_cut_from_the_pieces_read_ahead_in_order() {
+        let mut ahead = ReadAhead::default();
+        assert_eq!(ahead.take(5), Bytes::new());
+        let first = Bytes::from_static(b"0123456789");
+        ahead.push(first.clone());
+        ahead.push(Bytes::from_static(b"abcdef"));
+        ahead.push(Bytes::from_static(b"XYZ"));
+        let head = ahead.take(4);
+        assert_eq!(head, &b"0123"[..]);
+        assert_eq!(head.as_ptr(), first.as_ptr(), "a frame inside one piece is not copied");
+        assert_eq!(ahead.take(6), &b"456789"[..]);
+        assert_eq!(ahead.take(8), &b"abcdefXY"[..], "across pieces");
+        assert_eq!(ahead.len, 1);
+        assert_eq!(ahead.take(100), &b"Z"[..], "at most what is held");
+        assert_eq!((ahead.len, ahead.pieces.len()), (0, 0));
+    }
 
     #[test]
     fn ranges_are_cut_into_numbered_segments() {
