@@ -354,14 +354,7 @@ impl Archive {
             while pos < start + len || !compressing.is_empty() {
                 if pos < start + len && compressing.len() < FRAMES_IN_FLIGHT {
                     let want = (FRAME_INPUT as u64).min(start + len - pos) as usize;
-                    while ahead.len < want {
-                        let at = pos + ahead.len as u64;
-                        let b = self.live.read(key, at, (READ_BLOCK as u64).min(start + len - at) as usize).await?;
-                        if b.is_empty() {
-                            return Err(ArchiveError::State(format!("live tier holds fewer bytes of {key} than its verified length")));
-                        }
-                        ahead.push(b);
-                    }
+                    self.fill(key, &mut ahead, pos, want, start + len).await?;
                     let raw = ahead.take(want);
                     hasher.update(&raw);
                     frame_lines.push(count_newlines(&raw) as u32);
@@ -407,20 +400,24 @@ impl Archive {
     /// Exactly `len` live bytes at `offset`; `State` when the live tier holds fewer. One read
     /// that returns them all is passed on as it is, not copied.
     async fn read_live_exact(&self, key: &StepKey, offset: u64, len: usize) -> Result<Bytes, ArchiveError> {
-        let first = self.live.read(key, offset, len).await?;
-        if first.len() >= len {
-            return Ok(first.slice(..len));
-        }
-        let mut out = Vec::with_capacity(len);
-        out.extend_from_slice(&first);
-        while out.len() < len {
-            let b = self.live.read(key, offset + out.len() as u64, len - out.len()).await?;
+        let mut ahead = ReadAhead::default();
+        self.fill(key, &mut ahead, offset, len, offset + len as u64).await?;
+        Ok(ahead.take(len))
+    }
+
+    /// Reads the live tier into `ahead`, which holds the bytes from `at` on, until it holds
+    /// `want` bytes, in reads of at most [`READ_BLOCK`] that go no further than `end`; `State`
+    /// when the live tier holds fewer.
+    async fn fill(&self, key: &StepKey, ahead: &mut ReadAhead, at: u64, want: usize, end: u64) -> Result<(), ArchiveError> {
+        while ahead.len < want {
+            let from = at + ahead.len as u64;
+            let b = self.live.read(key, from, (READ_BLOCK as u64).min(end - from) as usize).await?;
             if b.is_empty() {
                 return Err(ArchiveError::State(format!("live tier holds fewer bytes of {key} than its verified length")));
             }
-            out.extend_from_slice(&b);
+            ahead.push(b);
         }
-        Ok(Bytes::from(out))
+        Ok(())
     }
 
     /// Reads up to `max` bytes at `offset` from archived `segments`, never crossing a segment
