@@ -247,6 +247,7 @@ pub async fn open_live(cfg: &ServeConfig) -> Result<Arc<dyn LiveTier>, String> {
                 ttl: Duration::from_secs(cfg.live_ttl_hours.max(1) * 3600),
                 wait_replicas: cfg.live_wait_replicas,
                 hold_max_bytes: cfg.live_hold_max_mib * 1024 * 1024,
+                level: cfg.archive_level,
             };
             let tier = RedisTier::connect(redis).await.map_err(|e| format!("Redis at {}: {e}", crate::config::redact_url(url)))?;
             Ok(tier)

@@ -226,11 +226,13 @@ fn a_step_waits_for_the_archiver_when_redis_holds_its_most() {
     // At most the limit plus one append (1 MiB) is held, and nothing was released.
     let held = c.query().step_len(&job, "s");
     assert!((2 << 20..=3 << 20).contains(&held), "Redis holds {held} bytes of the step");
-    let _archiver = c.node("archiver");
+    let archiver = c.node("archiver");
     let out = agent.finish(180);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(c.query().output(&job, "s", None).body == data, "output differs");
     wait_until("archived", 60, || archived(c.query(), &job, "s"));
     assert!(c.query().output(&job, "s", None).body == data, "archived output differs");
+    // The appends that waited went in large, as zstd frames the archiver wrote as they were.
+    assert!(metric(&archiver, "tailrace_archive_frames_reused_total") >= 1, "no stored frame was reused");
     assert_eq!(redis_keys(&c.redis), 0, "Redis holds nothing of an archived step");
 }

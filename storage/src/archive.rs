@@ -23,10 +23,10 @@ use tailrace_protocol::StreamHasher;
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{info, warn};
 
-use crate::live::{LiveError, LiveTier, StepKey};
+use crate::live::{LiveError, LiveTier, StepKey, Stored};
 use crate::meta::{now_ms, MetaError, MetaStore, Segment, Step};
 use crate::time::civil_date;
-use crate::segment::{compress_frame, count_newlines, covering, decompress_frames, frame_aligned_end, seek_table, SegmentError, FRAME_INPUT};
+use crate::segment::{compress_frame, count_newlines, covering, decompress_frames, frame_aligned_end, seek_table, FrameEntry, SegmentError, FRAME_INPUT};
 
 /// Bytes read from the live tier at once while archiving (a whole number of frames).
 const READ_BLOCK: usize = 16 * FRAME_INPUT;
@@ -36,25 +36,45 @@ const FRAMES_IN_FLIGHT: usize = 4;
 /// Live bytes read ahead of the frames cut from them, in the order they were read.
 #[derive(Default)]
 struct ReadAhead {
-    pieces: VecDeque<Bytes>,
+    pieces: VecDeque<Stored>,
     len: usize,
 }
 
 impl ReadAhead {
-    fn push(&mut self, b: Bytes) {
-        self.len += b.len();
-        self.pieces.push_back(b);
+    fn push(&mut self, piece: Stored) {
+        self.len += piece.raw.len();
+        self.pieces.push_back(piece);
+    }
+
+    /// The next frame, of at most `max` bytes: a piece the live tier stored as a frame, with
+    /// that frame, when it fits; else the bytes up to the next such piece, to be compressed.
+    fn next_frame(&mut self, max: usize) -> (Bytes, Option<Bytes>) {
+        if self.pieces.front().is_some_and(|p| p.frame.is_some() && p.raw.len() <= max)
+            && let Some(Stored { raw, frame }) = self.pieces.pop_front()
+        {
+            self.len -= raw.len();
+            return (raw, frame);
+        }
+        let mut n = 0;
+        for (i, p) in self.pieces.iter().enumerate() {
+            if (i > 0 && p.frame.is_some()) || n >= max {
+                break;
+            }
+            n += p.raw.len();
+        }
+        (self.take(n.min(max)), None)
     }
 
     /// The next `n` bytes (at most all held): a slice of the first piece when it holds them
-    /// all, else one copy of the pieces they span.
+    /// all, else one copy of the pieces they span. A piece cut keeps no frame.
     fn take(&mut self, n: usize) -> Bytes {
         let n = n.min(self.len);
         self.len -= n;
         let Some(first) = self.pieces.front_mut() else { return Bytes::new() };
-        if first.len() >= n {
-            let b = first.split_to(n);
-            if first.is_empty() {
+        if first.raw.len() >= n {
+            first.frame = None;
+            let b = first.raw.split_to(n);
+            if first.raw.is_empty() {
                 self.pieces.pop_front();
             }
             return b;
@@ -62,14 +82,21 @@ impl ReadAhead {
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
             let Some(piece) = self.pieces.front_mut() else { break };
-            let k = (n - out.len()).min(piece.len());
-            out.extend_from_slice(&piece.split_to(k));
-            if piece.is_empty() {
+            let k = (n - out.len()).min(piece.raw.len());
+            piece.frame = None;
+            out.extend_from_slice(&piece.raw.split_to(k));
+            if piece.raw.is_empty() {
                 self.pieces.pop_front();
             }
         }
         Bytes::from(out)
     }
+}
+
+/// A frame of a segment being written: stored by the live tier as it is, or compressing.
+enum Framing {
+    Stored(Bytes, FrameEntry),
+    Compressing(tokio::task::JoinHandle<Result<(Vec<u8>, FrameEntry), SegmentError>>),
 }
 
 /// `range` cut into segments of at most `bytes`, numbered from `seq`: (seq, start, length).
@@ -164,6 +191,8 @@ pub struct ArchiveMetrics {
     pub expired: AtomicU64,
     pub running_bytes: AtomicU64,
     pub lease_skips: AtomicU64,
+    /// Frames written as the live tier stored them, not compressed again.
+    pub frames_reused: AtomicU64,
     /// Ended steps not archived yet, as the last sweep found them (at most 256 are counted).
     pub backlog: AtomicU64,
     /// Expiry sweeps this node ran, and those that failed (to be retried next period).
@@ -184,6 +213,7 @@ impl ArchiveMetrics {
             ("tailrace_archive_read_bytes_total", "Output bytes served from the archive.", &self.read_bytes),
             ("tailrace_archive_fetched_bytes_total", "Compressed bytes fetched from the object store to serve reads.", &self.fetched_bytes),
             ("tailrace_archive_running_bytes_total", "Output bytes of running steps archived and released from the live tier before the step ended.", &self.running_bytes),
+            ("tailrace_archive_frames_reused_total", "Segment frames written as the live tier stored them (large appends on Redis), not compressed again.", &self.frames_reused),
             ("tailrace_archive_lease_skips_total", "Steps due for archiving left to the node holding their lease.", &self.lease_skips),
             ("tailrace_archive_expired_steps_total", "Steps whose output retention deleted.", &self.expired),
         ] {
@@ -348,33 +378,46 @@ impl Archive {
             let mut stored = 0u64;
             let mut pos = start;
             // Read the live tier in blocks of several frames: fewer, larger reads. Frames
-            // compress while the next are read, several at once (in order).
+            // compress while the next are read, several at once (in order); a frame the live
+            // tier stored is written as it is.
             let mut ahead = ReadAhead::default();
             let mut compressing = VecDeque::new();
             while pos < start + len || !compressing.is_empty() {
                 if pos < start + len && compressing.len() < FRAMES_IN_FLIGHT {
                     let want = (FRAME_INPUT as u64).min(start + len - pos) as usize;
                     self.fill(key, &mut ahead, pos, want, start + len).await?;
-                    let raw = ahead.take(want);
+                    let (raw, stored) = ahead.next_frame(want);
                     hasher.update(&raw);
                     frame_lines.push(count_newlines(&raw) as u32);
                     // When the frame's first byte was read: the last time point at or before it.
                     let i = times.partition_point(|&(off, _)| off <= pos);
                     frame_times.push(if i == 0 { times.first().map_or(0, |t| t.1) } else { times[i - 1].1 });
                     pos += raw.len() as u64;
+                    if let Some(frame) = stored {
+                        self.metrics.frames_reused.fetch_add(1, Relaxed);
+                        let entry = FrameEntry { compressed: frame.len() as u32, decompressed: raw.len() as u32 };
+                        compressing.push_back(Framing::Stored(frame, entry));
+                        continue;
+                    }
                     let slot = self.pool.clone().acquire_owned().await.map_err(|e| ArchiveError::State(e.to_string()))?;
                     let level = self.cfg.level;
-                    compressing.push_back(tokio::task::spawn_blocking(move || {
+                    compressing.push_back(Framing::Compressing(tokio::task::spawn_blocking(move || {
                         let _slot = slot;
                         compress_frame(&raw, level)
-                    }));
+                    })));
                     continue;
                 }
-                let Some(task) = compressing.pop_front() else { break };
-                let (compressed, entry) = task.await.map_err(|e| ArchiveError::State(format!("compression task failed: {e}")))??;
+                let (compressed, entry) = match compressing.pop_front() {
+                    None => break,
+                    Some(Framing::Stored(frame, entry)) => (frame, entry),
+                    Some(Framing::Compressing(task)) => {
+                        let (c, entry) = task.await.map_err(|e| ArchiveError::State(format!("compression task failed: {e}")))??;
+                        (Bytes::from(c), entry)
+                    }
+                };
                 writer.wait_for_capacity(2).await?;
                 stored += compressed.len() as u64;
-                writer.put(Bytes::from(compressed));
+                writer.put(compressed);
                 frames.push(entry);
             }
             let table = seek_table(&frames);
@@ -411,11 +454,13 @@ impl Archive {
     async fn fill(&self, key: &StepKey, ahead: &mut ReadAhead, at: u64, want: usize, end: u64) -> Result<(), ArchiveError> {
         while ahead.len < want {
             let from = at + ahead.len as u64;
-            let b = self.live.read(key, from, (READ_BLOCK as u64).min(end - from) as usize).await?;
-            if b.is_empty() {
+            let pieces = self.live.read_stored(key, from, (READ_BLOCK as u64).min(end - from) as usize).await?;
+            if pieces.iter().all(|p| p.raw.is_empty()) {
                 return Err(ArchiveError::State(format!("live tier holds fewer bytes of {key} than its verified length")));
             }
-            ahead.push(b);
+            for p in pieces.into_iter().filter(|p| !p.raw.is_empty()) {
+                ahead.push(p);
+            }
         }
         Ok(())
     }
@@ -662,9 +707,9 @@ mod tests {
         let mut ahead = ReadAhead::default();
         assert_eq!(ahead.take(5), Bytes::new());
         let first = Bytes::from_static(b"0123456789");
-        ahead.push(first.clone());
-        ahead.push(Bytes::from_static(b"abcdef"));
-        ahead.push(Bytes::from_static(b"XYZ"));
+        ahead.push(raw(first.clone()));
+        ahead.push(raw(Bytes::from_static(b"abcdef")));
+        ahead.push(raw(Bytes::from_static(b"XYZ")));
         let head = ahead.take(4);
         assert_eq!(head, &b"0123"[..]);
         assert_eq!(head.as_ptr(), first.as_ptr(), "a frame inside one piece is not copied");
@@ -673,6 +718,29 @@ mod tests {
         assert_eq!(ahead.len, 1);
         assert_eq!(ahead.take(100), &b"Z"[..], "at most what is held");
         assert_eq!((ahead.len, ahead.pieces.len()), (0, 0));
+    }
+
+    fn raw(b: Bytes) -> Stored {
+        Stored { raw: b, frame: None }
+    }
+
+    fn framed(b: &'static [u8], frame: &'static [u8]) -> Stored {
+        Stored { raw: Bytes::from_static(b), frame: Some(Bytes::from_static(frame)) }
+    }
+
+    #[test]
+    fn stored_frames_are_reused_whole_and_never_cut() {
+        let mut ahead = ReadAhead::default();
+        for p in [raw(Bytes::from_static(b"ab")), raw(Bytes::from_static(b"cd")), framed(b"efgh", b"F1"), framed(b"ijkl", b"F2"), raw(Bytes::from_static(b"mn")), framed(b"opqrst", b"F3")] {
+            ahead.push(p);
+        }
+        assert_eq!(ahead.next_frame(100), (Bytes::from_static(b"abcd"), None), "raw pieces up to the next stored frame");
+        assert_eq!(ahead.next_frame(100), (Bytes::from_static(b"efgh"), Some(Bytes::from_static(b"F1"))));
+        assert_eq!(ahead.next_frame(3), (Bytes::from_static(b"ijk"), None), "a frame longer than asked for is cut and compressed again");
+        assert_eq!(ahead.next_frame(100), (Bytes::from_static(b"lmn"), None), "what is left of it has no frame");
+        assert_eq!(ahead.next_frame(6), (Bytes::from_static(b"opqrst"), Some(Bytes::from_static(b"F3"))));
+        assert_eq!((ahead.len, ahead.pieces.len()), (0, 0));
+        assert_eq!(ahead.next_frame(6), (Bytes::new(), None));
     }
 
     #[test]

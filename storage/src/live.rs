@@ -173,6 +173,13 @@ pub trait LiveTier: Send + Sync + 'static {
     /// Reads up to `max` durable bytes from `offset`; empty at or past the durable length.
     fn read<'a>(&'a self, key: &'a StepKey, offset: u64, max: usize) -> BoxFuture<'a, Result<Bytes, LiveError>>;
 
+    /// As [`LiveTier::read`], in the pieces the bytes are stored as: a piece that is a whole
+    /// zstd frame as stored (a large append on Redis) comes with the frame, which the archiver
+    /// writes as it is instead of compressing the bytes again.
+    fn read_stored<'a>(&'a self, key: &'a StepKey, offset: u64, max: usize) -> BoxFuture<'a, Result<Vec<Stored>, LiveError>> {
+        Box::pin(async move { Ok(vec![Stored { raw: self.read(key, offset, max).await?, frame: None }]) })
+    }
+
     /// A receiver of the step's progress, for readers that wait for new bytes or the end.
     fn subscribe<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<watch::Receiver<Progress>, LiveError>>;
 
@@ -230,6 +237,14 @@ pub trait LiveTier: Send + Sync + 'static {
     fn gauges(&self) -> BoxFuture<'_, Result<Vec<Gauge>, LiveError>> {
         Box::pin(async { Ok(Vec::new()) })
     }
+}
+
+/// Bytes read by [`LiveTier::read_stored`]: `frame`, when there is one, is a single zstd frame
+/// that decompresses to exactly `raw`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub raw: Bytes,
+    pub frame: Option<Bytes>,
 }
 
 /// One gauge of [`LiveTier::gauges`]: name, help text, value.

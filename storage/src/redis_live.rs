@@ -36,7 +36,8 @@ use tailrace_protocol::{JobId, StepId, StreamHasher};
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::warn;
 
-use crate::live::{AppendOutcome, Gauge, LiveError, LiveTier, Progress, StepEnd, StepKey};
+use crate::live::{AppendOutcome, Gauge, LiveError, LiveTier, Progress, StepEnd, StepKey, Stored};
+use crate::segment::{decompress_frame, frame_content_size};
 
 mod batch;
 mod follow;
@@ -68,6 +69,9 @@ pub struct RedisConfig {
     /// (unacknowledged; agents keep their spool) until the archiver takes some (0: no limit).
     /// A running step so holds at most this plus one append (1 MiB) in Redis.
     pub hold_max_bytes: u64,
+    /// zstd level of the frames large appends are stored as: the archive's, since the archiver
+    /// writes those frames into segments as they are.
+    pub level: i32,
 }
 
 impl RedisConfig {
@@ -120,9 +124,37 @@ pub(crate) fn key_of(k: &StepKey, suffix: &str) -> String {
     format!("tr:{{{}/{}}}:{suffix}", k.job, k.step)
 }
 
-/// The entries of an `XRANGE`/`XREVRANGE` answer as (first offset, bytes), the bytes moved out
-/// of the answer, not copied.
-fn stream_entries(key: &StepKey, answer: redis::Value) -> Result<Vec<(u64, Vec<u8>)>, LiveError> {
+/// A stream entry: its first offset, how many bytes it holds, and how it stores them.
+struct Entry {
+    start: u64,
+    len: usize,
+    body: Body,
+}
+
+/// An entry's bytes as they are (field `d`) or as one zstd frame (field `z`: large appends),
+/// decompressed only when they are read.
+enum Body {
+    Raw(Bytes),
+    Frame(Bytes),
+}
+
+impl Entry {
+    fn raw(&self, key: &StepKey) -> Result<Bytes, LiveError> {
+        match &self.body {
+            Body::Raw(b) => Ok(b.clone()),
+            Body::Frame(f) => inflate(key, self.start, f),
+        }
+    }
+}
+
+/// The bytes of a stored zstd frame of an entry (at most [`ENTRY`] bytes).
+fn inflate(key: &StepKey, start: u64, frame: &[u8]) -> Result<Bytes, LiveError> {
+    decompress_frame(frame, ENTRY).map(Bytes::from).map_err(|e| io(key, format!("the entry at {start} is not a readable zstd frame: {e}")))
+}
+
+/// The entries of an `XRANGE`/`XREVRANGE` answer, the bytes moved out of the answer, not
+/// copied.
+fn stream_entries(key: &StepKey, answer: redis::Value) -> Result<Vec<Entry>, LiveError> {
     use redis::Value;
     let bad = || io(key, "unexpected stream entry in an XRANGE answer");
     let Value::Array(rows) = answer else { return Err(bad()) };
@@ -134,10 +166,15 @@ fn stream_entries(key: &StepKey, answer: redis::Value) -> Result<Vec<(u64, Vec<u
             let start: u64 = id.split('-').next().and_then(|n| n.parse().ok()).ok_or_else(|| io(key, format!("bad entry id {id}")))?;
             let Value::Array(fields) = fields else { return Err(bad()) };
             let mut fields = fields.into_iter();
-            while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
-                if matches!(&name, Value::BulkString(n) if n == b"d") {
-                    let Value::BulkString(data) = value else { return Err(bad()) };
-                    return Ok((start, data));
+            while let (Some(Value::BulkString(name)), Some(value)) = (fields.next(), fields.next()) {
+                let Value::BulkString(data) = value else { return Err(bad()) };
+                match name.as_slice() {
+                    b"d" => return Ok(Entry { start, len: data.len(), body: Body::Raw(Bytes::from(data)) }),
+                    b"z" => {
+                        let len = frame_content_size(&data).ok_or_else(|| io(key, format!("the entry at {start} is not a zstd frame that records its size")))?;
+                        return Ok(Entry { start, len: len as usize, body: Body::Frame(Bytes::from(data)) });
+                    }
+                    _ => {}
                 }
             }
             Err(io(key, format!("entry {id} has no bytes")))
@@ -189,7 +226,7 @@ impl RedisTier {
         let watchers = follow::Watchers::default();
         let (tx, rx) = mpsc::unbounded_channel();
         let appenders = cons.iter().map(|c| batch::Appender::start(c.clone(), cfg.ttl_secs(), cfg.hold_max_bytes)).collect();
-        let watched = watched::Watched::new(client.clone(), cfg.ttl_secs(), cfg.hold_max_bytes);
+        let watched = watched::Watched::new(client.clone(), cfg.ttl_secs(), cfg.hold_max_bytes, cfg.level);
         let tier = Arc::new(Self { cons, appenders, watched, full_waits: AtomicU64::new(0), cfg, scripts, watchers: watchers.clone(), follow: tx, hashers: Mutex::default() });
         tokio::spawn(follow::run(client, Arc::downgrade(&tier), watchers, rx));
         let _: () = redis::cmd("PING").query_async(&mut tier.con()).await.map_err(|e| io("Redis", e))?;
@@ -334,6 +371,15 @@ impl RedisTier {
         match status.as_str() {
             "missing" => Err(LiveError::NotFound(key.to_string())),
             "released" => Err(LiveError::Released { key: key.to_string(), below: n }),
+            // The entry holding `offset` is a stored frame, which Lua cannot decompress.
+            "z" => {
+                let raw = inflate(key, n, &data)?;
+                let from = offset.checked_sub(n).map_or(usize::MAX, |f| f as usize);
+                if from >= raw.len() {
+                    return Err(io(key, format!("the entry at {n} does not hold offset {offset}")));
+                }
+                Ok(raw.slice(from..raw.len().min(from.saturating_add(max))))
+            }
             _ => Ok(Bytes::from(data)),
         }
     }
@@ -341,7 +387,7 @@ impl RedisTier {
     /// One consistent snapshot (MULTI/EXEC: a prefix release cannot slip between the checks and
     /// the entries): the step's hwm, released prefix and mark, and up to `count` entries from
     /// `offset` — with the entry holding `offset` when `before` (an offset inside an entry).
-    async fn snapshot(&self, key: &StepKey, offset: u64, count: usize, before: bool) -> Result<(Meta, Vec<(u64, Vec<u8>)>), LiveError> {
+    async fn snapshot(&self, key: &StepKey, offset: u64, count: usize, before: bool) -> Result<(Meta, Vec<Entry>), LiveError> {
         let at = format!("{offset}-1");
         let stream = key_of(key, "s");
         let mut pipe = redis::pipe();
@@ -356,11 +402,11 @@ impl RedisTier {
         let mut parts = parts.into_iter();
         let meta = parts.next().ok_or_else(|| io(key, "unexpected MULTI answer"))?;
         let meta: Meta = redis::from_owned_redis_value(meta).map_err(|e| io(key, e))?;
-        let mut entries: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut entries: Vec<Entry> = Vec::new();
         for part in parts {
             for e in stream_entries(key, part)? {
                 // The entry before `offset` may also be the first from it.
-                if entries.last().is_none_or(|(start, _)| e.0 > *start) {
+                if entries.last().is_none_or(|last| e.start > last.start) {
                     entries.push(e);
                 }
             }
@@ -373,11 +419,12 @@ impl RedisTier {
     /// correctly. A read of at least an entry's size ends on an entry boundary unless its first
     /// entry alone is more than asked for, so a sequential reader (tails, downloads, the
     /// archiver) starts each read where an entry starts and needs only the entries from there;
-    /// a read inside an entry also asks for the entry before. Smaller reads are filled.
-    async fn read_entries(&self, key: &StepKey, offset: u64, max: usize) -> Result<Option<Bytes>, LiveError> {
+    /// a read inside an entry also asks for the entry before. Smaller reads are filled. The
+    /// bytes come in the pieces they were stored as.
+    async fn read_entries(&self, key: &StepKey, offset: u64, max: usize) -> Result<Option<Vec<Stored>>, LiveError> {
         let count = max.div_ceil(ENTRY).max(1);
         let (mut meta, mut entries) = self.snapshot(key, offset, count, false).await?;
-        let inside = |m: &Meta, e: &[(u64, Vec<u8>)]| m.0.is_some_and(|hwm| offset < hwm) && m.2.is_none() && e.first().is_none_or(|(s, _)| *s != offset);
+        let inside = |m: &Meta, e: &[Entry]| m.0.is_some_and(|hwm| offset < hwm) && m.2.is_none() && e.first().is_none_or(|e| e.start != offset);
         if inside(&meta, &entries) {
             (meta, entries) = self.snapshot(key, offset, count, true).await?;
         }
@@ -390,7 +437,7 @@ impl RedisTier {
             return Err(LiveError::Released { key: key.to_string(), below: rel });
         }
         if offset >= hwm || max == 0 {
-            return Ok(Some(Bytes::new()));
+            return Ok(Some(Vec::new()));
         }
         let mut read = Collect { pos: offset, left: max.min((hwm - offset) as usize), pieces: Vec::new(), entries: 0, align: max >= ENTRY, done: false };
         read.take(key, entries)?;
@@ -416,8 +463,42 @@ impl RedisTier {
                 break;
             }
         }
-        let mut pieces = read.pieces;
-        Ok(Some(if pieces.len() == 1 { pieces.remove(0) } else { Bytes::from(pieces.concat()) }))
+        Ok(Some(read.pieces))
+    }
+
+    /// Puts the bytes of the entry at `start`, stored as a frame, into the step's overlay,
+    /// unless the overlay has that entry already.
+    async fn inflate_into_overlay(&self, key: &StepKey, start: u64) -> Result<(), LiveError> {
+        let id = format!("{start}-1");
+        let answer: redis::Value = redis::cmd("XRANGE").arg(key_of(key, "s")).arg(&id).arg(&id).query_async(&mut self.con_for(key)).await.map_err(|e| io(key, e))?;
+        // Gone: a release took it, and the script will say so.
+        let Some(entry) = stream_entries(key, answer)?.pop() else { return Ok(()) };
+        let raw = entry.raw(key)?;
+        let _: () = redis::pipe()
+            .atomic()
+            .hset_nx(key_of(key, "o"), &id, &raw[..])
+            .ignore()
+            .expire(key_of(key, "o"), self.cfg.ttl_secs() as i64)
+            .ignore()
+            .query_async(&mut self.con_for(key))
+            .await
+            .map_err(|e| io(key, e))?;
+        Ok(())
+    }
+
+    /// A read in the pieces the bytes are stored as: pushed bytes, the entries, or (a step with
+    /// overwritten bytes) what the script returns.
+    async fn read_pieces(&self, key: &StepKey, offset: u64, max: usize) -> Result<Vec<Stored>, LiveError> {
+        if let Some(raw) = self.watchers.recent(key, offset, max) {
+            return Ok(vec![Stored { raw, frame: None }]);
+        }
+        retried(|| async {
+            match self.read_entries(key, offset, max).await? {
+                Some(pieces) => Ok(pieces),
+                None => Ok(vec![Stored { raw: self.read_scripted(key, offset, max).await?, frame: None }]),
+            }
+        })
+        .await
     }
 }
 
@@ -428,7 +509,7 @@ type Meta = (Option<u64>, Option<u64>, Option<String>);
 struct Collect {
     pos: u64,
     left: usize,
-    pieces: Vec<Bytes>,
+    pieces: Vec<Stored>,
     entries: usize,
     /// End on an entry boundary rather than cut an entry after the first.
     align: bool,
@@ -438,10 +519,12 @@ struct Collect {
 
 impl Collect {
     /// Takes the bytes from `pos` out of entries in order; an entry past `pos` is a hole. When
-    /// aligning, only the first piece of a read may end inside an entry.
-    fn take(&mut self, key: &StepKey, entries: impl IntoIterator<Item = (u64, Vec<u8>)>) -> Result<(), LiveError> {
-        for (start, data) in entries {
-            let end = start + data.len() as u64;
+    /// aligning, only the first piece of a read may end inside an entry. A piece keeps its
+    /// entry's stored frame only when it is the whole entry.
+    fn take(&mut self, key: &StepKey, entries: impl IntoIterator<Item = Entry>) -> Result<(), LiveError> {
+        for entry in entries {
+            let (start, len) = (entry.start, entry.len);
+            let end = start + len as u64;
             if end <= self.pos {
                 continue;
             }
@@ -449,12 +532,20 @@ impl Collect {
                 return Err(io(key, format!("stream has no entry for offset {} (next starts at {start})", self.pos)));
             }
             let from = (self.pos - start) as usize;
-            if self.align && data.len() - from > self.left && !self.pieces.is_empty() {
+            if self.align && len - from > self.left && !self.pieces.is_empty() {
                 self.done = true;
                 break;
             }
-            let take = (data.len() - from).min(self.left);
-            self.pieces.push(Bytes::from(data).slice(from..from + take));
+            let take = (len - from).min(self.left);
+            let data = entry.raw(key)?;
+            if data.len() != len {
+                return Err(io(key, format!("the entry at {start} holds {} bytes, its frame says {len}", data.len())));
+            }
+            let frame = match entry.body {
+                Body::Frame(f) if from == 0 && take == len => Some(f),
+                _ => None,
+            };
+            self.pieces.push(Stored { raw: data.slice(from..from + take), frame });
             self.entries += 1;
             self.pos += take as u64;
             self.left -= take;
@@ -539,17 +630,17 @@ impl LiveTier for RedisTier {
 
     fn read<'a>(&'a self, key: &'a StepKey, offset: u64, max: usize) -> BoxFuture<'a, Result<Bytes, LiveError>> {
         Box::pin(async move {
-            if let Some(bytes) = self.watchers.recent(key, offset, max) {
-                return Ok(bytes);
-            }
-            retried(|| async {
-                match self.read_entries(key, offset, max).await? {
-                    Some(bytes) => Ok(bytes),
-                    None => self.read_scripted(key, offset, max).await,
-                }
+            let mut pieces = self.read_pieces(key, offset, max).await?;
+            Ok(match pieces.len() {
+                0 => Bytes::new(),
+                1 => pieces.remove(0).raw,
+                _ => Bytes::from(pieces.iter().map(|p| &p.raw[..]).collect::<Vec<_>>().concat()),
             })
-            .await
         })
+    }
+
+    fn read_stored<'a>(&'a self, key: &'a StepKey, offset: u64, max: usize) -> BoxFuture<'a, Result<Vec<Stored>, LiveError>> {
+        Box::pin(self.read_pieces(key, offset, max))
     }
 
     fn subscribe<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<watch::Receiver<Progress>, LiveError>> {
@@ -659,17 +750,25 @@ impl LiveTier for RedisTier {
         Box::pin(async move {
             // Before the change: no reader here is served the old bytes after it returns.
             self.watchers.stop_bytes(key);
-            let (status, n): (String, u64) = retried(|| async {
-                Self::on_step(&self.scripts.overwrite, key, &["m", "s", "o"])
-                    .arg(offset)
-                    .arg(&bytes[..])
-                    .arg(self.cfg.ttl_secs())
-                    .arg(key_of(key, "n"))
-                    .invoke_async(&mut self.con_for(key))
-                    .await
-                    .map_err(|e| io(key, e))
-            })
-            .await?;
+            let (status, n) = loop {
+                let (status, n): (String, u64) = retried(|| async {
+                    Self::on_step(&self.scripts.overwrite, key, &["m", "s", "o"])
+                        .arg(offset)
+                        .arg(&bytes[..])
+                        .arg(self.cfg.ttl_secs())
+                        .arg(key_of(key, "n"))
+                        .invoke_async(&mut self.con_for(key))
+                        .await
+                        .map_err(|e| io(key, e))
+                })
+                .await?;
+                if status != "inflate" {
+                    break (status, n);
+                }
+                // A stored frame in the range: its bytes go into the overlay as they are (only
+                // if no overwrite put others there first), where the script can change them.
+                retried(|| self.inflate_into_overlay(key, n)).await?;
+            };
             match status.as_str() {
                 "missing" => Err(LiveError::NotFound(key.to_string())),
                 "refused" if n > offset => Err(io(key, format!("overwrite at {offset} runs past the {n} bytes written"))),

@@ -3,6 +3,8 @@
 //! `contrib/seekable_format`), so `zstd -d` reads a segment as a plain file and a range read
 //! fetches and decompresses only the frames it covers. Pure functions; no I/O.
 
+use std::cell::RefCell;
+
 use serde::{Deserialize, Serialize};
 
 /// Input bytes per zstd frame.
@@ -28,11 +30,46 @@ pub enum SegmentError {
     Corrupt(String),
 }
 
-/// Compresses one frame (at most [`FRAME_INPUT`] bytes) at `level`.
+thread_local! {
+    /// Each thread's zstd contexts, made once: making one costs more than a small frame.
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's decompression context.
+fn with_decompressor<T>(f: impl FnOnce(&mut zstd::bulk::Decompressor<'static>) -> std::io::Result<T>) -> std::io::Result<T> {
+    DECOMPRESSOR.with_borrow_mut(|d| {
+        let d = match d {
+            Some(d) => d,
+            None => d.insert(zstd::bulk::Decompressor::new()?),
+        };
+        f(d)
+    })
+}
+
+/// Compresses one frame (at most [`FRAME_INPUT`] bytes) at `level`; the frame records its
+/// decompressed size.
 pub fn compress_frame(input: &[u8], level: i32) -> Result<(Vec<u8>, FrameEntry), SegmentError> {
-    let out = zstd::bulk::compress(input, level)?;
+    let out = COMPRESSOR.with_borrow_mut(|c| {
+        let c = match c {
+            Some(c) => c,
+            None => c.insert(zstd::bulk::Compressor::new(level)?),
+        };
+        c.set_compression_level(level)?;
+        c.compress(input)
+    })?;
     let entry = FrameEntry { compressed: out.len() as u32, decompressed: input.len() as u32 };
     Ok((out, entry))
+}
+
+/// Decompresses one frame of at most `max` bytes.
+pub fn decompress_frame(frame: &[u8], max: usize) -> Result<Vec<u8>, SegmentError> {
+    Ok(with_decompressor(|d| d.decompress(frame, max))?)
+}
+
+/// The decompressed size a frame's header records (frames from [`compress_frame`] record it).
+pub fn frame_content_size(frame: &[u8]) -> Option<u64> {
+    zstd::zstd_safe::get_frame_content_size(frame).ok().flatten()
 }
 
 /// The seek table for `frames`, as a skippable frame to append after them.
@@ -114,14 +151,13 @@ pub fn decompress_frames(bytes: &[u8], frames: &[FrameEntry]) -> Result<Vec<u8>,
     let total: usize = frames.iter().map(|f| f.decompressed as usize).sum();
     // Each frame lands after the last in the buffer's spare capacity: nothing is zero-filled.
     let mut out = std::io::Cursor::new(Vec::with_capacity(total));
-    let mut dec = zstd::bulk::Decompressor::new()?;
     let mut pos = 0usize;
     for f in frames {
         let end = pos + f.compressed as usize;
         let frame = bytes.get(pos..end).ok_or_else(|| SegmentError::Corrupt("frame extends past the fetched range".into()))?;
         let want = f.decompressed as usize;
         out.set_position(out.get_ref().len() as u64);
-        let n = dec.decompress_to_buffer(frame, &mut out)?;
+        let n = with_decompressor(|d| d.decompress_to_buffer(frame, &mut out))?;
         if n != want {
             return Err(SegmentError::Corrupt(format!("frame decompressed to {n} bytes, table says {want}")));
         }

@@ -1,6 +1,9 @@
 -- Reads up to max bytes from an offset, across entries, through the overwrite overlay.
 -- KEYS: meta hash, stream, overlay hash.  ARGV: offset, max.
--- Returns {status, n, bytes}: status ok (n = hwm), missing, or released (n = released prefix).
+-- Returns {status, n, bytes}: status ok (n = hwm), missing, released (n = released prefix), or
+-- z: the entry holding the offset is stored as a zstd frame (field `z`, which Lua cannot
+-- decompress) and has no replacement bytes; n is its first offset and bytes the frame. A read
+-- that meets such an entry after others ends before it.
 local m, s, o = KEYS[1], KEYS[2], KEYS[3]
 local v = redis.call('HMGET', m, 'hwm', 'rel', 'masked')
 if v[1] == false then return {'missing', 0, ''} end
@@ -23,8 +26,14 @@ while want > 0 do
   for _, e in ipairs(entries) do
     local id = e[1]
     local start = tonumber(string.match(id, '^(%d+)'))
-    local data = e[2][2]
-    if overlay then data = redis.call('HGET', o, id) or data end
+    local data = overlay and redis.call('HGET', o, id) or false
+    if not data then
+      if e[2][1] == 'z' then
+        if #out > 0 then return {'ok', hwm, table.concat(out)} end
+        return {'z', start, e[2][2]}
+      end
+      data = e[2][2]
+    end
     local piece = string.sub(data, off - start + 1, off - start + want)
     out[#out + 1] = piece
     want = want - string.len(piece)
