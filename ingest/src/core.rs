@@ -538,7 +538,9 @@ enum ReadError {
 /// Reads until one frame is complete. `Ok(None)` is a clean end of stream between frames.
 /// Most bytes one append takes: DATA frames already received that continue a chunk are
 /// appended with it, so a shared live tier (Redis) costs one round trip per batch, not per frame.
-const MAX_BATCH: usize = 1 << 20;
+/// As large as an HTTP/2 or QUIC stream's window (2 MiB): what the agent could send while the
+/// last append was out is one append.
+const MAX_BATCH: usize = 2 << 20;
 
 /// Joins to `first` (at `offset`) the DATA frames that follow it contiguously and are already
 /// here — in the buffer, or readable without waiting — up to [`MAX_BATCH`] bytes, and less than

@@ -67,7 +67,7 @@ pub struct RedisConfig {
     pub wait_replicas: u32,
     /// Most bytes a step holds above the prefix the archiver released: past it, appends wait
     /// (unacknowledged; agents keep their spool) until the archiver takes some (0: no limit).
-    /// A running step so holds at most this plus one append (1 MiB) in Redis.
+    /// A running step so holds at most this plus one append (2 MiB) in Redis.
     pub hold_max_bytes: u64,
     /// zstd level of the frames large appends are stored as: the archive's, since the archiver
     /// writes those frames into segments as they are.

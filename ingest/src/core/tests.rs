@@ -192,11 +192,11 @@ async fn contiguous_frames_already_received_are_appended_as_one_batch() {
     // Frames still arriving on the pipe are read without waiting for more, up to the batch limit.
     let (mut agent, mut pipe) = tokio::io::duplex(4 << 20);
     let chunk: &'static [u8] = Box::leak(vec![b'z'; 100_000].into_boxed_slice());
-    for i in 0..20u64 {
+    for i in 0..25u64 {
         agent.write_all(&at(100_000 * (i + 1), 1, chunk).to_bytes()).await.unwrap();
     }
     let mut buf = BytesMut::new();
     let (batch, next) = coalesce(&mut pipe, &mut buf, &Decoder::new(1 << 20), 0, 1, Bytes::from_static(chunk), &metrics).await;
-    assert_eq!(batch.len(), 1_000_000, "ten frames make a batch under the 1 MiB limit");
-    assert!(matches!(next, Some(Ok(Some(Frame::Data(Data { offset: 1_000_000, .. }))))));
+    assert_eq!(batch.len(), 2_000_000, "twenty frames make a batch under the 2 MiB limit");
+    assert!(matches!(next, Some(Ok(Some(Frame::Data(Data { offset: 2_000_000, .. }))))));
 }
