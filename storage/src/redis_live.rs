@@ -10,7 +10,8 @@
 //! which `WATCH` the step and commit with `MULTI`/`EXEC` (see [`watched`]). Appends, prefix
 //! releases and ends publish on `…:n`, which each node's follower (see [`follow`]) turns into
 //! `watch` updates for its readers and wake-ups for appends waiting for room; small appends
-//! publish their bytes, which the follower keeps for those readers.
+//! publish their bytes, which the follower keeps for those readers, and a node keeps its own
+//! large appends' bytes for its readers too.
 //! Keys expire `ttl` after the last append; the archiver's release deletes them.
 //!
 //! Durable means what Redis acknowledged under its own persistence (run it with
@@ -313,6 +314,11 @@ impl RedisTier {
                 // This node's readers get the bytes now, not when the notification comes back.
                 // A copy: a slice would keep the whole buffer the chunk was read into.
                 self.watchers.pushed(&key_of(key, "n"), start, || Bytes::copy_from_slice(&stored[added.clone()]));
+            } else if stored.len() > batch::SMALL && !masked {
+                // A large append is not published, but this node's readers get its bytes from
+                // here rather than reading the stream back and decompressing it. A slice: it is
+                // (nearly) the whole batch, and a followed step keeps only its last one.
+                self.watchers.pushed(&key_of(key, "n"), start, || stored.slice(added.clone()));
             }
             self.hash_added(key, &received[added], start);
         }
@@ -486,10 +492,11 @@ impl RedisTier {
         Ok(())
     }
 
-    /// A read in the pieces the bytes are stored as: pushed bytes, the entries, or (a step with
-    /// overwritten bytes) what the script returns.
-    async fn read_pieces(&self, key: &StepKey, offset: u64, max: usize) -> Result<Vec<Stored>, LiveError> {
-        if let Some(raw) = self.watchers.recent(key, offset, max) {
+    /// A read in the pieces the bytes are stored as: the bytes kept for this node's readers
+    /// (only when `recent`: the archiver wants the stored frames instead), the entries, or (a
+    /// step with overwritten bytes) what the script returns.
+    async fn read_pieces(&self, key: &StepKey, offset: u64, max: usize, recent: bool) -> Result<Vec<Stored>, LiveError> {
+        if let Some(raw) = self.watchers.recent(key, offset, max).filter(|_| recent) {
             return Ok(vec![Stored { raw, frame: None }]);
         }
         retried(|| async {
@@ -630,7 +637,7 @@ impl LiveTier for RedisTier {
 
     fn read<'a>(&'a self, key: &'a StepKey, offset: u64, max: usize) -> BoxFuture<'a, Result<Bytes, LiveError>> {
         Box::pin(async move {
-            let mut pieces = self.read_pieces(key, offset, max).await?;
+            let mut pieces = self.read_pieces(key, offset, max, true).await?;
             Ok(match pieces.len() {
                 0 => Bytes::new(),
                 1 => pieces.remove(0).raw,
@@ -640,7 +647,7 @@ impl LiveTier for RedisTier {
     }
 
     fn read_stored<'a>(&'a self, key: &'a StepKey, offset: u64, max: usize) -> BoxFuture<'a, Result<Vec<Stored>, LiveError>> {
-        Box::pin(self.read_pieces(key, offset, max))
+        Box::pin(self.read_pieces(key, offset, max, false))
     }
 
     fn subscribe<'a>(&'a self, key: &'a StepKey) -> BoxFuture<'a, Result<watch::Receiver<Progress>, LiveError>> {

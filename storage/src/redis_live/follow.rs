@@ -29,7 +29,9 @@ use crate::live::{Progress, StepKey};
 const SUBSCRIBE_BATCH: usize = 256;
 /// Times a step's progress is read before its readers are left to wait for a notification.
 const REFRESH_ATTEMPTS: u32 = 30;
-/// Bytes kept per followed step: what its readers at the live edge have not read yet.
+/// Bytes kept per followed step: what its readers at the live edge have not read yet (at least
+/// this much, and always the last push whole: for a large append of this node's, up to one
+/// ingest batch).
 const RECENT: usize = 16 * 1024;
 
 /// The last bytes pushed for a followed step, contiguous, ending at the last push.
