@@ -316,9 +316,10 @@ impl RedisTier {
                 self.watchers.pushed(&key_of(key, "n"), start, || Bytes::copy_from_slice(&stored[added.clone()]));
             } else if stored.len() > batch::SMALL && !masked {
                 // A large append is not published, but this node's readers get its bytes from
-                // here rather than reading the stream back and decompressing it. A slice: it is
-                // (nearly) the whole batch, and a followed step keeps only its last one.
-                self.watchers.pushed(&key_of(key, "n"), start, || stored.slice(added.clone()));
+                // here rather than reading the stream back and decompressing it (within the
+                // node's budget). A slice: it is (nearly) the whole batch, and a followed step
+                // keeps only its last one.
+                self.watchers.kept(&key_of(key, "n"), start, added.len(), || stored.slice(added.clone()));
             }
             self.hash_added(key, &received[added], start);
         }

@@ -2,7 +2,8 @@
 //! step a reader here follows. `h<hwm>` raises the step's durable length; `d<start>:<bytes>`
 //! raises it and hands over the bytes appended at `start`, which are kept (at most [`RECENT`]
 //! bytes per followed step) so this node's readers of the live edge get them without a Redis
-//! command; `r<upto>` (a prefix released) wakes the step's appends waiting for room; `o` (bytes
+//! command (a node keeps its own large appends the same way, at most [`KEPT_MAX`] bytes of them
+//! in all); `r<upto>` (a prefix released) wakes the step's appends waiting for room; `o` (bytes
 //! overwritten) stops keeping bytes for the step; `x` (released) and `e` (ended) read its
 //! progress again. A step's waiting appends are also woken when its subscription is confirmed
 //! and on every resubscription. After a reconnect it resubscribes and reads every followed
@@ -11,6 +12,7 @@
 //! are dropped.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -33,13 +35,29 @@ const REFRESH_ATTEMPTS: u32 = 30;
 /// this much, and always the last push whole: for a large append of this node's, up to one
 /// ingest batch).
 const RECENT: usize = 16 * 1024;
+/// Most bytes of its own large appends a node keeps for its readers, over all steps: past it,
+/// readers read them back from Redis.
+const KEPT_MAX: usize = 64 << 20;
+
+/// Bytes counted against [`KEPT_MAX`] while they are kept.
+struct Charge {
+    n: usize,
+    total: Arc<AtomicUsize>,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.n, Relaxed);
+    }
+}
 
 /// The last bytes pushed for a followed step, contiguous, ending at the last push.
 #[derive(Default)]
 struct Recent {
     /// Offset of the first kept byte.
     start: u64,
-    chunks: VecDeque<Bytes>,
+    /// The kept bytes, each with its charge against [`KEPT_MAX`] (a node's own large append).
+    chunks: VecDeque<(Bytes, Option<Charge>)>,
     len: usize,
     /// The step's bytes were overwritten or released here: keep nothing more.
     stopped: bool,
@@ -58,7 +76,7 @@ impl Recent {
     /// Bytes appended at `at`; a push that does not continue the kept bytes starts them over.
     /// Bytes already kept are not kept twice: a node's own appends are pushed when Redis
     /// answers them, and again when their notification arrives.
-    fn push(&mut self, mut at: u64, mut bytes: Bytes) {
+    fn push(&mut self, mut at: u64, mut bytes: Bytes, charge: Option<Charge>) {
         if self.stopped || bytes.is_empty() {
             return;
         }
@@ -76,9 +94,9 @@ impl Recent {
             self.start = at;
         }
         self.len += bytes.len();
-        self.chunks.push_back(bytes);
+        self.chunks.push_back((bytes, charge));
         while self.len > RECENT && self.chunks.len() > 1 {
-            let old = self.chunks.pop_front().map_or(0, |b| b.len());
+            let old = self.chunks.pop_front().map_or(0, |(b, _)| b.len());
             self.len -= old;
             self.start += old as u64;
         }
@@ -92,7 +110,7 @@ impl Recent {
         let mut at = self.start;
         let mut pieces: Vec<Bytes> = Vec::new();
         let mut left = max;
-        for chunk in &self.chunks {
+        for (chunk, _) in &self.chunks {
             let end = at + chunk.len() as u64;
             if end > offset && left > 0 {
                 let from = offset.saturating_sub(at) as usize;
@@ -115,9 +133,9 @@ struct Followed {
     released: Arc<Notify>,
 }
 
-/// Every followed step, by notify channel.
+/// Every followed step, by notify channel; and the bytes of this node's own large appends kept.
 #[derive(Clone, Default)]
-pub(super) struct Watchers(Arc<Mutex<HashMap<String, Followed>>>);
+pub(super) struct Watchers(Arc<Mutex<HashMap<String, Followed>>>, Arc<AtomicUsize>);
 
 impl Watchers {
     /// A receiver of an already followed step.
@@ -181,9 +199,24 @@ impl Watchers {
         if let Some(f) = self.0.lock().get_mut(channel) {
             let bytes = bytes();
             let hwm = at + bytes.len() as u64;
-            f.recent.push(at, bytes);
+            f.recent.push(at, bytes, None);
             f.tx.send_if_modified(|p| raise(p, hwm));
         }
+    }
+
+    /// This node's own large append of `len` bytes at `at` (not published): kept as pushed
+    /// bytes are while the node keeps at most [`KEPT_MAX`] such bytes; else its readers read it
+    /// back once told of it.
+    pub(super) fn kept(&self, channel: &str, at: u64, len: usize, bytes: impl FnOnce() -> Bytes) {
+        let mut map = self.0.lock();
+        let Some(f) = map.get_mut(channel) else { return };
+        if self.1.fetch_add(len, Relaxed) + len > KEPT_MAX {
+            self.1.fetch_sub(len, Relaxed);
+            return;
+        }
+        let charge = Charge { n: len, total: self.1.clone() };
+        f.recent.push(at, bytes(), Some(charge));
+        f.tx.send_if_modified(|p| raise(p, at + len as u64));
     }
 
     fn set(&self, key: &StepKey, p: Progress) {
@@ -360,8 +393,8 @@ mod tests {
     fn kept_bytes_are_served_by_offset_and_bounded() {
         let mut r = Recent::default();
         assert_eq!(r.read(0, 10), None);
-        r.push(100, b("hello "));
-        r.push(106, b("world"));
+        r.push(100, b("hello "), None);
+        r.push(106, b("world"), None);
         assert_eq!(r.read(100, 100).as_deref(), Some(&b"hello world"[..]));
         assert_eq!(r.read(104, 4).as_deref(), Some(&b"o wo"[..]));
         assert_eq!(r.read(106, 100).as_deref(), Some(&b"world"[..]));
@@ -369,22 +402,22 @@ mod tests {
         assert_eq!(r.read(111, 10), None, "at the end");
         // This node's own append is pushed twice (when Redis answers it, and by its
         // notification): bytes already kept are not kept again, an overlap is trimmed.
-        r.push(106, b("world"));
-        r.push(104, b("o world"));
+        r.push(106, b("world"), None);
+        r.push(104, b("o world"), None);
         assert_eq!(r.read(100, 100).as_deref(), Some(&b"hello world"[..]));
-        r.push(108, b("rld!"));
+        r.push(108, b("rld!"), None);
         assert_eq!(r.read(100, 100).as_deref(), Some(&b"hello world!"[..]));
-        r.push(111, b("!"));
+        r.push(111, b("!"), None);
         assert_eq!(r.end(), 112);
         // A push that leaves a hole (a missed message) starts over.
-        r.push(200, b("again"));
+        r.push(200, b("again"), None);
         assert_eq!(r.read(100, 10), None);
         assert_eq!(r.read(202, 10).as_deref(), Some(&b"ain"[..]));
         // At most RECENT bytes, whole chunks dropped from the front.
         let chunk = Bytes::from(vec![b'x'; 10_000]);
         let mut at = 205;
         for _ in 0..20 {
-            r.push(at, chunk.clone());
+            r.push(at, chunk.clone(), None);
             at += 10_000;
         }
         assert!(r.len <= RECENT && r.len > RECENT - 10_000, "{}", r.len);
@@ -394,8 +427,34 @@ mod tests {
         // Stopped: nothing kept, nothing served.
         r.clear();
         r.stopped = true;
-        r.push(at, b("late"));
+        r.push(at, b("late"), None);
         assert_eq!(r.read(at, 10), None);
+    }
+
+    #[test]
+    fn a_nodes_own_large_appends_are_kept_within_the_nodes_budget() {
+        use tailrace_protocol::{JobId, StepId};
+        let w = Watchers::default();
+        let (a, b) = (StepKey::new(JobId::new("j").unwrap(), StepId::new("a").unwrap()), StepKey::new(JobId::new("j").unwrap(), StepId::new("b").unwrap()));
+        let half = KEPT_MAX / 2;
+        for k in [&a, &b] {
+            w.insert(k, Progress { durable: 0, end: None });
+        }
+        let (ca, cb) = (key_of(&a, "n"), key_of(&b, "n"));
+        w.kept(&ca, 0, half, || Bytes::from(vec![b'a'; half]));
+        assert_eq!(w.recent(&a, half as u64 - 1, 10).as_deref(), Some(&b"a"[..]));
+        assert_eq!(w.receiver(&a).unwrap().borrow().durable, half as u64, "readers are told at once");
+        w.kept(&cb, 0, half + 1, || Bytes::from(vec![b'b'; half + 1]));
+        assert_eq!(w.recent(&b, 0, 10), None, "past the budget nothing is kept");
+        assert_eq!(w.1.load(Relaxed), half);
+        // The next append of a replaces what a kept, and gives back its charge.
+        w.kept(&ca, half as u64, 100, || Bytes::from(vec![b'A'; 100]));
+        assert_eq!(w.1.load(Relaxed), 100);
+        w.kept(&cb, 0, half + 1, || Bytes::from(vec![b'b'; half + 1]));
+        assert_eq!(w.recent(&b, 0, 1).as_deref(), Some(&b"b"[..]));
+        w.forget_bytes(&b);
+        assert_eq!(w.1.load(Relaxed), 100, "bytes no longer kept are no longer counted");
+        w.kept(&key_of(&StepKey::new(JobId::new("j").unwrap(), StepId::new("c").unwrap()), "n"), 0, 10, || unreachable!("a step nobody follows keeps nothing"));
     }
 
     #[test]
