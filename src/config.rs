@@ -101,7 +101,8 @@ pub struct ServeConfig {
     pub archive_proxy_excludes: Option<String>,
     /// PEM CA certificate of a TLS-intercepting proxy, trusted for object-store requests.
     pub archive_proxy_ca_file: Option<PathBuf>,
-    /// zstd level of archived segments.
+    /// zstd level of archived segments; on Redis also of the frames large appends are stored
+    /// as (the archiver writes those as they are).
     pub archive_level: i32,
     /// Stream bytes per segment object, in MiB.
     pub archive_segment_mib: u64,
