@@ -386,14 +386,14 @@ impl Archive {
                 if pos < start + len && compressing.len() < FRAMES_IN_FLIGHT {
                     let want = (FRAME_INPUT as u64).min(start + len - pos) as usize;
                     self.fill(key, &mut ahead, pos, want, start + len).await?;
-                    let (raw, stored) = ahead.next_frame(want);
+                    let (raw, frame) = ahead.next_frame(want);
                     hasher.update(&raw);
                     frame_lines.push(count_newlines(&raw) as u32);
                     // When the frame's first byte was read: the last time point at or before it.
                     let i = times.partition_point(|&(off, _)| off <= pos);
                     frame_times.push(if i == 0 { times.first().map_or(0, |t| t.1) } else { times[i - 1].1 });
                     pos += raw.len() as u64;
-                    if let Some(frame) = stored {
+                    if let Some(frame) = frame {
                         self.metrics.frames_reused.fetch_add(1, Relaxed);
                         let entry = FrameEntry { compressed: frame.len() as u32, decompressed: raw.len() as u32 };
                         compressing.push_back(Framing::Stored(frame, entry));
