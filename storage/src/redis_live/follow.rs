@@ -196,27 +196,34 @@ impl Watchers {
     /// answers it): kept, then the durable length raised (so a woken reader finds them).
     /// `bytes` is called only for a step followed here.
     pub(super) fn pushed(&self, channel: &str, at: u64, bytes: impl FnOnce() -> Bytes) {
-        if let Some(f) = self.0.lock().get_mut(channel) {
-            let bytes = bytes();
-            let hwm = at + bytes.len() as u64;
-            f.recent.push(at, bytes, None);
-            f.tx.send_if_modified(|p| raise(p, hwm));
-        }
+        self.keep(channel, at, || Some((bytes(), None)));
     }
 
     /// This node's own large append of `len` bytes at `at` (not published): kept as pushed
     /// bytes are while the node keeps at most [`KEPT_MAX`] such bytes; else its readers read it
     /// back once told of it.
     pub(super) fn kept(&self, channel: &str, at: u64, len: usize, bytes: impl FnOnce() -> Bytes) {
-        let mut map = self.0.lock();
-        let Some(f) = map.get_mut(channel) else { return };
-        if self.1.fetch_add(len, Relaxed) + len > KEPT_MAX {
-            self.1.fetch_sub(len, Relaxed);
-            return;
+        self.keep(channel, at, || self.charge(len).map(|c| (bytes(), Some(c))));
+    }
+
+    /// Keeps the bytes `bytes` gives (with their charge), if the step is followed here and it
+    /// gives any, and raises the step's durable length to their end.
+    fn keep(&self, channel: &str, at: u64, bytes: impl FnOnce() -> Option<(Bytes, Option<Charge>)>) {
+        if let Some(f) = self.0.lock().get_mut(channel) {
+            let Some((bytes, charge)) = bytes() else { return };
+            let hwm = at + bytes.len() as u64;
+            f.recent.push(at, bytes, charge);
+            f.tx.send_if_modified(|p| raise(p, hwm));
         }
-        let charge = Charge { n: len, total: self.1.clone() };
-        f.recent.push(at, bytes(), Some(charge));
-        f.tx.send_if_modified(|p| raise(p, at + len as u64));
+    }
+
+    /// `n` bytes counted against [`KEPT_MAX`]; `None` when they do not fit.
+    fn charge(&self, n: usize) -> Option<Charge> {
+        if self.1.fetch_add(n, Relaxed) + n > KEPT_MAX {
+            self.1.fetch_sub(n, Relaxed);
+            return None;
+        }
+        Some(Charge { n, total: self.1.clone() })
     }
 
     fn set(&self, key: &StepKey, p: Progress) {
